@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/parleychat/parley/internal/config"
+	"github.com/parleychat/parley/internal/msgstore"
+	"github.com/parleychat/parley/persister"
+	"github.com/parleychat/parley/server"
+)
+
+func newLogger(format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("log-format must be json or text, got %q", format)
+}
+
+func logFlags(fs *flag.FlagSet) (format, level *string) {
+	return fs.String("log-format", "json", "log format: json or text"), fs.String("log-level", "info", "log level: debug, info, warn, error")
+}
+
+func runServer(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("parley server", flag.ContinueOnError)
+	var cfg server.Config
+	cfg.Flags(fs)
+	format, level := logFlags(fs)
+	if err := config.Parse(fs, args); err != nil {
+		return err
+	}
+	log, err := newLogger(*format, *level)
+	if err != nil {
+		return err
+	}
+	return server.Run(ctx, cfg, log, server.Deps{})
+}
+
+func runPersister(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("parley persister", flag.ContinueOnError)
+	var (
+		cfg     persister.Config
+		brokers = config.List{"127.0.0.1:9092"}
+	)
+	fs.Var(&brokers, "kafka-brokers", "comma-separated Kafka seed brokers")
+	fs.StringVar(&cfg.Topic, "topic", persister.DefaultTopic, "Kafka topic of messages")
+	fs.StringVar(&cfg.DLQTopic, "dlq-topic", persister.DefaultDLQTopic, "topic for records that can never be written")
+	fs.StringVar(&cfg.Group, "group", persister.DefaultGroup, "consumer group id")
+	fs.IntVar(&cfg.MaxBatch, "max-batch", persister.DefaultMaxBatch, "records per store write")
+	partitions := fs.Int("partitions", persister.DefaultPartitions, "partitions of the topics when they are created")
+	mongoURI := fs.String("mongo-uri", "mongodb://127.0.0.1:27017", "MongoDB-protocol store URI")
+	database := fs.String("database", "parley", "database name")
+	chunk := fs.Int("chunk-size", 40, "documents per insertMany (keep below FerretDB's SQL pool size)")
+	sessionTimeout := fs.Duration("session-timeout", 10*time.Second, "consumer group session timeout: how soon a crashed persister's partitions move to another")
+	metricsAddr := fs.String("metrics-addr", "127.0.0.1:9464", "address of /metrics and /healthz (empty: off)")
+	format, level := logFlags(fs)
+	if err := config.Parse(fs, args); err != nil {
+		return err
+	}
+	cfg.Brokers = brokers
+	cfg.Partitions = int32(*partitions)
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	log, err := newLogger(*format, *level)
+	if err != nil {
+		return err
+	}
+	mc, err := mongo.Connect(options.Client().ApplyURI(*mongoURI).SetTimeout(30 * time.Second))
+	if err != nil {
+		return fmt.Errorf("mongo-uri: %w", err)
+	}
+	defer func() { _ = mc.Disconnect(context.Background()) }()
+	store := msgstore.New(mc.Database(*database), msgstore.Options{ChunkSize: *chunk})
+	ictx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := store.EnsureIndexes(ictx); err != nil {
+		return fmt.Errorf("message indexes: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	p, err := persister.New(cfg, store, log, reg, kgo.SessionTimeout(*sessionTimeout))
+	if err != nil {
+		return err
+	}
+	if *metricsAddr != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+		srv := &http.Server{Addr: *metricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics listener", "err", err)
+			}
+		}()
+		defer srv.Close()
+	}
+	log.Info("parley persister starting", "topic", cfg.Topic, "group", cfg.Group, "database", *database)
+	return p.Run(ctx)
+}

@@ -1,0 +1,76 @@
+package chat
+
+import (
+	"fmt"
+	"time"
+)
+
+// Config holds the chat limits. Zero values take the defaults.
+type Config struct {
+	// MaxMessageBytes bounds a message body (default 4096).
+	MaxMessageBytes int
+	// StreamQueue bounds a stream's outgoing queue (default 1024 frames).
+	StreamQueue int
+	// MaxRoomsPerStream bounds subscriptions on one stream (default 200).
+	MaxRoomsPerStream int
+	// SendRate and SendBurst limit sends per user on this instance
+	// (default 20/s, burst 50).
+	SendRate  float64
+	SendBurst int
+	// MaxReplay bounds how many messages a resume replays before it tells the
+	// client to resync from history instead (default 5000).
+	MaxReplay int
+	// EpochSeqGap is added to the highest stored seq when a room's lost
+	// counter is re-created, leaving room for acknowledged messages still on
+	// their way to the store (default 1,000,000).
+	EpochSeqGap int64
+	// MembershipTTL is how long a positive membership check is cached per
+	// instance (default 2s).
+	MembershipTTL time.Duration
+}
+
+// WithDefaults returns c with zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = 4096
+	}
+	if c.StreamQueue == 0 {
+		c.StreamQueue = 1024
+	}
+	if c.MaxRoomsPerStream == 0 {
+		c.MaxRoomsPerStream = 200
+	}
+	if c.SendRate == 0 {
+		c.SendRate = 20
+	}
+	if c.SendBurst == 0 {
+		c.SendBurst = 50
+	}
+	if c.MaxReplay == 0 {
+		c.MaxReplay = 5000
+	}
+	if c.EpochSeqGap == 0 {
+		c.EpochSeqGap = 1_000_000
+	}
+	if c.MembershipTTL == 0 {
+		c.MembershipTTL = 2 * time.Second
+	}
+	return c
+}
+
+// Validate names the first bad field.
+func (c Config) Validate() error {
+	switch {
+	case c.MaxMessageBytes < 1 || c.MaxMessageBytes > 1<<20:
+		return fmt.Errorf("max message bytes must be 1..1048576, got %d", c.MaxMessageBytes)
+	case c.StreamQueue < 16:
+		return fmt.Errorf("stream queue must be at least 16, got %d", c.StreamQueue)
+	case c.MaxRoomsPerStream < 1:
+		return fmt.Errorf("max rooms per stream must be positive, got %d", c.MaxRoomsPerStream)
+	case c.SendRate <= 0 || c.SendBurst < 1:
+		return fmt.Errorf("send rate and burst must be positive, got %v/%d", c.SendRate, c.SendBurst)
+	case c.EpochSeqGap < 0:
+		return fmt.Errorf("epoch seq gap must not be negative")
+	}
+	return nil
+}

@@ -1,0 +1,13 @@
+// Package chat implements ChatService: the send path (validate, check
+// membership, rate-limit, assign a position and publish through the broker,
+// append to the Kafka log, acknowledge once durable), stream sessions with
+// resume, and history.
+//
+// A stream session has one reader (the RPC goroutine, handling client frames
+// in order) and one writer goroutine that owns everything sent to the client.
+// Live events, acknowledgements and subscription work all pass through one
+// bounded queue to the writer, which keeps per-room positions so a message is
+// sent at most once and in seq order, whether it came from replay or live. A
+// client that does not read fills its queue and is disconnected with
+// ResourceExhausted; it resumes from its last position and loses nothing.
+package chat

@@ -1,0 +1,323 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+	"github.com/parleychat/parley/server/apierr"
+	"github.com/parleychat/parley/server/auth"
+	"github.com/parleychat/parley/server/fanout"
+	"github.com/parleychat/parley/server/pagetoken"
+	"github.com/parleychat/parley/server/rooms"
+	"github.com/parleychat/parley/server/store"
+)
+
+// Broker assigns room positions and fans events out (fanout.Redis).
+type Broker interface {
+	Publish(ctx context.Context, m *parleyv1.Message) (*parleyv1.Message, bool, error)
+	InitRoom(ctx context.Context, roomID string, seed int64) (string, error)
+	Head(ctx context.Context, roomID string) (string, int64, error)
+	Recent(ctx context.Context, roomID string) ([]*parleyv1.Message, bool, error)
+	Withdraw(ctx context.Context, m *parleyv1.Message) error
+}
+
+// Log makes messages durable (msglog.Producer). done is called once, must not block.
+type Log interface {
+	Append(ctx context.Context, m *parleyv1.Message, done func(error))
+}
+
+// History reads stored messages (msgstore.Store).
+type History interface {
+	List(ctx context.Context, roomID string, beforeSeq, afterSeq int64, limit int) ([]*parleyv1.Message, error)
+	MaxSeq(ctx context.Context, roomID string) (int64, error)
+}
+
+// Rooms answers membership questions (store.Store).
+type Rooms interface {
+	Room(ctx context.Context, id string) (store.Room, error)
+	IsMember(ctx context.Context, roomID, userID string) (bool, error)
+}
+
+// Hub is the local subscription registry (fanout.Hub).
+type Hub interface {
+	Add(roomID string, s fanout.Subscriber)
+	Remove(roomID string, s fanout.Subscriber)
+}
+
+// Service implements parleyv1.ChatServiceServer.
+type Service struct {
+	parleyv1.UnimplementedChatServiceServer
+	cfg     Config
+	broker  Broker
+	log     Log
+	history History
+	rooms   Rooms
+	hub     Hub
+	logger  *slog.Logger
+	limiter *limiter
+	members sync.Map // "room/user" -> time.Time (expiry) of a positive check
+
+	shutdown     chan struct{}
+	shutdownOnce sync.Once
+
+	sends   *prometheus.CounterVec
+	streams prometheus.Gauge
+	queue   prometheus.Histogram
+	slow    prometheus.Counter
+}
+
+// NewService returns the ChatService.
+func NewService(cfg Config, broker Broker, log Log, history History, rooms Rooms, hub Hub, logger *slog.Logger, reg prometheus.Registerer) (*Service, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Service{
+		cfg: cfg, broker: broker, log: log, history: history, rooms: rooms, hub: hub, logger: logger,
+		limiter:  newLimiter(cfg.SendRate, cfg.SendBurst),
+		shutdown: make(chan struct{}),
+		sends: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "parley", Subsystem: "chat",
+			Name: "sends_total", Help: "Send requests by result (ok, duplicate, invalid, denied, limited, unavailable)."}, []string{"result"}),
+		streams: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "parley", Subsystem: "chat",
+			Name: "streams", Help: "Open Connect and StreamRoom streams."}),
+		queue: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "parley", Subsystem: "chat",
+			Name: "stream_queue_depth", Help: "Outgoing queue depth seen by a stream's writer at each frame.",
+			Buckets: []float64{0, 1, 4, 16, 64, 256, 1024, 4096}}),
+		slow: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "parley", Subsystem: "chat",
+			Name: "slow_consumer_disconnects_total", Help: "Streams ended because their queue was full."}),
+	}
+	reg.MustRegister(s.sends, s.streams, s.queue, s.slow)
+	return s, nil
+}
+
+// Shutdown ends every open stream with Unavailable ("reconnect"), so that a
+// graceful stop does not wait for long-lived streams.
+func (s *Service) Shutdown() { s.shutdownOnce.Do(func() { close(s.shutdown) }) }
+
+// checkMember returns nil if user may read and write room: PermissionDenied
+// for a non-member of a public room, NotFound for a room the user cannot see.
+func (s *Service) checkMember(ctx context.Context, roomID, userID string) error {
+	if err := rooms.ValidateRoomID("room_id", roomID); err != nil {
+		return err
+	}
+	key := roomID + "/" + userID
+	if exp, ok := s.members.Load(key); ok && time.Now().Before(exp.(time.Time)) {
+		return nil
+	}
+	r, err := s.rooms.Room(ctx, roomID)
+	if err != nil {
+		if errors.Is(err, apierr.ErrRoomNotFound) {
+			return fmt.Errorf("room %q: %w", roomID, apierr.ErrRoomNotFound)
+		}
+		return err
+	}
+	ok, err := s.rooms.IsMember(ctx, roomID, userID)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		if r.Visibility == store.VisibilityPublic {
+			return fmt.Errorf("join room %q first: %w", roomID, apierr.ErrNotMember)
+		}
+		return fmt.Errorf("room %q: %w", roomID, apierr.ErrRoomNotFound)
+	}
+	s.members.Store(key, time.Now().Add(s.cfg.MembershipTTL))
+	return nil
+}
+
+// validateSend checks a send request's fields.
+func (s *Service) validateSend(req *parleyv1.SendMessageRequest) error {
+	if err := rooms.ValidateRoomID("room_id", req.GetRoomId()); err != nil {
+		return err
+	}
+	if n := len(req.GetClientMsgId()); n > 64 {
+		return apierr.Invalid("client_msg_id", "must be at most 64 characters")
+	}
+	if !utf8.ValidString(req.GetClientMsgId()) || strings.ContainsAny(req.GetClientMsgId(), ":{}\x00") {
+		return apierr.Invalid("client_msg_id", "must be printable without ':', '{', '}'")
+	}
+	body := req.GetBody()
+	switch {
+	case strings.TrimSpace(body) == "":
+		return apierr.Invalid("body", "must not be empty")
+	case len(body) > s.cfg.MaxMessageBytes:
+		return apierr.Invalid("body", "is %d bytes; the limit is %d bytes", len(body), s.cfg.MaxMessageBytes)
+	case !utf8.ValidString(body):
+		return apierr.Invalid("body", "must be valid UTF-8")
+	}
+	return nil
+}
+
+// send runs the send path and calls done exactly once with the durable
+// message or the error. It returns after the message was published (or
+// refused); the durability wait is asynchronous.
+func (s *Service) send(ctx context.Context, me auth.Identity, req *parleyv1.SendMessageRequest, done func(*parleyv1.Message, error)) {
+	fail := func(result string, err error) {
+		s.sends.WithLabelValues(result).Inc()
+		done(nil, err)
+	}
+	if err := s.validateSend(req); err != nil {
+		fail("invalid", err)
+		return
+	}
+	if err := s.checkMember(ctx, req.GetRoomId(), me.UserID); err != nil {
+		fail("denied", err)
+		return
+	}
+	if ok, wait := s.limiter.allow(me.UserID, time.Now()); !ok {
+		fail("limited", &apierr.RateLimitError{Limit: fmt.Sprintf("send rate limit of %g messages/s per user", s.cfg.SendRate), RetryAfter: wait})
+		return
+	}
+	cmid := req.GetClientMsgId()
+	if cmid == "" {
+		cmid = ulid.Make().String()
+	}
+	m := &parleyv1.Message{
+		MessageId: ulid.Make().String(), RoomId: req.GetRoomId(), SenderId: me.UserID, SenderUsername: me.Username,
+		ClientMsgId: cmid, Body: req.GetBody(), CreateTime: timestamppb.Now(),
+	}
+	out, dup, err := s.broker.Publish(ctx, m)
+	if errors.Is(err, fanout.ErrNoEpoch) {
+		if err = s.initEpoch(ctx, m.RoomId); err == nil {
+			out, dup, err = s.broker.Publish(ctx, m)
+		}
+	}
+	if err != nil {
+		s.logger.WarnContext(ctx, "publish failed", "room", m.RoomId, "err", err)
+		fail("unavailable", fmt.Errorf("cannot assign a position to the message: %w", apierr.ErrUnavailable))
+		return
+	}
+	// The log append must not be cancelled by the caller going away: the
+	// message is already live.
+	s.log.Append(context.WithoutCancel(ctx), out, func(err error) {
+		if err == nil {
+			if dup {
+				s.sends.WithLabelValues("duplicate").Inc()
+			} else {
+				s.sends.WithLabelValues("ok").Inc()
+			}
+			done(out, nil)
+			return
+		}
+		if !dup { // a duplicate's first copy may be durable already: never withdraw it
+			go func() {
+				wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				if werr := s.broker.Withdraw(wctx, out); werr != nil {
+					s.logger.Error("withdraw of a non-durable message failed", "room", out.RoomId, "seq", out.Seq, "err", werr)
+				}
+			}()
+		}
+		s.logger.Warn("message not durable", "room", out.RoomId, "seq", out.Seq, "err", err)
+		fail("unavailable", fmt.Errorf("message could not be stored (Kafka did not acknowledge it); retry with the same client_msg_id: %w", apierr.ErrUnavailable))
+	})
+}
+
+// initEpoch re-creates a room's lost sequence state above everything stored.
+func (s *Service) initEpoch(ctx context.Context, roomID string) error {
+	max, err := s.history.MaxSeq(ctx, roomID)
+	if err != nil {
+		return err
+	}
+	seed := int64(0)
+	if max > 0 {
+		seed = max + s.cfg.EpochSeqGap
+	}
+	epoch, err := s.broker.InitRoom(ctx, roomID, seed)
+	if err != nil {
+		return err
+	}
+	s.logger.WarnContext(ctx, "room sequence state was missing; new epoch", "room", roomID, "epoch", epoch, "seed", seed)
+	return nil
+}
+
+// head returns a room's position, creating its sequence state if it was lost.
+func (s *Service) head(ctx context.Context, roomID string) (string, int64, error) {
+	epoch, seq, err := s.broker.Head(ctx, roomID)
+	if errors.Is(err, fanout.ErrNoEpoch) {
+		if err = s.initEpoch(ctx, roomID); err == nil {
+			epoch, seq, err = s.broker.Head(ctx, roomID)
+		}
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("room position: %w: %v", apierr.ErrUnavailable, err)
+	}
+	return epoch, seq, nil
+}
+
+// SendMessage implements parleyv1.ChatServiceServer.
+func (s *Service) SendMessage(ctx context.Context, req *parleyv1.SendMessageRequest) (*parleyv1.SendMessageResponse, error) {
+	me, err := auth.MustFromContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	type result struct {
+		m   *parleyv1.Message
+		err error
+	}
+	ch := make(chan result, 1)
+	s.send(ctx, me, req, func(m *parleyv1.Message, err error) { ch <- result{m, err} })
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return nil, r.err
+		}
+		return &parleyv1.SendMessageResponse{Message: r.m}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// ListMessages implements parleyv1.ChatServiceServer.
+func (s *Service) ListMessages(ctx context.Context, req *parleyv1.ListMessagesRequest) (*parleyv1.ListMessagesResponse, error) {
+	me, err := auth.MustFromContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	size, err := pagetoken.PageSize(req.GetPageSize(), 50, 200)
+	if err != nil {
+		return nil, err
+	}
+	if req.GetAfterSeq() < 0 {
+		return nil, apierr.Invalid("after_seq", "must not be negative")
+	}
+	if err := s.checkMember(ctx, req.GetRoomId(), me.UserID); err != nil {
+		return nil, err
+	}
+	forward := req.GetAfterSeq() > 0
+	query := "msgs:" + req.GetRoomId() + ":back"
+	if forward {
+		query = "msgs:" + req.GetRoomId() + ":fwd"
+	}
+	tok, err := pagetoken.Decode(req.GetPageToken(), query)
+	if err != nil {
+		return nil, err
+	}
+	var msgs []*parleyv1.Message
+	if forward {
+		after := max(req.GetAfterSeq(), tok.Seq)
+		msgs, err = s.history.List(ctx, req.GetRoomId(), 0, after, size+1)
+	} else {
+		msgs, err = s.history.List(ctx, req.GetRoomId(), tok.Seq, 0, size+1)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read history: %w: %v", apierr.ErrUnavailable, err)
+	}
+	resp := &parleyv1.ListMessagesResponse{Messages: msgs}
+	if len(msgs) > size {
+		resp.Messages = msgs[:size]
+		resp.NextPageToken = pagetoken.Encode(pagetoken.Token{Query: query, Seq: msgs[size-1].Seq})
+	}
+	return resp, nil
+}

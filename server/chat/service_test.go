@@ -1,0 +1,513 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/rueidis"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+	"github.com/parleychat/parley/server/apierr"
+	"github.com/parleychat/parley/server/auth"
+	"github.com/parleychat/parley/server/fanout"
+	"github.com/parleychat/parley/server/store"
+)
+
+// memStore is an in-memory stand-in for the room store and message history.
+type memStore struct {
+	mu      sync.Mutex
+	rooms   map[string]store.Room
+	members map[string]bool
+	msgs    map[string]map[int64]*parleyv1.Message // room -> seq -> message
+}
+
+func (s *memStore) Room(_ context.Context, id string) (store.Room, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.rooms[id]
+	if !ok {
+		return store.Room{}, apierr.ErrRoomNotFound
+	}
+	return r, nil
+}
+
+func (s *memStore) IsMember(_ context.Context, room, user string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.members[room+"/"+user], nil
+}
+
+func (s *memStore) List(_ context.Context, room string, before, after int64, limit int) ([]*parleyv1.Message, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*parleyv1.Message
+	for _, m := range s.msgs[room] {
+		if (after > 0 && m.Seq > after) || (after == 0 && (before == 0 || m.Seq < before)) {
+			out = append(out, m)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return (out[i].Seq < out[j].Seq) == (after > 0) })
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+func (s *memStore) MaxSeq(_ context.Context, room string) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var max int64
+	for seq := range s.msgs[room] {
+		if seq > max {
+			max = seq
+		}
+	}
+	return max, nil
+}
+
+// memLog acknowledges appends asynchronously and stores them (a persister
+// with no lag), or fails them while failing is set.
+type memLog struct {
+	store   *memStore
+	failing atomic.Bool
+}
+
+func (l *memLog) Append(_ context.Context, m *parleyv1.Message, done func(error)) {
+	go func() {
+		if l.failing.Load() {
+			done(errors.New("kafka: no ack"))
+			return
+		}
+		l.store.mu.Lock()
+		if l.store.msgs[m.RoomId] == nil {
+			l.store.msgs[m.RoomId] = map[int64]*parleyv1.Message{}
+		}
+		l.store.msgs[m.RoomId][m.Seq] = m
+		l.store.mu.Unlock()
+		done(nil)
+	}()
+}
+
+type testEnv struct {
+	svc    *Service
+	store  *memStore
+	log    *memLog
+	broker *fanout.Redis
+	issuer *auth.Issuer
+	conn   *grpc.ClientConn
+}
+
+func newTestEnv(tb testing.TB, cfg Config) *testEnv {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	tb.Cleanup(cancel)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	reg := prometheus.NewRegistry()
+	mr := miniredis.RunT(tb)
+	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{mr.Addr()}, DisableCache: true, AlwaysRESP2: true})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(rc.Close)
+	broker := fanout.NewRedis(rc, fanout.Options{RecentCap: 50}, logger, reg)
+	hub := fanout.NewHub(reg)
+	go broker.Run(ctx, hub)
+	ms := &memStore{rooms: map[string]store.Room{}, members: map[string]bool{}, msgs: map[string]map[int64]*parleyv1.Message{}}
+	ml := &memLog{store: ms}
+	svc, err := NewService(cfg, broker, ml, ms, ms, hub, logger, reg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	issuer, _ := auth.NewIssuer([]byte("0123456789abcdef0123456789abcdef"), time.Hour)
+	eu, es := apierr.Interceptors(logger)
+	au, as := issuer.Interceptors(nil)
+	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(eu, au), grpc.ChainStreamInterceptor(es, as))
+	parleyv1.RegisterChatServiceServer(gs, svc)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go gs.Serve(ln)
+	tb.Cleanup(gs.Stop)
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	deadline := time.Now().Add(5 * time.Second)
+	for !broker.Ready() {
+		if time.Now().After(deadline) {
+			tb.Fatal("broker never subscribed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return &testEnv{svc: svc, store: ms, log: ml, broker: broker, issuer: issuer, conn: conn}
+}
+
+func (e *testEnv) room(tb testing.TB, id, vis string, members ...string) {
+	tb.Helper()
+	e.store.mu.Lock()
+	e.store.rooms[id] = store.Room{ID: id, Visibility: vis}
+	for _, m := range members {
+		e.store.members[id+"/"+m] = true
+	}
+	e.store.mu.Unlock()
+	if _, err := e.broker.InitRoom(context.Background(), id, 0); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func (e *testEnv) ctx(user string) context.Context {
+	tok, _ := e.issuer.Issue(auth.Identity{UserID: user, Username: user})
+	return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+tok)
+}
+
+func (e *testEnv) client() parleyv1.ChatServiceClient { return parleyv1.NewChatServiceClient(e.conn) }
+
+// stream is a test client's Connect stream with its received frames.
+type stream struct {
+	tb     testing.TB
+	s      parleyv1.ChatService_ConnectClient
+	mu     sync.Mutex
+	frames []*parleyv1.ConnectResponse
+	done   chan error
+}
+
+func (e *testEnv) connect(tb testing.TB, user string) *stream {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(e.ctx(user))
+	tb.Cleanup(cancel)
+	s, err := e.client().Connect(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	st := &stream{tb: tb, s: s, done: make(chan error, 1)}
+	go func() {
+		for {
+			f, err := s.Recv()
+			if err != nil {
+				st.done <- err
+				return
+			}
+			st.mu.Lock()
+			st.frames = append(st.frames, f)
+			st.mu.Unlock()
+		}
+	}()
+	return st
+}
+
+func (s *stream) send(req *parleyv1.ConnectRequest) {
+	s.tb.Helper()
+	if err := s.s.Send(req); err != nil {
+		s.tb.Fatal(err)
+	}
+}
+
+func (s *stream) subscribe(room string, from *parleyv1.RoomPosition) {
+	s.tb.Helper()
+	s.send(&parleyv1.ConnectRequest{Frame: &parleyv1.ConnectRequest_Subscribe{Subscribe: &parleyv1.Subscribe{RoomId: room, ResumeFrom: from}}})
+	s.waitFor("subscribed to "+room, func(f []*parleyv1.ConnectResponse) bool {
+		for _, x := range f {
+			if x.GetSubscribed().GetRoomId() == room || x.GetSubscribeError().GetRoomId() == room {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+func (s *stream) sendMsg(room, cmid, body string) {
+	s.tb.Helper()
+	s.send(&parleyv1.ConnectRequest{Frame: &parleyv1.ConnectRequest_Send{Send: &parleyv1.SendMessageRequest{RoomId: room, ClientMsgId: cmid, Body: body}}})
+}
+
+func (s *stream) waitFor(what string, cond func([]*parleyv1.ConnectResponse) bool) []*parleyv1.ConnectResponse {
+	s.tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.mu.Lock()
+		f := append([]*parleyv1.ConnectResponse(nil), s.frames...)
+		s.mu.Unlock()
+		if cond(f) {
+			return f
+		}
+		if time.Now().After(deadline) {
+			s.tb.Fatalf("timed out waiting for %s; have %d frames", what, len(f))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func messages(f []*parleyv1.ConnectResponse) []*parleyv1.Message {
+	var out []*parleyv1.Message
+	for _, x := range f {
+		if m := x.GetMessage(); m != nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func acks(f []*parleyv1.ConnectResponse) []*parleyv1.SendAck {
+	var out []*parleyv1.SendAck
+	for _, x := range f {
+		if a := x.GetSendAck(); a != nil {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func nMessages(n int) func([]*parleyv1.ConnectResponse) bool {
+	return func(f []*parleyv1.ConnectResponse) bool { return len(messages(f)) >= n }
+}
+
+func TestTwoStreamsSeeSameOrder(t *testing.T) {
+	e := newTestEnv(t, Config{SendRate: 1e6, SendBurst: 1e6})
+	e.room(t, "r", store.VisibilityPublic, "a", "b")
+	a, b := e.connect(t, "a"), e.connect(t, "b")
+	a.subscribe("r", nil)
+	b.subscribe("r", nil)
+	const n = 200
+	for i := 0; i < n; i++ {
+		a.sendMsg("r", fmt.Sprint("a", i), "from a")
+		b.sendMsg("r", fmt.Sprint("b", i), "from b")
+	}
+	fa := a.waitFor("all messages at a", nMessages(2*n))
+	fb := b.waitFor("all messages at b", nMessages(2*n))
+	ma, mb := messages(fa), messages(fb)
+	for i := range ma {
+		if ma[i].Seq != int64(i+1) || mb[i].MessageId != ma[i].MessageId {
+			t.Fatalf("position %d: a has seq %d (%s), b has %s", i, ma[i].Seq, ma[i].MessageId, mb[i].MessageId)
+		}
+	}
+	a.waitFor("acks", func(f []*parleyv1.ConnectResponse) bool { return len(acks(f)) == n })
+	for _, ack := range acks(a.waitFor("acks", func(f []*parleyv1.ConnectResponse) bool { return len(acks(f)) == n })) {
+		if ack.Error != nil || ack.Message.GetSeq() == 0 {
+			t.Fatalf("ack %v", ack)
+		}
+	}
+}
+
+func TestResumeReplaysExactlyTheGap(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		sent, cut int // messages sent, position the client had
+	}{
+		{"from cache", 30, 10},
+		{"from store and cache", 120, 5}, // cache holds 50
+		{"nothing missed", 10, 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t, Config{SendRate: 1e6, SendBurst: 1e6})
+			e.room(t, "r", store.VisibilityPublic, "a")
+			c := e.client()
+			var epoch string
+			for i := 0; i < tc.sent; i++ {
+				resp, err := c.SendMessage(e.ctx("a"), &parleyv1.SendMessageRequest{RoomId: "r", ClientMsgId: fmt.Sprint(i), Body: "x"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				epoch = resp.Message.Epoch
+			}
+			s := e.connect(t, "a")
+			s.subscribe("r", &parleyv1.RoomPosition{Epoch: epoch, Seq: int64(tc.cut)})
+			s.sendMsg("r", "live", "after resume")
+			f := s.waitFor("replay + live", nMessages(tc.sent-tc.cut+1))
+			ms := messages(f)
+			if len(ms) != tc.sent-tc.cut+1 {
+				t.Fatalf("got %d messages, want %d", len(ms), tc.sent-tc.cut+1)
+			}
+			for i, m := range ms {
+				if m.Seq != int64(tc.cut+i+1) {
+					t.Fatalf("message %d has seq %d, want %d", i, m.Seq, tc.cut+i+1)
+				}
+			}
+		})
+	}
+}
+
+func TestResumeWithOtherEpochAsksForResync(t *testing.T) {
+	e := newTestEnv(t, Config{})
+	e.room(t, "r", store.VisibilityPublic, "a")
+	s := e.connect(t, "a")
+	s.subscribe("r", &parleyv1.RoomPosition{Epoch: "stale", Seq: 3})
+	s.waitFor("resync", func(f []*parleyv1.ConnectResponse) bool {
+		for _, x := range f {
+			if x.GetResyncRequired().GetRoomId() == "r" {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+func TestRetryReturnsFirstMessage(t *testing.T) {
+	e := newTestEnv(t, Config{})
+	e.room(t, "r", store.VisibilityPublic, "a")
+	c := e.client()
+	req := &parleyv1.SendMessageRequest{RoomId: "r", ClientMsgId: "same", Body: "once"}
+	first, err := c.SendMessage(e.ctx("a"), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := c.SendMessage(e.ctx("a"), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Message.MessageId != first.Message.MessageId || again.Message.Seq != first.Message.Seq {
+		t.Fatalf("retry gave %v, first was %v", again.Message, first.Message)
+	}
+	if n, _ := e.store.MaxSeq(context.Background(), "r"); n != 1 {
+		t.Fatalf("max seq %d after a retry", n)
+	}
+}
+
+func TestKafkaFailureWithdraws(t *testing.T) {
+	e := newTestEnv(t, Config{})
+	e.room(t, "r", store.VisibilityPublic, "a", "b")
+	watcher := e.connect(t, "b")
+	watcher.subscribe("r", nil)
+	e.log.failing.Store(true)
+	_, err := e.client().SendMessage(e.ctx("a"), &parleyv1.SendMessageRequest{RoomId: "r", ClientMsgId: "x", Body: "lost"})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("send with Kafka down: %v, want Unavailable", err)
+	}
+	watcher.waitFor("withdrawal", func(f []*parleyv1.ConnectResponse) bool {
+		for _, x := range f {
+			if x.GetMessageWithdrawn().GetSeq() == 1 {
+				return true
+			}
+		}
+		return false
+	})
+	e.log.failing.Store(false)
+	resp, err := e.client().SendMessage(e.ctx("a"), &parleyv1.SendMessageRequest{RoomId: "r", ClientMsgId: "x", Body: "lost"})
+	if err != nil || resp.Message.Seq != 2 {
+		t.Fatalf("retry after recovery: %v %v", resp, err)
+	}
+}
+
+func TestSlowConsumerIsDisconnectedOthersAreNot(t *testing.T) {
+	e := newTestEnv(t, Config{StreamQueue: 16, SendRate: 1e6, SendBurst: 1e6})
+	e.room(t, "r", store.VisibilityPublic, "a", "slow")
+	fast := e.connect(t, "a")
+	fast.subscribe("r", nil)
+	// The slow client subscribes but never reads: use a raw stream.
+	ctx, cancel := context.WithCancel(e.ctx("slow"))
+	defer cancel()
+	slow, err := e.client().Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := slow.Send(&parleyv1.ConnectRequest{Frame: &parleyv1.ConnectRequest_Subscribe{Subscribe: &parleyv1.Subscribe{RoomId: "r"}}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	big := fmt.Sprintf("%04000d", 0)
+	const n = 3000 // ~12 MB: more than the transport's flow-control windows
+	c := e.client()
+	for i := 0; i < n; i++ {
+		if _, err := c.SendMessage(e.ctx("a"), &parleyv1.SendMessageRequest{RoomId: "r", Body: big}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fast.waitFor("all at the fast client", nMessages(n))
+	var got error
+	for got == nil {
+		_, got = slow.Recv()
+	}
+	if status.Code(got) != codes.ResourceExhausted {
+		t.Fatalf("slow client ended with %v, want ResourceExhausted", got)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	e := newTestEnv(t, Config{MaxMessageBytes: 10})
+	e.room(t, "pub", store.VisibilityPublic, "a")
+	e.room(t, "priv", store.VisibilityPrivate, "a")
+	c := e.client()
+	for _, tc := range []struct {
+		name string
+		user string
+		req  *parleyv1.SendMessageRequest
+		want codes.Code
+	}{
+		{"empty body", "a", &parleyv1.SendMessageRequest{RoomId: "pub", Body: "  "}, codes.InvalidArgument},
+		{"too big", "a", &parleyv1.SendMessageRequest{RoomId: "pub", Body: "01234567890"}, codes.InvalidArgument},
+		{"no room", "a", &parleyv1.SendMessageRequest{Body: "x"}, codes.InvalidArgument},
+		{"unknown room", "a", &parleyv1.SendMessageRequest{RoomId: "nope", Body: "x"}, codes.NotFound},
+		{"non-member public", "z", &parleyv1.SendMessageRequest{RoomId: "pub", Body: "x"}, codes.PermissionDenied},
+		{"non-member private", "z", &parleyv1.SendMessageRequest{RoomId: "priv", Body: "x"}, codes.NotFound},
+	} {
+		_, err := c.SendMessage(e.ctx(tc.user), tc.req)
+		if status.Code(err) != tc.want {
+			t.Errorf("%s: got %v, want %s", tc.name, err, tc.want)
+		}
+	}
+	// Invalid UTF-8 cannot be marshalled by a Go client: send the raw bytes
+	// (field 1 room_id "pub", field 3 body 0xff 0xfe) as other languages can.
+	// grpc-go's decoder rejects it before any handler or interceptor runs and
+	// writes the status itself (Internal); the message names the problem.
+	raw := rawBytes{0x0a, 3, 'p', 'u', 'b', 0x1a, 2, 0xff, 0xfe}
+	var out rawBytes
+	err := e.conn.Invoke(e.ctx("a"), parleyv1.ChatService_SendMessage_FullMethodName, &raw, &out, grpc.ForceCodecV2(rawCodec{}))
+	if st := status.Convert(err); st.Code() == codes.OK || !strings.Contains(st.Message(), "invalid UTF-8") {
+		t.Errorf("invalid UTF-8 body: got %v, want an error naming invalid UTF-8", err)
+	}
+	if _, err := c.SendMessage(context.Background(), &parleyv1.SendMessageRequest{RoomId: "pub", Body: "x"}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("no token: %v", err)
+	}
+	if _, err := c.ListMessages(e.ctx("a"), &parleyv1.ListMessagesRequest{RoomId: "pub", PageToken: "garbage"}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("bad page token: %v", err)
+	}
+}
+
+func TestSendRateLimit(t *testing.T) {
+	e := newTestEnv(t, Config{SendRate: 1, SendBurst: 2})
+	e.room(t, "r", store.VisibilityPublic, "a")
+	c := e.client()
+	var codesSeen []codes.Code
+	for i := 0; i < 3; i++ {
+		_, err := c.SendMessage(e.ctx("a"), &parleyv1.SendMessageRequest{RoomId: "r", Body: "x"})
+		codesSeen = append(codesSeen, status.Code(err))
+	}
+	if codesSeen[0] != codes.OK || codesSeen[1] != codes.OK || codesSeen[2] != codes.ResourceExhausted {
+		t.Fatalf("codes = %v, want OK OK ResourceExhausted", codesSeen)
+	}
+}
+
+type rawBytes []byte
+
+// rawCodec sends and receives bytes as they are.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	return mem.BufferSlice{mem.SliceBuffer(*v.(*rawBytes))}, nil
+}
+
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	*v.(*rawBytes) = data.Materialize()
+	return nil
+}
+
+func (rawCodec) Name() string { return "proto" }

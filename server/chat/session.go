@@ -1,0 +1,415 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"github.com/oklog/ulid/v2"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	eventsv1 "github.com/parleychat/parley/gen/go/parley/events/v1"
+	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+	"github.com/parleychat/parley/server/apierr"
+	"github.com/parleychat/parley/server/auth"
+)
+
+// item is one unit of work for a session's writer.
+type item struct {
+	frame  *parleyv1.ConnectResponse // send as is
+	room   string                    // with ev: a live event of room
+	ev     *eventsv1.RoomEvent
+	sub    *parleyv1.Subscribe // start a subscription (replay, then live)
+	unsub  string              // stop a subscription
+	resync bool                // catch up every room from its last position
+	drain  bool                // everything before was sent: finish
+}
+
+// roomState is the writer's position in a subscribed room.
+type roomState struct {
+	epoch string
+	last  int64
+}
+
+// session is one Connect or StreamRoom stream.
+type session struct {
+	svc    *Service
+	me     auth.Identity
+	id     string
+	send   func(*parleyv1.ConnectResponse) error
+	queue  chan item
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	mu    sync.Mutex
+	rooms map[string]bool // subscribed rooms, as the reader sees them
+
+	pending sync.WaitGroup // sends awaiting their ack
+	closed  atomic.Bool
+}
+
+func (s *Service) newSession(ctx context.Context, me auth.Identity, send func(*parleyv1.ConnectResponse) error) *session {
+	ctx, cancel := context.WithCancelCause(ctx)
+	return &session{
+		svc: s, me: me, id: ulid.Make().String(), send: send,
+		queue: make(chan item, s.cfg.StreamQueue), ctx: ctx, cancel: cancel,
+		rooms: make(map[string]bool),
+	}
+}
+
+var errSlowConsumer = status.Error(codes.ResourceExhausted, "stream is not reading fast enough; reconnect and resume from your last position")
+
+// enqueue hands it to the writer without blocking; a full queue ends the session.
+func (ss *session) enqueue(it item) {
+	if ss.closed.Load() {
+		return
+	}
+	select {
+	case ss.queue <- it:
+	default:
+		if ss.closed.CompareAndSwap(false, true) {
+			ss.svc.slow.Inc()
+			ss.cancel(errSlowConsumer)
+		}
+	}
+}
+
+// Deliver implements fanout.Subscriber.
+func (ss *session) Deliver(roomID string, ev *eventsv1.RoomEvent) {
+	ss.enqueue(item{room: roomID, ev: ev})
+}
+
+// Resync implements fanout.Subscriber.
+func (ss *session) Resync() { ss.enqueue(item{resync: true}) }
+
+// run starts the writer and returns a function that waits for it and cleans up.
+func (ss *session) run() (wait func() error) {
+	ss.svc.streams.Inc()
+	done := make(chan error, 1)
+	go func() { done <- ss.writer() }()
+	return func() error {
+		err := <-done
+		ss.closed.Store(true)
+		ss.mu.Lock()
+		for room := range ss.rooms {
+			ss.svc.hub.Remove(room, ss)
+		}
+		ss.mu.Unlock()
+		ss.svc.streams.Dec()
+		return err
+	}
+}
+
+// end stops the session with cause.
+func (ss *session) end(cause error) { ss.cancel(cause) }
+
+// writer sends everything the client gets, in queue order, until the session
+// ends. It returns the status to end the stream with (nil after a drain).
+func (ss *session) writer() error {
+	rooms := make(map[string]*roomState)
+	for {
+		select {
+		case <-ss.ctx.Done():
+			return ss.endStatus()
+		case <-ss.svc.shutdown:
+			return status.Error(codes.Unavailable, "server is shutting down; reconnect and resume")
+		case it := <-ss.queue:
+			ss.svc.queue.Observe(float64(len(ss.queue)))
+			if err := ss.handle(it, rooms); err != nil {
+				if errors.Is(err, errDrained) {
+					return nil
+				}
+				return err
+			}
+		}
+	}
+}
+
+var errDrained = errors.New("drained")
+
+func (ss *session) endStatus() error {
+	cause := context.Cause(ss.ctx)
+	if _, ok := status.FromError(cause); ok {
+		return cause
+	}
+	if errors.Is(cause, context.Canceled) || errors.Is(cause, context.DeadlineExceeded) {
+		return status.FromContextError(cause).Err()
+	}
+	return apierr.Err(cause)
+}
+
+func (ss *session) handle(it item, rooms map[string]*roomState) error {
+	switch {
+	case it.frame != nil:
+		return ss.send(it.frame)
+	case it.ev != nil:
+		st := rooms[it.room]
+		if st == nil {
+			return nil // not (yet / any more) subscribed: replay covers it
+		}
+		switch e := it.ev.Event.(type) {
+		case *eventsv1.RoomEvent_Message:
+			m := e.Message
+			if m.Epoch != st.epoch {
+				// The room's counter was re-created: positions restart under a new epoch.
+				if err := ss.send(resyncFrame(it.room, m.Epoch, m.Seq-1, "room epoch changed")); err != nil {
+					return err
+				}
+				st.epoch, st.last = m.Epoch, m.Seq-1
+			}
+			if m.Seq <= st.last {
+				return nil
+			}
+			st.last = m.Seq
+			return ss.send(&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_Message{Message: m}})
+		case *eventsv1.RoomEvent_MessageWithdrawn:
+			return ss.send(&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_MessageWithdrawn{MessageWithdrawn: e.MessageWithdrawn}})
+		}
+		return nil
+	case it.sub != nil:
+		st, err := ss.catchUp(it.sub.RoomId, it.sub.ResumeFrom)
+		if err != nil {
+			return err
+		}
+		rooms[it.sub.RoomId] = st
+		return ss.send(&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_Subscribed{Subscribed: &parleyv1.Subscribed{
+			RoomId: it.sub.RoomId, Head: &parleyv1.RoomPosition{Epoch: st.epoch, Seq: st.last}}}})
+	case it.unsub != "":
+		delete(rooms, it.unsub)
+		return nil
+	case it.resync:
+		for room, st := range rooms {
+			nst, err := ss.catchUp(room, &parleyv1.RoomPosition{Epoch: st.epoch, Seq: st.last})
+			if err != nil {
+				return err
+			}
+			rooms[room] = nst
+		}
+		return nil
+	case it.drain:
+		return errDrained
+	}
+	return nil
+}
+
+func resyncFrame(room, epoch string, seq int64, reason string) *parleyv1.ConnectResponse {
+	return &parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_ResyncRequired{ResyncRequired: &parleyv1.ResyncRequired{
+		RoomId: room, Head: &parleyv1.RoomPosition{Epoch: epoch, Seq: seq}, Reason: reason}}}
+}
+
+// catchUp sends what the client missed in room since from (nothing when from
+// is nil: live from now) and returns the position to continue live from.
+func (ss *session) catchUp(room string, from *parleyv1.RoomPosition) (*roomState, error) {
+	ctx := ss.ctx
+	epoch, head, err := ss.svc.head(ctx, room)
+	if err != nil {
+		return nil, apierr.Err(err)
+	}
+	st := &roomState{epoch: epoch, last: head}
+	if from == nil {
+		return st, nil
+	}
+	if from.Epoch != epoch {
+		return st, ss.send(resyncFrame(room, epoch, head, "room epoch changed; reload history"))
+	}
+	if from.Seq >= head {
+		return st, nil
+	}
+	msgs, complete, err := ss.svc.replay(ctx, room, from.Seq)
+	if err != nil {
+		return nil, apierr.Err(err)
+	}
+	if !complete {
+		return st, ss.send(resyncFrame(room, epoch, head, "too far behind to replay; reload history"))
+	}
+	for _, m := range msgs {
+		if m.Epoch != epoch || m.Seq <= from.Seq {
+			continue
+		}
+		if err := ss.send(&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_Message{Message: m}}); err != nil {
+			return nil, err
+		}
+		st.last = max(st.last, m.Seq)
+	}
+	return st, nil
+}
+
+// replay returns the room's messages after seq, oldest first: from the
+// recent cache, and from the store for what the cache no longer holds.
+// complete is false when more than MaxReplay messages were missed.
+func (s *Service) replay(ctx context.Context, room string, after int64) ([]*parleyv1.Message, bool, error) {
+	recent, all, err := s.broker.Recent(ctx, room)
+	if err != nil {
+		return nil, false, fmt.Errorf("%w: %v", apierr.ErrUnavailable, err)
+	}
+	if all || (len(recent) > 0 && recent[0].Seq <= after+1) {
+		return recent, true, nil
+	}
+	var out []*parleyv1.Message
+	cursor := after
+	limit := int64(1 << 62)
+	if len(recent) > 0 {
+		limit = recent[0].Seq
+	}
+	for cursor < limit-1 {
+		page, err := s.history.List(ctx, room, 0, cursor, 200)
+		if err != nil {
+			return nil, false, fmt.Errorf("%w: %v", apierr.ErrUnavailable, err)
+		}
+		for _, m := range page {
+			if m.Seq >= limit {
+				break
+			}
+			out = append(out, m)
+		}
+		if len(page) < 200 || page[len(page)-1].Seq >= limit {
+			break
+		}
+		cursor = page[len(page)-1].Seq
+		if len(out) > s.cfg.MaxReplay {
+			return nil, false, nil
+		}
+	}
+	if len(out) > s.cfg.MaxReplay {
+		return nil, false, nil
+	}
+	return append(out, recent...), true, nil
+}
+
+// subscribe validates and registers a subscription requested by the client;
+// a refusal is reported in-band as SubscribeError.
+func (ss *session) subscribe(ctx context.Context, sub *parleyv1.Subscribe) {
+	refuse := func(err error) {
+		st := apierr.Status(err)
+		ss.enqueue(item{frame: &parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_SubscribeError{SubscribeError: &parleyv1.SubscribeError{
+			RoomId: sub.GetRoomId(), Error: &parleyv1.Status{Code: int32(st.Code()), Message: st.Message()}}}}})
+	}
+	if err := ss.svc.checkMember(ctx, sub.GetRoomId(), ss.me.UserID); err != nil {
+		refuse(err)
+		return
+	}
+	if p := sub.GetResumeFrom(); p != nil && p.Seq < 0 {
+		refuse(apierr.Invalid("resume_from.seq", "must not be negative"))
+		return
+	}
+	ss.mu.Lock()
+	if !ss.rooms[sub.RoomId] && len(ss.rooms) >= ss.svc.cfg.MaxRoomsPerStream {
+		ss.mu.Unlock()
+		refuse(&apierr.InvalidArgumentError{Field: "subscribe.room_id", Reason: fmt.Sprintf("a stream can subscribe to at most %d rooms", ss.svc.cfg.MaxRoomsPerStream)})
+		return
+	}
+	ss.rooms[sub.RoomId] = true
+	ss.mu.Unlock()
+	// Register for live events before the writer reads the replay, so nothing
+	// falls between the two; the writer drops what it has already sent.
+	ss.svc.hub.Add(sub.RoomId, ss)
+	ss.enqueue(item{sub: sub})
+}
+
+func (ss *session) unsubscribe(room string) {
+	ss.mu.Lock()
+	delete(ss.rooms, room)
+	ss.mu.Unlock()
+	ss.svc.hub.Remove(room, ss)
+	ss.enqueue(item{unsub: room})
+}
+
+// Connect implements parleyv1.ChatServiceServer.
+func (s *Service) Connect(stream parleyv1.ChatService_ConnectServer) error {
+	me, err := auth.MustFromContext(stream.Context())
+	if err != nil {
+		return err
+	}
+	ss := s.newSession(stream.Context(), me, stream.Send)
+	wait := ss.run()
+	// The reader runs on its own goroutine so that the stream ends as soon as
+	// the writer does (slow consumer, shutdown), even while Recv is blocked.
+	go func() {
+		if err := ss.read(stream); err != nil {
+			ss.end(err)
+			return
+		}
+		// The client half-closed: answer what is pending, then finish.
+		ss.pending.Wait()
+		ss.enqueue(item{drain: true})
+	}()
+	err = wait()
+	ss.end(context.Canceled)
+	return err
+}
+
+// read handles client frames until the client half-closes (nil) or fails.
+func (ss *session) read(stream parleyv1.ChatService_ConnectServer) error {
+	ctx := ss.ctx
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		switch f := req.Frame.(type) {
+		case *parleyv1.ConnectRequest_Subscribe:
+			ss.subscribe(ctx, f.Subscribe)
+		case *parleyv1.ConnectRequest_Unsubscribe:
+			ss.unsubscribe(f.Unsubscribe.GetRoomId())
+		case *parleyv1.ConnectRequest_Send:
+			req := f.Send
+			ss.pending.Add(1)
+			ss.svc.send(ctx, ss.me, req, func(m *parleyv1.Message, err error) {
+				defer ss.pending.Done()
+				ack := &parleyv1.SendAck{ClientMsgId: req.GetClientMsgId(), Message: m}
+				if err != nil {
+					st := apierr.Status(err)
+					ack.Error = &parleyv1.Status{Code: int32(st.Code()), Message: st.Message()}
+				}
+				ss.enqueue(item{frame: &parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_SendAck{SendAck: ack}}})
+			})
+		case *parleyv1.ConnectRequest_Ping:
+			ss.enqueue(item{frame: &parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_Pong{Pong: &parleyv1.Pong{Nonce: f.Ping.GetNonce()}}}})
+		default:
+			return status.Error(codes.InvalidArgument, "frame: empty or unknown ConnectRequest frame")
+		}
+		if ss.ctx.Err() != nil {
+			return context.Cause(ss.ctx)
+		}
+	}
+}
+
+// StreamRoom implements parleyv1.ChatServiceServer.
+func (s *Service) StreamRoom(req *parleyv1.StreamRoomRequest, stream parleyv1.ChatService_StreamRoomServer) error {
+	me, err := auth.MustFromContext(stream.Context())
+	if err != nil {
+		return err
+	}
+	if err := s.checkMember(stream.Context(), req.GetRoomId(), me.UserID); err != nil {
+		return err
+	}
+	send := func(f *parleyv1.ConnectResponse) error {
+		var out *parleyv1.StreamRoomResponse
+		switch v := f.Frame.(type) {
+		case *parleyv1.ConnectResponse_Message:
+			out = &parleyv1.StreamRoomResponse{Event: &parleyv1.StreamRoomResponse_Message{Message: v.Message}}
+		case *parleyv1.ConnectResponse_ResyncRequired:
+			out = &parleyv1.StreamRoomResponse{Event: &parleyv1.StreamRoomResponse_ResyncRequired{ResyncRequired: v.ResyncRequired}}
+		case *parleyv1.ConnectResponse_MessageWithdrawn:
+			out = &parleyv1.StreamRoomResponse{Event: &parleyv1.StreamRoomResponse_MessageWithdrawn{MessageWithdrawn: v.MessageWithdrawn}}
+		case *parleyv1.ConnectResponse_SubscribeError:
+			return status.Error(codes.Code(v.SubscribeError.GetError().GetCode()), v.SubscribeError.GetError().GetMessage())
+		default:
+			return nil
+		}
+		return stream.Send(out)
+	}
+	ss := s.newSession(stream.Context(), me, send)
+	wait := ss.run()
+	ss.subscribe(stream.Context(), &parleyv1.Subscribe{RoomId: req.GetRoomId(), ResumeFrom: req.GetResumeFrom()})
+	err = wait()
+	ss.end(context.Canceled)
+	return err
+}

@@ -1,0 +1,200 @@
+package fanout
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/rueidis"
+
+	eventsv1 "github.com/parleychat/parley/gen/go/parley/events/v1"
+	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+)
+
+// newMiniBroker returns a broker on an in-process miniredis.
+func newMiniBroker(tb testing.TB, opts Options) (*Redis, *miniredis.Miniredis) {
+	tb.Helper()
+	mr := miniredis.RunT(tb)
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{mr.Addr()}, DisableCache: true, AlwaysRESP2: true})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(c.Close)
+	return NewRedis(c, opts, slog.New(slog.NewTextHandler(testWriter{tb}, nil)), prometheus.NewRegistry()), mr
+}
+
+type recorder struct {
+	mu     sync.Mutex
+	events []*eventsv1.RoomEvent
+	resync int
+}
+
+func (r *recorder) Deliver(_ string, ev *eventsv1.RoomEvent) {
+	r.mu.Lock()
+	r.events = append(r.events, ev)
+	r.mu.Unlock()
+}
+
+func (r *recorder) Resync() { r.mu.Lock(); r.resync++; r.mu.Unlock() }
+
+func (r *recorder) count() int { r.mu.Lock(); defer r.mu.Unlock(); return len(r.events) }
+
+func waitFor(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func msg(room, sender, cmid, body string) *parleyv1.Message {
+	return &parleyv1.Message{MessageId: "m-" + cmid, RoomId: room, SenderId: sender, ClientMsgId: cmid, Body: body}
+}
+
+func TestPublishAssignsSeqAndDedupes(t *testing.T) {
+	b, _ := newMiniBroker(t, Options{})
+	ctx := context.Background()
+	if _, _, err := b.Publish(ctx, msg("r1", "u1", "c1", "hi")); err != ErrNoEpoch {
+		t.Fatalf("uninitialised room: got %v, want ErrNoEpoch", err)
+	}
+	epoch, err := b.InitRoom(ctx, "r1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := b.InitRoom(ctx, "r1", 99); again != epoch {
+		t.Fatalf("InitRoom twice changed the epoch: %s then %s", epoch, again)
+	}
+	for i := 1; i <= 3; i++ {
+		m, dup, err := b.Publish(ctx, msg("r1", "u1", fmt.Sprint("c", i), "body"))
+		if err != nil || dup {
+			t.Fatalf("publish %d: %v dup=%v", i, err, dup)
+		}
+		if m.Seq != int64(i) || m.Epoch != epoch || m.Body != "body" || m.MessageId != fmt.Sprint("m-c", i) {
+			t.Fatalf("publish %d: got %+v", i, m)
+		}
+	}
+	// Retry of c2 (with a different message id, as a retry would have) returns the first.
+	retry := msg("r1", "u1", "c2", "body")
+	retry.MessageId = "other"
+	m, dup, err := b.Publish(ctx, retry)
+	if err != nil || !dup || m.Seq != 2 || m.MessageId != "m-c2" {
+		t.Fatalf("retry: %+v dup=%v err=%v", m, dup, err)
+	}
+	// Same client_msg_id from another sender is a different message.
+	if m, dup, _ := b.Publish(ctx, msg("r1", "u2", "c2", "x")); dup || m.Seq != 4 {
+		t.Fatalf("other sender: seq %d dup=%v", m.Seq, dup)
+	}
+	e, head, err := b.Head(ctx, "r1")
+	if err != nil || e != epoch || head != 4 {
+		t.Fatalf("head = %s/%d, %v", e, head, err)
+	}
+	recent, all, err := b.Recent(ctx, "r1")
+	if err != nil || !all || len(recent) != 4 || recent[0].Seq != 1 || recent[3].Seq != 4 {
+		t.Fatalf("recent: %d msgs all=%v err=%v", len(recent), all, err)
+	}
+}
+
+func TestRecentIsCapped(t *testing.T) {
+	b, _ := newMiniBroker(t, Options{RecentCap: 5})
+	ctx := context.Background()
+	if _, err := b.InitRoom(ctx, "r", 100); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 8; i++ {
+		if _, _, err := b.Publish(ctx, msg("r", "u", fmt.Sprint(i), "b")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recent, all, err := b.Recent(ctx, "r")
+	if err != nil || all || len(recent) != 5 || recent[0].Seq != 104 || recent[4].Seq != 108 {
+		t.Fatalf("recent = %d all=%v first=%d err=%v", len(recent), all, recent[0].Seq, err)
+	}
+}
+
+func TestRunDispatchesAndWithdraws(t *testing.T) {
+	b, _ := newMiniBroker(t, Options{})
+	hub := NewHub(prometheus.NewRegistry())
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go b.Run(ctx, hub)
+	waitFor(t, "subscription", b.Ready)
+	r1, r2, other := &recorder{}, &recorder{}, &recorder{}
+	hub.Add("room", r1)
+	hub.Add("room", r2)
+	hub.Add("elsewhere", other)
+	if _, err := b.InitRoom(ctx, "room", 0); err != nil {
+		t.Fatal(err)
+	}
+	var sent []*parleyv1.Message
+	for i := 0; i < 20; i++ {
+		m, _, err := b.Publish(ctx, msg("room", "u", fmt.Sprint(i), "b"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent = append(sent, m)
+	}
+	waitFor(t, "20 deliveries to both", func() bool { return r1.count() == 20 && r2.count() == 20 })
+	for i, ev := range r1.events {
+		if got := ev.GetMessage().GetSeq(); got != int64(i+1) {
+			t.Fatalf("delivery %d has seq %d: order broken", i, got)
+		}
+	}
+	if other.count() != 0 {
+		t.Fatal("event leaked to another room")
+	}
+	if err := b.Withdraw(ctx, sent[19]); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "withdrawal", func() bool { return r1.count() == 21 })
+	if w := r1.events[20].GetMessageWithdrawn(); w.GetSeq() != 20 || w.GetMessageId() != sent[19].MessageId {
+		t.Fatalf("withdrawal event = %v", r1.events[20])
+	}
+	recent, _, _ := b.Recent(ctx, "room")
+	if len(recent) != 19 {
+		t.Fatalf("withdrawn message still cached: %d recent", len(recent))
+	}
+	// The client_msg_id is forgotten: a retry gets a new position.
+	m, dup, err := b.Publish(ctx, msg("room", "u", "19", "b"))
+	if err != nil || dup || m.Seq != 21 {
+		t.Fatalf("retry after withdrawal: seq %d dup %v err %v", m.GetSeq(), dup, err)
+	}
+}
+
+func TestRunResubscribesAfterRedisRestart(t *testing.T) {
+	b, mr := newMiniBroker(t, Options{})
+	hub := NewHub(prometheus.NewRegistry())
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go b.Run(ctx, hub)
+	waitFor(t, "subscription", b.Ready)
+	rec := &recorder{}
+	hub.Add("room", rec)
+	mr.Close() // drops every connection; state survives in miniredis
+	if err := mr.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "resubscription and resync", func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return rec.resync > 0 && b.Ready()
+	})
+	if _, err := b.InitRoom(ctx, "room", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.Publish(ctx, msg("room", "u", "x", "after")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "delivery after resubscribe", func() bool { return rec.count() == 1 })
+}
+
+type testWriter struct{ tb testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) { w.tb.Log(string(p)); return len(p), nil }

@@ -1,0 +1,135 @@
+// Package msglog hands messages to Kafka for the persister: one record per
+// message on the messages topic, keyed by room id (so a room's records stay
+// in order on one partition), with franz-go's idempotent producer and
+// acks=all. A message is durable once Append's callback reports nil.
+package msglog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	eventsv1 "github.com/parleychat/parley/gen/go/parley/events/v1"
+	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+)
+
+// Config configures the producer.
+type Config struct {
+	Brokers []string
+	Topic   string
+	// Partitions and ReplicationFactor are used when the topic is created.
+	Partitions        int32
+	ReplicationFactor int16
+	// DeliveryTimeout bounds how long a record may wait for Kafka before its
+	// send fails with Unavailable.
+	DeliveryTimeout time.Duration
+	// Linger batches records for this long before sending (0: none).
+	Linger time.Duration
+}
+
+// Producer appends messages to the topic. It is safe for concurrent use.
+type Producer struct {
+	client *kgo.Client
+	cfg    Config
+	log    *slog.Logger
+
+	inflight prometheus.Gauge
+	latency  *prometheus.HistogramVec
+}
+
+// New connects a producer; extra options (e.g. for tests) are appended.
+func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, extra ...kgo.Opt) (*Producer, error) {
+	if len(cfg.Brokers) == 0 {
+		return nil, errors.New("msglog: no Kafka brokers configured")
+	}
+	if cfg.Topic == "" {
+		return nil, errors.New("msglog: no topic configured")
+	}
+	opts := append([]kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.DefaultProduceTopic(cfg.Topic),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.RecordDeliveryTimeout(cfg.DeliveryTimeout),
+		kgo.ProducerLinger(cfg.Linger),
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+	}, extra...)
+	client, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("msglog: %w", err)
+	}
+	p := &Producer{
+		client: client, cfg: cfg, log: log,
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "parley", Subsystem: "kafka",
+			Name: "produce_inflight", Help: "Records handed to the producer and not yet acknowledged."}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "parley", Subsystem: "kafka",
+			Name: "produce_duration_seconds", Help: "Time from Append to Kafka's acknowledgement, by result.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"result"}),
+	}
+	reg.MustRegister(p.inflight, p.latency)
+	return p, nil
+}
+
+// EnsureTopic creates the topic if it does not exist.
+func (p *Producer) EnsureTopic(ctx context.Context) error {
+	return EnsureTopic(ctx, kadm.NewClient(p.client), p.cfg.Topic, p.cfg.Partitions, p.cfg.ReplicationFactor)
+}
+
+// EnsureTopic creates topic with the given partitions and replication factor
+// unless it exists.
+func EnsureTopic(ctx context.Context, adm *kadm.Client, topic string, partitions int32, rf int16) error {
+	if partitions <= 0 {
+		partitions = 1
+	}
+	if rf <= 0 {
+		rf = 1
+	}
+	resp, err := adm.CreateTopic(ctx, partitions, rf, nil, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		return fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	return nil
+}
+
+// Ping checks that a broker answers.
+func (p *Producer) Ping(ctx context.Context) error { return p.client.Ping(ctx) }
+
+// Append produces m and calls done once Kafka acknowledged it (nil) or it
+// failed (after DeliveryTimeout at the latest). done runs on the producer's
+// goroutine and must not block.
+func (p *Producer) Append(ctx context.Context, m *parleyv1.Message, done func(error)) {
+	value, err := proto.Marshal(&eventsv1.MessageRecord{Message: m})
+	if err != nil {
+		done(err)
+		return
+	}
+	start := time.Now()
+	p.inflight.Inc()
+	p.client.Produce(ctx, &kgo.Record{Key: []byte(m.RoomId), Value: value}, func(_ *kgo.Record, err error) {
+		p.inflight.Dec()
+		res := "ok"
+		if err != nil {
+			res = "error"
+		}
+		p.latency.WithLabelValues(res).Observe(time.Since(start).Seconds())
+		done(err)
+	})
+}
+
+// Close flushes buffered records (bounded by ctx) and closes the client.
+func (p *Producer) Close(ctx context.Context) {
+	if err := p.client.Flush(ctx); err != nil {
+		p.log.Warn("kafka flush at shutdown incomplete", "err", err)
+	}
+	p.client.Close()
+}

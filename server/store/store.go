@@ -1,0 +1,324 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/parleychat/parley/server/apierr"
+)
+
+// User is a stored account.
+type User struct {
+	ID           string    `bson:"_id"`
+	Username     string    `bson:"username"`
+	DisplayName  string    `bson:"display_name"`
+	PasswordHash string    `bson:"password_hash"`
+	CreateTime   time.Time `bson:"create_time"`
+}
+
+// RefreshToken is a stored refresh token (by hash). Tokens of one login form a
+// family; rotation marks the old token used.
+type RefreshToken struct {
+	Hash       string    `bson:"_id"`
+	UserID     string    `bson:"user_id"`
+	FamilyID   string    `bson:"family_id"`
+	ExpireTime time.Time `bson:"expire_time"`
+	Used       bool      `bson:"used"`
+	Revoked    bool      `bson:"revoked"`
+}
+
+// Room visibility values as stored.
+const (
+	VisibilityPublic  = "public"
+	VisibilityPrivate = "private"
+	VisibilityDirect  = "direct"
+)
+
+// Room is a stored room.
+type Room struct {
+	ID         string    `bson:"_id"`
+	Name       string    `bson:"name"`
+	Topic      string    `bson:"topic"`
+	Visibility string    `bson:"visibility"`
+	CreatorID  string    `bson:"creator_id"`
+	CreateTime time.Time `bson:"create_time"`
+}
+
+// Member is a stored membership.
+type Member struct {
+	ID       string    `bson:"_id"`
+	RoomID   string    `bson:"room_id"`
+	UserID   string    `bson:"user_id"`
+	JoinTime time.Time `bson:"join_time"`
+}
+
+// MemberID is the _id of user's membership of room.
+func MemberID(roomID, userID string) string { return roomID + "/" + userID }
+
+// Store is safe for concurrent use.
+type Store struct {
+	users, tokens, rooms, members *mongo.Collection
+}
+
+// New returns a Store on db. Call EnsureIndexes once at start-up.
+func New(db *mongo.Database) *Store {
+	return &Store{
+		users:   db.Collection("users"),
+		tokens:  db.Collection("refresh_tokens"),
+		rooms:   db.Collection("rooms"),
+		members: db.Collection("members"),
+	}
+}
+
+// EnsureIndexes creates the indexes the queries rely on (idempotent).
+func (s *Store) EnsureIndexes(ctx context.Context) error {
+	idx := []struct {
+		c *mongo.Collection
+		m mongo.IndexModel
+	}{
+		{s.users, mongo.IndexModel{Keys: bson.D{{Key: "username", Value: 1}}, Options: options.Index().SetUnique(true).SetName("username_unique")}},
+		{s.tokens, mongo.IndexModel{Keys: bson.D{{Key: "family_id", Value: 1}}, Options: options.Index().SetName("family")}},
+		{s.rooms, mongo.IndexModel{Keys: bson.D{{Key: "visibility", Value: 1}, {Key: "_id", Value: 1}}, Options: options.Index().SetName("visibility_id")}},
+		{s.members, mongo.IndexModel{Keys: bson.D{{Key: "user_id", Value: 1}, {Key: "room_id", Value: 1}}, Options: options.Index().SetName("user_room")}},
+		{s.members, mongo.IndexModel{Keys: bson.D{{Key: "room_id", Value: 1}, {Key: "user_id", Value: 1}}, Options: options.Index().SetName("room_user")}},
+	}
+	for _, i := range idx {
+		if _, err := i.c.Indexes().CreateOne(ctx, i.m); err != nil {
+			return unavailable("create index on "+i.c.Name(), err)
+		}
+	}
+	return nil
+}
+
+func unavailable(op string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return fmt.Errorf("%s: %w: %v", op, apierr.ErrUnavailable, err)
+}
+
+// CreateUser inserts u; apierr.ErrUserExists if the username is taken.
+func (s *Store) CreateUser(ctx context.Context, u User) error {
+	_, err := s.users.InsertOne(ctx, u)
+	if mongo.IsDuplicateKeyError(err) {
+		return apierr.ErrUserExists
+	}
+	if err != nil {
+		return unavailable("create user", err)
+	}
+	return nil
+}
+
+func (s *Store) findUser(ctx context.Context, filter bson.D) (User, error) {
+	var u User
+	err := s.users.FindOne(ctx, filter).Decode(&u)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return User{}, apierr.ErrUserNotFound
+	}
+	if err != nil {
+		return User{}, unavailable("find user", err)
+	}
+	return u, nil
+}
+
+// UserByUsername returns the user or apierr.ErrUserNotFound.
+func (s *Store) UserByUsername(ctx context.Context, username string) (User, error) {
+	return s.findUser(ctx, bson.D{{Key: "username", Value: username}})
+}
+
+// UserByID returns the user or apierr.ErrUserNotFound.
+func (s *Store) UserByID(ctx context.Context, id string) (User, error) {
+	return s.findUser(ctx, bson.D{{Key: "_id", Value: id}})
+}
+
+// UsersByID returns the users with the given ids, keyed by id (missing ids are absent).
+func (s *Store) UsersByID(ctx context.Context, ids []string) (map[string]User, error) {
+	cur, err := s.users.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}})
+	if err != nil {
+		return nil, unavailable("find users", err)
+	}
+	var us []User
+	if err := cur.All(ctx, &us); err != nil {
+		return nil, unavailable("read users", err)
+	}
+	out := make(map[string]User, len(us))
+	for _, u := range us {
+		out[u.ID] = u
+	}
+	return out, nil
+}
+
+// SaveRefreshToken stores a new refresh token.
+func (s *Store) SaveRefreshToken(ctx context.Context, t RefreshToken) error {
+	if _, err := s.tokens.InsertOne(ctx, t); err != nil {
+		return unavailable("save refresh token", err)
+	}
+	return nil
+}
+
+// UseRefreshToken atomically marks the token with hash used and returns it as
+// it was before (so Used=true means it had been used already: reuse).
+// apierr.ErrUnauthenticated if no such token exists.
+func (s *Store) UseRefreshToken(ctx context.Context, hash string) (RefreshToken, error) {
+	var t RefreshToken
+	err := s.tokens.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: hash}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "used", Value: true}}}},
+		options.FindOneAndUpdate().SetReturnDocument(options.Before)).Decode(&t)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return RefreshToken{}, fmt.Errorf("refresh token is unknown: %w", apierr.ErrUnauthenticated)
+	}
+	if err != nil {
+		return RefreshToken{}, unavailable("use refresh token", err)
+	}
+	return t, nil
+}
+
+// RevokeFamily revokes every refresh token of a family.
+func (s *Store) RevokeFamily(ctx context.Context, familyID string) error {
+	_, err := s.tokens.UpdateMany(ctx, bson.D{{Key: "family_id", Value: familyID}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "revoked", Value: true}}}})
+	if err != nil {
+		return unavailable("revoke refresh tokens", err)
+	}
+	return nil
+}
+
+// CreateRoom inserts r and its creator's membership.
+func (s *Store) CreateRoom(ctx context.Context, r Room) error {
+	if _, err := s.rooms.InsertOne(ctx, r); err != nil {
+		if mongo.IsDuplicateKeyError(err) {
+			return fmt.Errorf("room %s: %w", r.ID, apierr.ErrAlreadyMember)
+		}
+		return unavailable("create room", err)
+	}
+	return nil
+}
+
+// Room returns the room or apierr.ErrRoomNotFound.
+func (s *Store) Room(ctx context.Context, id string) (Room, error) {
+	var r Room
+	err := s.rooms.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&r)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return Room{}, apierr.ErrRoomNotFound
+	}
+	if err != nil {
+		return Room{}, unavailable("find room", err)
+	}
+	return r, nil
+}
+
+// AddMember stores a membership; adding an existing member is not an error
+// (it returns the existing membership).
+func (s *Store) AddMember(ctx context.Context, roomID, userID string, at time.Time) (Member, error) {
+	m := Member{ID: MemberID(roomID, userID), RoomID: roomID, UserID: userID, JoinTime: at}
+	_, err := s.members.InsertOne(ctx, m)
+	if mongo.IsDuplicateKeyError(err) {
+		return s.Member(ctx, roomID, userID)
+	}
+	if err != nil {
+		return Member{}, unavailable("add member", err)
+	}
+	return m, nil
+}
+
+// RemoveMember deletes a membership (no error if absent).
+func (s *Store) RemoveMember(ctx context.Context, roomID, userID string) error {
+	if _, err := s.members.DeleteOne(ctx, bson.D{{Key: "_id", Value: MemberID(roomID, userID)}}); err != nil {
+		return unavailable("remove member", err)
+	}
+	return nil
+}
+
+// Member returns a membership or apierr.ErrNotMember.
+func (s *Store) Member(ctx context.Context, roomID, userID string) (Member, error) {
+	var m Member
+	err := s.members.FindOne(ctx, bson.D{{Key: "_id", Value: MemberID(roomID, userID)}}).Decode(&m)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return Member{}, apierr.ErrNotMember
+	}
+	if err != nil {
+		return Member{}, unavailable("find member", err)
+	}
+	return m, nil
+}
+
+// IsMember reports whether user is a member of room.
+func (s *Store) IsMember(ctx context.Context, roomID, userID string) (bool, error) {
+	_, err := s.Member(ctx, roomID, userID)
+	if errors.Is(err, apierr.ErrNotMember) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// RoomsOfUser pages through the rooms user is a member of, by room id after
+// afterID, at most limit.
+func (s *Store) RoomsOfUser(ctx context.Context, userID, afterID string, limit int) ([]Room, error) {
+	cur, err := s.members.Find(ctx,
+		bson.D{{Key: "user_id", Value: userID}, {Key: "room_id", Value: bson.D{{Key: "$gt", Value: afterID}}}},
+		options.Find().SetSort(bson.D{{Key: "room_id", Value: 1}}).SetLimit(int64(limit)))
+	if err != nil {
+		return nil, unavailable("list memberships", err)
+	}
+	var ms []Member
+	if err := cur.All(ctx, &ms); err != nil {
+		return nil, unavailable("read memberships", err)
+	}
+	if len(ms) == 0 {
+		return nil, nil
+	}
+	ids := make([]string, len(ms))
+	for i, m := range ms {
+		ids[i] = m.RoomID
+	}
+	return s.roomsByID(ctx, ids)
+}
+
+func (s *Store) roomsByID(ctx context.Context, ids []string) ([]Room, error) {
+	cur, err := s.rooms.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}},
+		options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
+	if err != nil {
+		return nil, unavailable("find rooms", err)
+	}
+	var rs []Room
+	if err := cur.All(ctx, &rs); err != nil {
+		return nil, unavailable("read rooms", err)
+	}
+	return rs, nil
+}
+
+// PublicRooms pages through public rooms by id after afterID, at most limit.
+func (s *Store) PublicRooms(ctx context.Context, afterID string, limit int) ([]Room, error) {
+	cur, err := s.rooms.Find(ctx,
+		bson.D{{Key: "visibility", Value: VisibilityPublic}, {Key: "_id", Value: bson.D{{Key: "$gt", Value: afterID}}}},
+		options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}).SetLimit(int64(limit)))
+	if err != nil {
+		return nil, unavailable("list public rooms", err)
+	}
+	var rs []Room
+	if err := cur.All(ctx, &rs); err != nil {
+		return nil, unavailable("read rooms", err)
+	}
+	return rs, nil
+}
+
+// Members pages through a room's memberships by user id after afterUserID.
+func (s *Store) Members(ctx context.Context, roomID, afterUserID string, limit int) ([]Member, error) {
+	cur, err := s.members.Find(ctx,
+		bson.D{{Key: "room_id", Value: roomID}, {Key: "user_id", Value: bson.D{{Key: "$gt", Value: afterUserID}}}},
+		options.Find().SetSort(bson.D{{Key: "user_id", Value: 1}}).SetLimit(int64(limit)))
+	if err != nil {
+		return nil, unavailable("list members", err)
+	}
+	var ms []Member
+	if err := cur.All(ctx, &ms); err != nil {
+		return nil, unavailable("read members", err)
+	}
+	return ms, nil
+}
