@@ -1,0 +1,30 @@
+// Package msgstore is the MongoDB "messages" collection: the durable copy of
+// every chat message, written by the persister and read by the server for
+// history (ListMessages) and reconnect replay.
+//
+// # Documents
+//
+// One document per message:
+//
+//	{_id: message_id, room_id, epoch, seq, sender_id, sender_username,
+//	 client_msg_id, body, create_time}
+//
+// _id = message_id makes writes idempotent: a redelivered Kafka record inserts
+// a document whose _id already exists, which the store counts as a duplicate
+// ("already stored"), never as a second copy. The unique index on
+// {room_id: 1, seq: 1} makes a second message at the same room position
+// impossible and serves every history query. create_time is stored as a BSON
+// date, so it comes back with millisecond precision.
+//
+// # Compatibility
+//
+// Only features that both MongoDB and FerretDB v1.x (on PostgreSQL or SQLite)
+// implement are used: a unique compound index, unordered insertMany, sorted
+// and limited finds, countDocuments. Inserts are split into chunks of
+// Options.ChunkSize documents because FerretDB hangs forever on a write
+// command with as many statements as its SQL connection pool has connections
+// (50 by default).
+//
+// A Store is safe for concurrent use; it does not own the *mongo.Database and
+// never disconnects its client.
+package msgstore

@@ -1,0 +1,359 @@
+package msgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+)
+
+const (
+	// CollectionName is the name of the collection a Store reads and writes.
+	CollectionName = "messages"
+
+	// RoomSeqIndex is the name of the unique {room_id: 1, seq: 1} index
+	// created by EnsureIndexes.
+	RoomSeqIndex = "room_id_1_seq_1"
+
+	// DefaultChunkSize is the number of documents per insert command when
+	// Options.ChunkSize is zero. It stays below FerretDB's default SQL pool
+	// size (50).
+	DefaultChunkSize = 40
+
+	// duplicateKeyCode is the server error code of a unique index violation.
+	duplicateKeyCode = 11000
+)
+
+var (
+	// ErrInvalidArgument is wrapped by every error caused by a bad argument
+	// (an empty id, a non-positive seq or limit) rather than by the server.
+	ErrInvalidArgument = errors.New("msgstore: invalid argument")
+
+	// ErrSeqConflict is matched (errors.Is) by a *ConflictError: a message
+	// could not be stored because another message already holds its
+	// (room_id, seq) position.
+	ErrSeqConflict = errors.New("msgstore: room position taken by another message")
+)
+
+// ConflictError is returned by InsertMessages when some messages can never be
+// stored because a different message (another _id) already occupies their
+// (room_id, seq) position. Every other message of that call was stored (or was
+// already stored): retrying the same call cannot succeed for MessageIDs and is
+// not needed for the rest.
+type ConflictError struct {
+	// MessageIDs are the ids of the messages that were not stored, in the
+	// order they were passed to InsertMessages.
+	MessageIDs []string
+}
+
+// Error implements error.
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("%v: %d message(s) not stored: %s", ErrSeqConflict, len(e.MessageIDs), strings.Join(e.MessageIDs, ", "))
+}
+
+// Is reports whether target is ErrSeqConflict.
+func (e *ConflictError) Is(target error) bool { return target == ErrSeqConflict }
+
+// RejectedMessageIDs returns MessageIDs. It lets a caller that does not import
+// this package (the persister) learn which messages to give up on.
+func (e *ConflictError) RejectedMessageIDs() []string { return e.MessageIDs }
+
+// Options configures a Store.
+type Options struct {
+	// ChunkSize is the maximum number of documents per insert command;
+	// InsertMessages splits larger calls. Zero means DefaultChunkSize. On
+	// FerretDB it MUST stay below the SQL connection pool size (50 by
+	// default): a command with as many statements hangs forever. On real
+	// MongoDB a few hundred is better.
+	ChunkSize int
+}
+
+// Store reads and writes the messages collection of one database. It is safe
+// for concurrent use. It does not own the database's client: the caller
+// disconnects it after the last call returned.
+type Store struct {
+	coll      *mongo.Collection
+	chunkSize int
+}
+
+// New returns a Store on db's "messages" collection. It does not contact the
+// server; call EnsureIndexes once at start.
+func New(db *mongo.Database, opts Options) *Store {
+	chunk := opts.ChunkSize
+	if chunk <= 0 {
+		chunk = DefaultChunkSize
+	}
+	return &Store{coll: db.Collection(CollectionName), chunkSize: chunk}
+}
+
+// Collection returns the underlying collection (for tests and tooling).
+func (s *Store) Collection() *mongo.Collection { return s.coll }
+
+// EnsureIndexes creates the unique {room_id: 1, seq: 1} index if it does not
+// exist. It is idempotent and safe to call from several processes at once.
+// _id needs no index of its own.
+func (s *Store) EnsureIndexes(ctx context.Context) error {
+	_, err := s.coll.Indexes().CreateOne(ctx, mongo.IndexModel{
+		Keys:    bson.D{{Key: "room_id", Value: 1}, {Key: "seq", Value: 1}},
+		Options: options.Index().SetName(RoomSeqIndex).SetUnique(true),
+	})
+	if err != nil {
+		return fmt.Errorf("msgstore: create index %s: %w", RoomSeqIndex, err)
+	}
+	return nil
+}
+
+// document is the stored form of a parleyv1.Message.
+type document struct {
+	ID             string    `bson:"_id"`
+	RoomID         string    `bson:"room_id"`
+	Epoch          string    `bson:"epoch"`
+	Seq            int64     `bson:"seq"`
+	SenderID       string    `bson:"sender_id"`
+	SenderUsername string    `bson:"sender_username"`
+	ClientMsgID    string    `bson:"client_msg_id"`
+	Body           string    `bson:"body"`
+	CreateTime     time.Time `bson:"create_time"`
+}
+
+func toDocument(m *parleyv1.Message) document {
+	d := document{
+		ID:             m.GetMessageId(),
+		RoomID:         m.GetRoomId(),
+		Epoch:          m.GetEpoch(),
+		Seq:            m.GetSeq(),
+		SenderID:       m.GetSenderId(),
+		SenderUsername: m.GetSenderUsername(),
+		ClientMsgID:    m.GetClientMsgId(),
+		Body:           m.GetBody(),
+	}
+	if m.GetCreateTime() != nil {
+		d.CreateTime = m.GetCreateTime().AsTime()
+	}
+	return d
+}
+
+func (d *document) message() *parleyv1.Message {
+	m := &parleyv1.Message{
+		MessageId:      d.ID,
+		RoomId:         d.RoomID,
+		Epoch:          d.Epoch,
+		Seq:            d.Seq,
+		SenderId:       d.SenderID,
+		SenderUsername: d.SenderUsername,
+		ClientMsgId:    d.ClientMsgID,
+		Body:           d.Body,
+	}
+	if !d.CreateTime.IsZero() {
+		m.CreateTime = timestamppb.New(d.CreateTime)
+	}
+	return m
+}
+
+// checkMessage returns an ErrInvalidArgument error if m cannot be stored.
+func checkMessage(i int, m *parleyv1.Message) error {
+	switch {
+	case m == nil:
+		return fmt.Errorf("%w: message %d is nil", ErrInvalidArgument, i)
+	case m.GetMessageId() == "":
+		return fmt.Errorf("%w: message %d: empty message_id", ErrInvalidArgument, i)
+	case m.GetRoomId() == "":
+		return fmt.Errorf("%w: message %d (%s): empty room_id", ErrInvalidArgument, i, m.GetMessageId())
+	case m.GetSeq() <= 0:
+		return fmt.Errorf("%w: message %d (%s): seq %d is not positive", ErrInvalidArgument, i, m.GetMessageId(), m.GetSeq())
+	}
+	return nil
+}
+
+// InsertMessages stores msgs with unordered insertMany commands of at most
+// ChunkSize documents each. It is idempotent: a message whose _id is already
+// stored counts in duplicates, not as a failure, so a redelivered batch can
+// be passed again as a whole.
+//
+// It returns:
+//   - nil when every message is now stored (inserted + duplicates ==
+//     len(msgs));
+//   - a *ConflictError (errors.Is ErrSeqConflict) when every message is
+//     stored except the ones it names, whose (room_id, seq) position holds
+//     another message: those can never be stored;
+//   - an error wrapping ErrInvalidArgument, before writing anything, when a
+//     message is nil or lacks message_id, room_id or a positive seq;
+//   - any other error (network, server, write concern) as is, after which
+//     part of msgs may be stored: the caller retries the whole call.
+func (s *Store) InsertMessages(ctx context.Context, msgs []*parleyv1.Message) (inserted, duplicates int, err error) {
+	for i, m := range msgs {
+		if err := checkMessage(i, m); err != nil {
+			return 0, 0, err
+		}
+	}
+	var conflicts []string
+	for start := 0; start < len(msgs); start += s.chunkSize {
+		chunk := msgs[start:min(start+s.chunkSize, len(msgs))]
+		ins, dup, conf, err := s.insertChunk(ctx, chunk)
+		inserted += ins
+		duplicates += dup
+		conflicts = append(conflicts, conf...)
+		if err != nil {
+			return inserted, duplicates, err
+		}
+	}
+	if len(conflicts) > 0 {
+		return inserted, duplicates, &ConflictError{MessageIDs: conflicts}
+	}
+	return inserted, duplicates, nil
+}
+
+// insertChunk inserts one chunk and sorts its duplicate-key failures into
+// duplicates (the _id is stored) and conflicts (it is not: another message
+// holds the position).
+func (s *Store) insertChunk(ctx context.Context, chunk []*parleyv1.Message) (inserted, duplicates int, conflicts []string, err error) {
+	docs := make([]any, len(chunk))
+	for i, m := range chunk {
+		docs[i] = toDocument(m)
+	}
+	_, err = s.coll.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+	if err == nil {
+		return len(chunk), 0, nil, nil
+	}
+	var bwe mongo.BulkWriteException
+	if !errors.As(err, &bwe) || bwe.WriteConcernError != nil || len(bwe.WriteErrors) == 0 {
+		return 0, 0, nil, fmt.Errorf("msgstore: insert %d messages: %w", len(chunk), err)
+	}
+	dupIdx := make([]int, 0, len(bwe.WriteErrors))
+	for _, we := range bwe.WriteErrors {
+		if we.Code != duplicateKeyCode || we.Index < 0 || we.Index >= len(chunk) {
+			// Unordered: the rest of the chunk was attempted, but the
+			// caller retries everything anyway.
+			return 0, 0, nil, fmt.Errorf("msgstore: insert %d messages: %w", len(chunk), err)
+		}
+		dupIdx = append(dupIdx, we.Index)
+	}
+	inserted = len(chunk) - len(dupIdx)
+
+	// A duplicate key is either this _id (already stored: redelivery) or
+	// this (room_id, seq) under another _id (a conflict). Ask which.
+	ids := make([]string, len(dupIdx))
+	for i, idx := range dupIdx {
+		ids[i] = chunk[idx].GetMessageId()
+	}
+	stored, err := s.storedIDs(ctx, ids)
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	for _, id := range ids {
+		if _, ok := stored[id]; ok {
+			duplicates++
+		} else {
+			conflicts = append(conflicts, id)
+		}
+	}
+	return inserted, duplicates, conflicts, nil
+}
+
+// storedIDs returns which of ids exist as _id.
+func (s *Store) storedIDs(ctx context.Context, ids []string) (map[string]struct{}, error) {
+	cur, err := s.coll.Find(ctx,
+		bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}},
+		options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}}))
+	if err != nil {
+		return nil, fmt.Errorf("msgstore: look up duplicate ids: %w", err)
+	}
+	var rows []struct {
+		ID string `bson:"_id"`
+	}
+	if err := cur.All(ctx, &rows); err != nil {
+		return nil, fmt.Errorf("msgstore: look up duplicate ids: %w", err)
+	}
+	stored := make(map[string]struct{}, len(rows))
+	for _, r := range rows {
+		stored[r.ID] = struct{}{}
+	}
+	return stored, nil
+}
+
+// List returns at most limit messages of roomID, using the (room_id, seq)
+// index.
+//
+// With afterSeq == 0 it pages backward: the newest messages with
+// seq < beforeSeq (beforeSeq == 0: from the newest), newest first. The next
+// older page is List(room, lastReturnedSeq, 0, limit).
+//
+// With afterSeq > 0 it pages forward: the oldest messages with seq > afterSeq
+// (and seq < beforeSeq when beforeSeq > 0), oldest first. The next page is
+// List(room, beforeSeq, lastReturnedSeq, limit).
+//
+// An empty result is an empty slice and a nil error. limit must be positive,
+// beforeSeq and afterSeq not negative.
+func (s *Store) List(ctx context.Context, roomID string, beforeSeq, afterSeq int64, limit int) ([]*parleyv1.Message, error) {
+	switch {
+	case roomID == "":
+		return nil, fmt.Errorf("%w: empty room_id", ErrInvalidArgument)
+	case limit <= 0:
+		return nil, fmt.Errorf("%w: limit %d is not positive", ErrInvalidArgument, limit)
+	case beforeSeq < 0 || afterSeq < 0:
+		return nil, fmt.Errorf("%w: negative seq bound (before %d, after %d)", ErrInvalidArgument, beforeSeq, afterSeq)
+	}
+	seqCond := bson.D{}
+	order := -1
+	if afterSeq > 0 {
+		seqCond = append(seqCond, bson.E{Key: "$gt", Value: afterSeq})
+		order = 1
+	}
+	if beforeSeq > 0 {
+		seqCond = append(seqCond, bson.E{Key: "$lt", Value: beforeSeq})
+	}
+	filter := bson.D{{Key: "room_id", Value: roomID}}
+	if len(seqCond) > 0 {
+		filter = append(filter, bson.E{Key: "seq", Value: seqCond})
+	}
+	cur, err := s.coll.Find(ctx, filter, options.Find().
+		SetSort(bson.D{{Key: "seq", Value: order}}).
+		SetLimit(int64(limit)))
+	if err != nil {
+		return nil, fmt.Errorf("msgstore: list room %s: %w", roomID, err)
+	}
+	var docs []document
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, fmt.Errorf("msgstore: list room %s: %w", roomID, err)
+	}
+	out := make([]*parleyv1.Message, len(docs))
+	for i := range docs {
+		out[i] = docs[i].message()
+	}
+	return out, nil
+}
+
+// MaxSeq returns the highest stored seq of roomID, or 0 when the room has no
+// stored message.
+func (s *Store) MaxSeq(ctx context.Context, roomID string) (int64, error) {
+	var row struct {
+		Seq int64 `bson:"seq"`
+	}
+	err := s.coll.FindOne(ctx, bson.D{{Key: "room_id", Value: roomID}}, options.FindOne().
+		SetSort(bson.D{{Key: "seq", Value: -1}}).
+		SetProjection(bson.D{{Key: "seq", Value: 1}})).Decode(&row)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("msgstore: max seq of room %s: %w", roomID, err)
+	}
+	return row.Seq, nil
+}
+
+// Count returns the number of stored messages of roomID.
+func (s *Store) Count(ctx context.Context, roomID string) (int64, error) {
+	n, err := s.coll.CountDocuments(ctx, bson.D{{Key: "room_id", Value: roomID}})
+	if err != nil {
+		return 0, fmt.Errorf("msgstore: count room %s: %w", roomID, err)
+	}
+	return n, nil
+}

@@ -1,0 +1,120 @@
+package persister
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Defaults applied by Config.WithDefaults to zero fields.
+const (
+	DefaultTopic             = "parley.messages"
+	DefaultDLQTopic          = "parley.messages.dlq"
+	DefaultGroup             = "parley-persister"
+	DefaultMaxBatch          = 500
+	DefaultRetryBackoffMin   = 100 * time.Millisecond
+	DefaultRetryBackoffMax   = 10 * time.Second
+	DefaultWriteTimeout      = 30 * time.Second
+	DefaultPartitions        = 12
+	DefaultReplicationFactor = -1 // the broker's default.replication.factor
+)
+
+// Config configures a Persister. Zero fields take the defaults above; Brokers
+// has none.
+type Config struct {
+	// Brokers are the Kafka seed brokers (host:port). Required.
+	Brokers []string
+	// Topic is the topic of MessageRecord records, keyed by room id.
+	Topic string
+	// DLQTopic receives records that can never be written.
+	DLQTopic string
+	// Group is the consumer group id shared by all persister replicas.
+	Group string
+	// MaxBatch is the maximum number of records per Writer call.
+	MaxBatch int
+	// RetryBackoffMin and RetryBackoffMax bound the exponential backoff
+	// (with jitter) between attempts of a failed write or DLQ produce.
+	RetryBackoffMin time.Duration
+	RetryBackoffMax time.Duration
+	// WriteTimeout bounds one Writer call or DLQ produce; it also bounds
+	// how long shutdown and partition revocation wait for a batch in
+	// flight.
+	WriteTimeout time.Duration
+	// Partitions and ReplicationFactor are used to create Topic and
+	// DLQTopic when they do not exist; -1 means the broker's default.
+	// Existing topics are left as they are.
+	Partitions        int32
+	ReplicationFactor int16
+}
+
+// WithDefaults returns c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
+	if c.Topic == "" {
+		c.Topic = DefaultTopic
+	}
+	if c.DLQTopic == "" {
+		c.DLQTopic = DefaultDLQTopic
+	}
+	if c.Group == "" {
+		c.Group = DefaultGroup
+	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = DefaultMaxBatch
+	}
+	if c.RetryBackoffMin == 0 {
+		c.RetryBackoffMin = DefaultRetryBackoffMin
+	}
+	if c.RetryBackoffMax == 0 {
+		c.RetryBackoffMax = max(DefaultRetryBackoffMax, c.RetryBackoffMin)
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.Partitions == 0 {
+		c.Partitions = DefaultPartitions
+	}
+	if c.ReplicationFactor == 0 {
+		c.ReplicationFactor = DefaultReplicationFactor
+	}
+	return c
+}
+
+// Validate reports the first invalid field of c after defaults, naming it.
+func (c Config) Validate() error {
+	c = c.WithDefaults()
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("persister: Config.%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if len(c.Brokers) == 0 {
+		bad("Brokers", "at least one seed broker is required")
+	}
+	for i, b := range c.Brokers {
+		if strings.TrimSpace(b) == "" {
+			bad("Brokers", "entry %d is empty", i)
+		}
+	}
+	if c.DLQTopic == c.Topic {
+		bad("DLQTopic", "must differ from Topic %q", c.Topic)
+	}
+	if c.MaxBatch < 0 {
+		bad("MaxBatch", "%d is negative", c.MaxBatch)
+	}
+	if c.RetryBackoffMin < 0 {
+		bad("RetryBackoffMin", "%v is negative", c.RetryBackoffMin)
+	}
+	if c.RetryBackoffMax < c.RetryBackoffMin {
+		bad("RetryBackoffMax", "%v is below RetryBackoffMin %v", c.RetryBackoffMax, c.RetryBackoffMin)
+	}
+	if c.WriteTimeout < 0 {
+		bad("WriteTimeout", "%v is negative", c.WriteTimeout)
+	}
+	if c.Partitions < -1 {
+		bad("Partitions", "%d: want a positive count or -1", c.Partitions)
+	}
+	if c.ReplicationFactor < -1 {
+		bad("ReplicationFactor", "%d: want a positive factor or -1", c.ReplicationFactor)
+	}
+	return errors.Join(errs...)
+}
