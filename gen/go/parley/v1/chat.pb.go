@@ -253,6 +253,8 @@ type ConnectRequest struct {
 	//	*ConnectRequest_Unsubscribe
 	//	*ConnectRequest_Send
 	//	*ConnectRequest_Ping
+	//	*ConnectRequest_Typing
+	//	*ConnectRequest_MarkRead
 	Frame         isConnectRequest_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -331,6 +333,24 @@ func (x *ConnectRequest) GetPing() *Ping {
 	return nil
 }
 
+func (x *ConnectRequest) GetTyping() *Typing {
+	if x != nil {
+		if x, ok := x.Frame.(*ConnectRequest_Typing); ok {
+			return x.Typing
+		}
+	}
+	return nil
+}
+
+func (x *ConnectRequest) GetMarkRead() *MarkReadRequest {
+	if x != nil {
+		if x, ok := x.Frame.(*ConnectRequest_MarkRead); ok {
+			return x.MarkRead
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Frame interface {
 	isConnectRequest_Frame()
 }
@@ -351,6 +371,15 @@ type ConnectRequest_Ping struct {
 	Ping *Ping `protobuf:"bytes,4,opt,name=ping,proto3,oneof"`
 }
 
+type ConnectRequest_Typing struct {
+	// The user is typing in a room (send at most every few seconds).
+	Typing *Typing `protobuf:"bytes,5,opt,name=typing,proto3,oneof"`
+}
+
+type ConnectRequest_MarkRead struct {
+	MarkRead *MarkReadRequest `protobuf:"bytes,6,opt,name=mark_read,json=markRead,proto3,oneof"`
+}
+
 func (*ConnectRequest_Subscribe) isConnectRequest_Frame() {}
 
 func (*ConnectRequest_Unsubscribe) isConnectRequest_Frame() {}
@@ -358,6 +387,55 @@ func (*ConnectRequest_Unsubscribe) isConnectRequest_Frame() {}
 func (*ConnectRequest_Send) isConnectRequest_Frame() {}
 
 func (*ConnectRequest_Ping) isConnectRequest_Frame() {}
+
+func (*ConnectRequest_Typing) isConnectRequest_Frame() {}
+
+func (*ConnectRequest_MarkRead) isConnectRequest_Frame() {}
+
+// Typing says the user is typing in a room.
+type Typing struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RoomId        string                 `protobuf:"bytes,1,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Typing) Reset() {
+	*x = Typing{}
+	mi := &file_parley_v1_chat_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Typing) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Typing) ProtoMessage() {}
+
+func (x *Typing) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Typing.ProtoReflect.Descriptor instead.
+func (*Typing) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Typing) GetRoomId() string {
+	if x != nil {
+		return x.RoomId
+	}
+	return ""
+}
 
 // Subscribe starts delivery of a room's messages on the stream.
 type Subscribe struct {
@@ -373,7 +451,7 @@ type Subscribe struct {
 
 func (x *Subscribe) Reset() {
 	*x = Subscribe{}
-	mi := &file_parley_v1_chat_proto_msgTypes[4]
+	mi := &file_parley_v1_chat_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -385,7 +463,7 @@ func (x *Subscribe) String() string {
 func (*Subscribe) ProtoMessage() {}
 
 func (x *Subscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[4]
+	mi := &file_parley_v1_chat_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -398,7 +476,7 @@ func (x *Subscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscribe.ProtoReflect.Descriptor instead.
 func (*Subscribe) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{4}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Subscribe) GetRoomId() string {
@@ -425,7 +503,7 @@ type Unsubscribe struct {
 
 func (x *Unsubscribe) Reset() {
 	*x = Unsubscribe{}
-	mi := &file_parley_v1_chat_proto_msgTypes[5]
+	mi := &file_parley_v1_chat_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -437,7 +515,7 @@ func (x *Unsubscribe) String() string {
 func (*Unsubscribe) ProtoMessage() {}
 
 func (x *Unsubscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[5]
+	mi := &file_parley_v1_chat_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -450,7 +528,7 @@ func (x *Unsubscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Unsubscribe.ProtoReflect.Descriptor instead.
 func (*Unsubscribe) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{5}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Unsubscribe) GetRoomId() string {
@@ -470,7 +548,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_parley_v1_chat_proto_msgTypes[6]
+	mi := &file_parley_v1_chat_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -482,7 +560,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[6]
+	mi := &file_parley_v1_chat_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -495,7 +573,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{6}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Ping) GetNonce() int64 {
@@ -517,6 +595,9 @@ type ConnectResponse struct {
 	//	*ConnectResponse_MessageWithdrawn
 	//	*ConnectResponse_Pong
 	//	*ConnectResponse_SubscribeError
+	//	*ConnectResponse_Typing
+	//	*ConnectResponse_Presence
+	//	*ConnectResponse_ReadMarker
 	Frame         isConnectResponse_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -524,7 +605,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[7]
+	mi := &file_parley_v1_chat_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -536,7 +617,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[7]
+	mi := &file_parley_v1_chat_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -549,7 +630,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{7}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ConnectResponse) GetFrame() isConnectResponse_Frame {
@@ -622,6 +703,33 @@ func (x *ConnectResponse) GetSubscribeError() *SubscribeError {
 	return nil
 }
 
+func (x *ConnectResponse) GetTyping() *TypingEvent {
+	if x != nil {
+		if x, ok := x.Frame.(*ConnectResponse_Typing); ok {
+			return x.Typing
+		}
+	}
+	return nil
+}
+
+func (x *ConnectResponse) GetPresence() *PresenceEvent {
+	if x != nil {
+		if x, ok := x.Frame.(*ConnectResponse_Presence); ok {
+			return x.Presence
+		}
+	}
+	return nil
+}
+
+func (x *ConnectResponse) GetReadMarker() *ReadMarker {
+	if x != nil {
+		if x, ok := x.Frame.(*ConnectResponse_ReadMarker); ok {
+			return x.ReadMarker
+		}
+	}
+	return nil
+}
+
 type isConnectResponse_Frame interface {
 	isConnectResponse_Frame()
 }
@@ -654,6 +762,18 @@ type ConnectResponse_SubscribeError struct {
 	SubscribeError *SubscribeError `protobuf:"bytes,7,opt,name=subscribe_error,json=subscribeError,proto3,oneof"`
 }
 
+type ConnectResponse_Typing struct {
+	Typing *TypingEvent `protobuf:"bytes,8,opt,name=typing,proto3,oneof"`
+}
+
+type ConnectResponse_Presence struct {
+	Presence *PresenceEvent `protobuf:"bytes,9,opt,name=presence,proto3,oneof"`
+}
+
+type ConnectResponse_ReadMarker struct {
+	ReadMarker *ReadMarker `protobuf:"bytes,10,opt,name=read_marker,json=readMarker,proto3,oneof"`
+}
+
 func (*ConnectResponse_Message) isConnectResponse_Frame() {}
 
 func (*ConnectResponse_SendAck) isConnectResponse_Frame() {}
@@ -667,6 +787,212 @@ func (*ConnectResponse_MessageWithdrawn) isConnectResponse_Frame() {}
 func (*ConnectResponse_Pong) isConnectResponse_Frame() {}
 
 func (*ConnectResponse_SubscribeError) isConnectResponse_Frame() {}
+
+func (*ConnectResponse_Typing) isConnectResponse_Frame() {}
+
+func (*ConnectResponse_Presence) isConnectResponse_Frame() {}
+
+func (*ConnectResponse_ReadMarker) isConnectResponse_Frame() {}
+
+// TypingEvent says a member is typing; it expires at expire_time unless renewed.
+type TypingEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RoomId        string                 `protobuf:"bytes,1,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Username      string                 `protobuf:"bytes,3,opt,name=username,proto3" json:"username,omitempty"`
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TypingEvent) Reset() {
+	*x = TypingEvent{}
+	mi := &file_parley_v1_chat_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TypingEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TypingEvent) ProtoMessage() {}
+
+func (x *TypingEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TypingEvent.ProtoReflect.Descriptor instead.
+func (*TypingEvent) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *TypingEvent) GetRoomId() string {
+	if x != nil {
+		return x.RoomId
+	}
+	return ""
+}
+
+func (x *TypingEvent) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *TypingEvent) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *TypingEvent) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+// PresenceEvent says a member came online or went offline in a room (has or
+// no longer has a stream subscribed to it on any instance).
+type PresenceEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RoomId        string                 `protobuf:"bytes,1,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Username      string                 `protobuf:"bytes,3,opt,name=username,proto3" json:"username,omitempty"`
+	Online        bool                   `protobuf:"varint,4,opt,name=online,proto3" json:"online,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceEvent) Reset() {
+	*x = PresenceEvent{}
+	mi := &file_parley_v1_chat_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceEvent) ProtoMessage() {}
+
+func (x *PresenceEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceEvent.ProtoReflect.Descriptor instead.
+func (*PresenceEvent) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *PresenceEvent) GetRoomId() string {
+	if x != nil {
+		return x.RoomId
+	}
+	return ""
+}
+
+func (x *PresenceEvent) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *PresenceEvent) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *PresenceEvent) GetOnline() bool {
+	if x != nil {
+		return x.Online
+	}
+	return false
+}
+
+// ReadMarker is a user's read position in a room.
+type ReadMarker struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RoomId        string                 `protobuf:"bytes,1,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Position      *RoomPosition          `protobuf:"bytes,3,opt,name=position,proto3" json:"position,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadMarker) Reset() {
+	*x = ReadMarker{}
+	mi := &file_parley_v1_chat_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadMarker) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadMarker) ProtoMessage() {}
+
+func (x *ReadMarker) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadMarker.ProtoReflect.Descriptor instead.
+func (*ReadMarker) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ReadMarker) GetRoomId() string {
+	if x != nil {
+		return x.RoomId
+	}
+	return ""
+}
+
+func (x *ReadMarker) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ReadMarker) GetPosition() *RoomPosition {
+	if x != nil {
+		return x.Position
+	}
+	return nil
+}
 
 // SendAck answers a send frame: the stored message, or why it was refused.
 type SendAck struct {
@@ -682,7 +1008,7 @@ type SendAck struct {
 
 func (x *SendAck) Reset() {
 	*x = SendAck{}
-	mi := &file_parley_v1_chat_proto_msgTypes[8]
+	mi := &file_parley_v1_chat_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +1020,7 @@ func (x *SendAck) String() string {
 func (*SendAck) ProtoMessage() {}
 
 func (x *SendAck) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[8]
+	mi := &file_parley_v1_chat_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +1033,7 @@ func (x *SendAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendAck.ProtoReflect.Descriptor instead.
 func (*SendAck) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{8}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SendAck) GetClientMsgId() string {
@@ -743,7 +1069,7 @@ type Subscribed struct {
 
 func (x *Subscribed) Reset() {
 	*x = Subscribed{}
-	mi := &file_parley_v1_chat_proto_msgTypes[9]
+	mi := &file_parley_v1_chat_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -755,7 +1081,7 @@ func (x *Subscribed) String() string {
 func (*Subscribed) ProtoMessage() {}
 
 func (x *Subscribed) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[9]
+	mi := &file_parley_v1_chat_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -768,7 +1094,7 @@ func (x *Subscribed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscribed.ProtoReflect.Descriptor instead.
 func (*Subscribed) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{9}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Subscribed) GetRoomId() string {
@@ -796,7 +1122,7 @@ type SubscribeError struct {
 
 func (x *SubscribeError) Reset() {
 	*x = SubscribeError{}
-	mi := &file_parley_v1_chat_proto_msgTypes[10]
+	mi := &file_parley_v1_chat_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -808,7 +1134,7 @@ func (x *SubscribeError) String() string {
 func (*SubscribeError) ProtoMessage() {}
 
 func (x *SubscribeError) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[10]
+	mi := &file_parley_v1_chat_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -821,7 +1147,7 @@ func (x *SubscribeError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeError.ProtoReflect.Descriptor instead.
 func (*SubscribeError) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{10}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SubscribeError) GetRoomId() string {
@@ -852,7 +1178,7 @@ type ResyncRequired struct {
 
 func (x *ResyncRequired) Reset() {
 	*x = ResyncRequired{}
-	mi := &file_parley_v1_chat_proto_msgTypes[11]
+	mi := &file_parley_v1_chat_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -864,7 +1190,7 @@ func (x *ResyncRequired) String() string {
 func (*ResyncRequired) ProtoMessage() {}
 
 func (x *ResyncRequired) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[11]
+	mi := &file_parley_v1_chat_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -877,7 +1203,7 @@ func (x *ResyncRequired) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncRequired.ProtoReflect.Descriptor instead.
 func (*ResyncRequired) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{11}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ResyncRequired) GetRoomId() string {
@@ -915,7 +1241,7 @@ type MessageWithdrawn struct {
 
 func (x *MessageWithdrawn) Reset() {
 	*x = MessageWithdrawn{}
-	mi := &file_parley_v1_chat_proto_msgTypes[12]
+	mi := &file_parley_v1_chat_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -927,7 +1253,7 @@ func (x *MessageWithdrawn) String() string {
 func (*MessageWithdrawn) ProtoMessage() {}
 
 func (x *MessageWithdrawn) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[12]
+	mi := &file_parley_v1_chat_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -940,7 +1266,7 @@ func (x *MessageWithdrawn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageWithdrawn.ProtoReflect.Descriptor instead.
 func (*MessageWithdrawn) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{12}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MessageWithdrawn) GetRoomId() string {
@@ -981,7 +1307,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_parley_v1_chat_proto_msgTypes[13]
+	mi := &file_parley_v1_chat_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -993,7 +1319,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[13]
+	mi := &file_parley_v1_chat_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1006,7 +1332,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{13}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Pong) GetNonce() int64 {
@@ -1030,7 +1356,7 @@ type SendMessageRequest struct {
 
 func (x *SendMessageRequest) Reset() {
 	*x = SendMessageRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[14]
+	mi := &file_parley_v1_chat_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1042,7 +1368,7 @@ func (x *SendMessageRequest) String() string {
 func (*SendMessageRequest) ProtoMessage() {}
 
 func (x *SendMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[14]
+	mi := &file_parley_v1_chat_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1055,7 +1381,7 @@ func (x *SendMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMessageRequest.ProtoReflect.Descriptor instead.
 func (*SendMessageRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{14}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SendMessageRequest) GetRoomId() string {
@@ -1088,7 +1414,7 @@ type SendMessageResponse struct {
 
 func (x *SendMessageResponse) Reset() {
 	*x = SendMessageResponse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[15]
+	mi := &file_parley_v1_chat_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1100,7 +1426,7 @@ func (x *SendMessageResponse) String() string {
 func (*SendMessageResponse) ProtoMessage() {}
 
 func (x *SendMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[15]
+	mi := &file_parley_v1_chat_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1113,7 +1439,7 @@ func (x *SendMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMessageResponse.ProtoReflect.Descriptor instead.
 func (*SendMessageResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{15}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SendMessageResponse) GetMessage() *Message {
@@ -1139,7 +1465,7 @@ type ListMessagesRequest struct {
 
 func (x *ListMessagesRequest) Reset() {
 	*x = ListMessagesRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[16]
+	mi := &file_parley_v1_chat_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1151,7 +1477,7 @@ func (x *ListMessagesRequest) String() string {
 func (*ListMessagesRequest) ProtoMessage() {}
 
 func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[16]
+	mi := &file_parley_v1_chat_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1164,7 +1490,7 @@ func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesRequest.ProtoReflect.Descriptor instead.
 func (*ListMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{16}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListMessagesRequest) GetRoomId() string {
@@ -1207,7 +1533,7 @@ type ListMessagesResponse struct {
 
 func (x *ListMessagesResponse) Reset() {
 	*x = ListMessagesResponse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[17]
+	mi := &file_parley_v1_chat_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1219,7 +1545,7 @@ func (x *ListMessagesResponse) String() string {
 func (*ListMessagesResponse) ProtoMessage() {}
 
 func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[17]
+	mi := &file_parley_v1_chat_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1232,7 +1558,7 @@ func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesResponse.ProtoReflect.Descriptor instead.
 func (*ListMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{17}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListMessagesResponse) GetMessages() []*Message {
@@ -1259,7 +1585,7 @@ type StreamRoomRequest struct {
 
 func (x *StreamRoomRequest) Reset() {
 	*x = StreamRoomRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[18]
+	mi := &file_parley_v1_chat_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1271,7 +1597,7 @@ func (x *StreamRoomRequest) String() string {
 func (*StreamRoomRequest) ProtoMessage() {}
 
 func (x *StreamRoomRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[18]
+	mi := &file_parley_v1_chat_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1284,7 +1610,7 @@ func (x *StreamRoomRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamRoomRequest.ProtoReflect.Descriptor instead.
 func (*StreamRoomRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{18}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StreamRoomRequest) GetRoomId() string {
@@ -1297,6 +1623,273 @@ func (x *StreamRoomRequest) GetRoomId() string {
 func (x *StreamRoomRequest) GetResumeFrom() *RoomPosition {
 	if x != nil {
 		return x.ResumeFrom
+	}
+	return nil
+}
+
+type MarkReadRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	RoomId string                 `protobuf:"bytes,1,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
+	// The position read up to (its epoch must be the room's current one).
+	Position      *RoomPosition `protobuf:"bytes,2,opt,name=position,proto3" json:"position,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MarkReadRequest) Reset() {
+	*x = MarkReadRequest{}
+	mi := &file_parley_v1_chat_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MarkReadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MarkReadRequest) ProtoMessage() {}
+
+func (x *MarkReadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MarkReadRequest.ProtoReflect.Descriptor instead.
+func (*MarkReadRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *MarkReadRequest) GetRoomId() string {
+	if x != nil {
+		return x.RoomId
+	}
+	return ""
+}
+
+func (x *MarkReadRequest) GetPosition() *RoomPosition {
+	if x != nil {
+		return x.Position
+	}
+	return nil
+}
+
+type MarkReadResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ReadMarker    *ReadMarker            `protobuf:"bytes,1,opt,name=read_marker,json=readMarker,proto3" json:"read_marker,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MarkReadResponse) Reset() {
+	*x = MarkReadResponse{}
+	mi := &file_parley_v1_chat_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MarkReadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MarkReadResponse) ProtoMessage() {}
+
+func (x *MarkReadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MarkReadResponse.ProtoReflect.Descriptor instead.
+func (*MarkReadResponse) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *MarkReadResponse) GetReadMarker() *ReadMarker {
+	if x != nil {
+		return x.ReadMarker
+	}
+	return nil
+}
+
+type ListRoomStatesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Rooms to report (at most 200); empty means every room the caller joined
+	// (at most 200).
+	RoomIds       []string `protobuf:"bytes,1,rep,name=room_ids,json=roomIds,proto3" json:"room_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRoomStatesRequest) Reset() {
+	*x = ListRoomStatesRequest{}
+	mi := &file_parley_v1_chat_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRoomStatesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRoomStatesRequest) ProtoMessage() {}
+
+func (x *ListRoomStatesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRoomStatesRequest.ProtoReflect.Descriptor instead.
+func (*ListRoomStatesRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ListRoomStatesRequest) GetRoomIds() []string {
+	if x != nil {
+		return x.RoomIds
+	}
+	return nil
+}
+
+// RoomState is a room's position as one member sees it.
+type RoomState struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	RoomId string                 `protobuf:"bytes,1,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
+	Head   *RoomPosition          `protobuf:"bytes,2,opt,name=head,proto3" json:"head,omitempty"`
+	// The caller's read position (seq 0 when nothing was read).
+	LastRead *RoomPosition `protobuf:"bytes,3,opt,name=last_read,json=lastRead,proto3" json:"last_read,omitempty"`
+	// Messages after last_read (capped at 1000).
+	UnreadCount int64 `protobuf:"varint,4,opt,name=unread_count,json=unreadCount,proto3" json:"unread_count,omitempty"`
+	// The newest stored or cached message, if any.
+	LastMessage   *Message `protobuf:"bytes,5,opt,name=last_message,json=lastMessage,proto3" json:"last_message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoomState) Reset() {
+	*x = RoomState{}
+	mi := &file_parley_v1_chat_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoomState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoomState) ProtoMessage() {}
+
+func (x *RoomState) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoomState.ProtoReflect.Descriptor instead.
+func (*RoomState) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RoomState) GetRoomId() string {
+	if x != nil {
+		return x.RoomId
+	}
+	return ""
+}
+
+func (x *RoomState) GetHead() *RoomPosition {
+	if x != nil {
+		return x.Head
+	}
+	return nil
+}
+
+func (x *RoomState) GetLastRead() *RoomPosition {
+	if x != nil {
+		return x.LastRead
+	}
+	return nil
+}
+
+func (x *RoomState) GetUnreadCount() int64 {
+	if x != nil {
+		return x.UnreadCount
+	}
+	return 0
+}
+
+func (x *RoomState) GetLastMessage() *Message {
+	if x != nil {
+		return x.LastMessage
+	}
+	return nil
+}
+
+type ListRoomStatesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	States        []*RoomState           `protobuf:"bytes,1,rep,name=states,proto3" json:"states,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRoomStatesResponse) Reset() {
+	*x = ListRoomStatesResponse{}
+	mi := &file_parley_v1_chat_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRoomStatesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRoomStatesResponse) ProtoMessage() {}
+
+func (x *ListRoomStatesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRoomStatesResponse.ProtoReflect.Descriptor instead.
+func (*ListRoomStatesResponse) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ListRoomStatesResponse) GetStates() []*RoomState {
+	if x != nil {
+		return x.States
 	}
 	return nil
 }
@@ -1315,7 +1908,7 @@ type StreamRoomResponse struct {
 
 func (x *StreamRoomResponse) Reset() {
 	*x = StreamRoomResponse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[19]
+	mi := &file_parley_v1_chat_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1327,7 +1920,7 @@ func (x *StreamRoomResponse) String() string {
 func (*StreamRoomResponse) ProtoMessage() {}
 
 func (x *StreamRoomResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[19]
+	mi := &file_parley_v1_chat_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1340,7 +1933,7 @@ func (x *StreamRoomResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamRoomResponse.ProtoReflect.Descriptor instead.
 func (*StreamRoomResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{19}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StreamRoomResponse) GetEvent() isStreamRoomResponse_Event {
@@ -1421,13 +2014,17 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\"6\n" +
 	"\x06Status\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xe7\x01\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xcf\x02\n" +
 	"\x0eConnectRequest\x124\n" +
 	"\tsubscribe\x18\x01 \x01(\v2\x14.parley.v1.SubscribeH\x00R\tsubscribe\x12:\n" +
 	"\vunsubscribe\x18\x02 \x01(\v2\x16.parley.v1.UnsubscribeH\x00R\vunsubscribe\x123\n" +
 	"\x04send\x18\x03 \x01(\v2\x1d.parley.v1.SendMessageRequestH\x00R\x04send\x12%\n" +
-	"\x04ping\x18\x04 \x01(\v2\x0f.parley.v1.PingH\x00R\x04pingB\a\n" +
-	"\x05frame\"^\n" +
+	"\x04ping\x18\x04 \x01(\v2\x0f.parley.v1.PingH\x00R\x04ping\x12+\n" +
+	"\x06typing\x18\x05 \x01(\v2\x11.parley.v1.TypingH\x00R\x06typing\x129\n" +
+	"\tmark_read\x18\x06 \x01(\v2\x1a.parley.v1.MarkReadRequestH\x00R\bmarkReadB\a\n" +
+	"\x05frame\"!\n" +
+	"\x06Typing\x12\x17\n" +
+	"\aroom_id\x18\x01 \x01(\tR\x06roomId\"^\n" +
 	"\tSubscribe\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x128\n" +
 	"\vresume_from\x18\x02 \x01(\v2\x17.parley.v1.RoomPositionR\n" +
@@ -1435,7 +2032,7 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"\vUnsubscribe\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\"\x1c\n" +
 	"\x04Ping\x12\x14\n" +
-	"\x05nonce\x18\x01 \x01(\x03R\x05nonce\"\xb3\x03\n" +
+	"\x05nonce\x18\x01 \x01(\x03R\x05nonce\"\xd7\x04\n" +
 	"\x0fConnectResponse\x12.\n" +
 	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageH\x00R\amessage\x12/\n" +
 	"\bsend_ack\x18\x02 \x01(\v2\x12.parley.v1.SendAckH\x00R\asendAck\x127\n" +
@@ -1445,8 +2042,29 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"\x0fresync_required\x18\x04 \x01(\v2\x19.parley.v1.ResyncRequiredH\x00R\x0eresyncRequired\x12J\n" +
 	"\x11message_withdrawn\x18\x05 \x01(\v2\x1b.parley.v1.MessageWithdrawnH\x00R\x10messageWithdrawn\x12%\n" +
 	"\x04pong\x18\x06 \x01(\v2\x0f.parley.v1.PongH\x00R\x04pong\x12D\n" +
-	"\x0fsubscribe_error\x18\a \x01(\v2\x19.parley.v1.SubscribeErrorH\x00R\x0esubscribeErrorB\a\n" +
-	"\x05frame\"\x84\x01\n" +
+	"\x0fsubscribe_error\x18\a \x01(\v2\x19.parley.v1.SubscribeErrorH\x00R\x0esubscribeError\x120\n" +
+	"\x06typing\x18\b \x01(\v2\x16.parley.v1.TypingEventH\x00R\x06typing\x126\n" +
+	"\bpresence\x18\t \x01(\v2\x18.parley.v1.PresenceEventH\x00R\bpresence\x128\n" +
+	"\vread_marker\x18\n" +
+	" \x01(\v2\x15.parley.v1.ReadMarkerH\x00R\n" +
+	"readMarkerB\a\n" +
+	"\x05frame\"\x98\x01\n" +
+	"\vTypingEvent\x12\x17\n" +
+	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1a\n" +
+	"\busername\x18\x03 \x01(\tR\busername\x12;\n" +
+	"\vexpire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"u\n" +
+	"\rPresenceEvent\x12\x17\n" +
+	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1a\n" +
+	"\busername\x18\x03 \x01(\tR\busername\x12\x16\n" +
+	"\x06online\x18\x04 \x01(\bR\x06online\"s\n" +
+	"\n" +
+	"ReadMarker\x12\x17\n" +
+	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x123\n" +
+	"\bposition\x18\x03 \x01(\v2\x17.parley.v1.RoomPositionR\bposition\"\x84\x01\n" +
 	"\aSendAck\x12\"\n" +
 	"\rclient_msg_id\x18\x01 \x01(\tR\vclientMsgId\x12,\n" +
 	"\amessage\x18\x02 \x01(\v2\x12.parley.v1.MessageR\amessage\x12'\n" +
@@ -1488,18 +2106,36 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"\x11StreamRoomRequest\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x128\n" +
 	"\vresume_from\x18\x02 \x01(\v2\x17.parley.v1.RoomPositionR\n" +
-	"resumeFrom\"\xdf\x01\n" +
+	"resumeFrom\"_\n" +
+	"\x0fMarkReadRequest\x12\x17\n" +
+	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x123\n" +
+	"\bposition\x18\x02 \x01(\v2\x17.parley.v1.RoomPositionR\bposition\"J\n" +
+	"\x10MarkReadResponse\x126\n" +
+	"\vread_marker\x18\x01 \x01(\v2\x15.parley.v1.ReadMarkerR\n" +
+	"readMarker\"2\n" +
+	"\x15ListRoomStatesRequest\x12\x19\n" +
+	"\broom_ids\x18\x01 \x03(\tR\aroomIds\"\xe1\x01\n" +
+	"\tRoomState\x12\x17\n" +
+	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12+\n" +
+	"\x04head\x18\x02 \x01(\v2\x17.parley.v1.RoomPositionR\x04head\x124\n" +
+	"\tlast_read\x18\x03 \x01(\v2\x17.parley.v1.RoomPositionR\blastRead\x12!\n" +
+	"\funread_count\x18\x04 \x01(\x03R\vunreadCount\x125\n" +
+	"\flast_message\x18\x05 \x01(\v2\x12.parley.v1.MessageR\vlastMessage\"F\n" +
+	"\x16ListRoomStatesResponse\x12,\n" +
+	"\x06states\x18\x01 \x03(\v2\x14.parley.v1.RoomStateR\x06states\"\xdf\x01\n" +
 	"\x12StreamRoomResponse\x12.\n" +
 	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageH\x00R\amessage\x12D\n" +
 	"\x0fresync_required\x18\x02 \x01(\v2\x19.parley.v1.ResyncRequiredH\x00R\x0eresyncRequired\x12J\n" +
 	"\x11message_withdrawn\x18\x03 \x01(\v2\x1b.parley.v1.MessageWithdrawnH\x00R\x10messageWithdrawnB\a\n" +
-	"\x05event2\xbf\x02\n" +
+	"\x05event2\xdb\x03\n" +
 	"\vChatService\x12D\n" +
 	"\aConnect\x12\x19.parley.v1.ConnectRequest\x1a\x1a.parley.v1.ConnectResponse(\x010\x01\x12L\n" +
 	"\vSendMessage\x12\x1d.parley.v1.SendMessageRequest\x1a\x1e.parley.v1.SendMessageResponse\x12O\n" +
 	"\fListMessages\x12\x1e.parley.v1.ListMessagesRequest\x1a\x1f.parley.v1.ListMessagesResponse\x12K\n" +
 	"\n" +
-	"StreamRoom\x12\x1c.parley.v1.StreamRoomRequest\x1a\x1d.parley.v1.StreamRoomResponse0\x01B8Z6github.com/parleychat/parley/gen/go/parley/v1;parleyv1b\x06proto3"
+	"StreamRoom\x12\x1c.parley.v1.StreamRoomRequest\x1a\x1d.parley.v1.StreamRoomResponse0\x01\x12C\n" +
+	"\bMarkRead\x12\x1a.parley.v1.MarkReadRequest\x1a\x1b.parley.v1.MarkReadResponse\x12U\n" +
+	"\x0eListRoomStates\x12 .parley.v1.ListRoomStatesRequest\x1a!.parley.v1.ListRoomStatesResponseB8Z6github.com/parleychat/parley/gen/go/parley/v1;parleyv1b\x06proto3"
 
 var (
 	file_parley_v1_chat_proto_rawDescOnce sync.Once
@@ -1513,68 +2149,94 @@ func file_parley_v1_chat_proto_rawDescGZIP() []byte {
 	return file_parley_v1_chat_proto_rawDescData
 }
 
-var file_parley_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_parley_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_parley_v1_chat_proto_goTypes = []any{
-	(*Message)(nil),               // 0: parley.v1.Message
-	(*RoomPosition)(nil),          // 1: parley.v1.RoomPosition
-	(*Status)(nil),                // 2: parley.v1.Status
-	(*ConnectRequest)(nil),        // 3: parley.v1.ConnectRequest
-	(*Subscribe)(nil),             // 4: parley.v1.Subscribe
-	(*Unsubscribe)(nil),           // 5: parley.v1.Unsubscribe
-	(*Ping)(nil),                  // 6: parley.v1.Ping
-	(*ConnectResponse)(nil),       // 7: parley.v1.ConnectResponse
-	(*SendAck)(nil),               // 8: parley.v1.SendAck
-	(*Subscribed)(nil),            // 9: parley.v1.Subscribed
-	(*SubscribeError)(nil),        // 10: parley.v1.SubscribeError
-	(*ResyncRequired)(nil),        // 11: parley.v1.ResyncRequired
-	(*MessageWithdrawn)(nil),      // 12: parley.v1.MessageWithdrawn
-	(*Pong)(nil),                  // 13: parley.v1.Pong
-	(*SendMessageRequest)(nil),    // 14: parley.v1.SendMessageRequest
-	(*SendMessageResponse)(nil),   // 15: parley.v1.SendMessageResponse
-	(*ListMessagesRequest)(nil),   // 16: parley.v1.ListMessagesRequest
-	(*ListMessagesResponse)(nil),  // 17: parley.v1.ListMessagesResponse
-	(*StreamRoomRequest)(nil),     // 18: parley.v1.StreamRoomRequest
-	(*StreamRoomResponse)(nil),    // 19: parley.v1.StreamRoomResponse
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(*Message)(nil),                // 0: parley.v1.Message
+	(*RoomPosition)(nil),           // 1: parley.v1.RoomPosition
+	(*Status)(nil),                 // 2: parley.v1.Status
+	(*ConnectRequest)(nil),         // 3: parley.v1.ConnectRequest
+	(*Typing)(nil),                 // 4: parley.v1.Typing
+	(*Subscribe)(nil),              // 5: parley.v1.Subscribe
+	(*Unsubscribe)(nil),            // 6: parley.v1.Unsubscribe
+	(*Ping)(nil),                   // 7: parley.v1.Ping
+	(*ConnectResponse)(nil),        // 8: parley.v1.ConnectResponse
+	(*TypingEvent)(nil),            // 9: parley.v1.TypingEvent
+	(*PresenceEvent)(nil),          // 10: parley.v1.PresenceEvent
+	(*ReadMarker)(nil),             // 11: parley.v1.ReadMarker
+	(*SendAck)(nil),                // 12: parley.v1.SendAck
+	(*Subscribed)(nil),             // 13: parley.v1.Subscribed
+	(*SubscribeError)(nil),         // 14: parley.v1.SubscribeError
+	(*ResyncRequired)(nil),         // 15: parley.v1.ResyncRequired
+	(*MessageWithdrawn)(nil),       // 16: parley.v1.MessageWithdrawn
+	(*Pong)(nil),                   // 17: parley.v1.Pong
+	(*SendMessageRequest)(nil),     // 18: parley.v1.SendMessageRequest
+	(*SendMessageResponse)(nil),    // 19: parley.v1.SendMessageResponse
+	(*ListMessagesRequest)(nil),    // 20: parley.v1.ListMessagesRequest
+	(*ListMessagesResponse)(nil),   // 21: parley.v1.ListMessagesResponse
+	(*StreamRoomRequest)(nil),      // 22: parley.v1.StreamRoomRequest
+	(*MarkReadRequest)(nil),        // 23: parley.v1.MarkReadRequest
+	(*MarkReadResponse)(nil),       // 24: parley.v1.MarkReadResponse
+	(*ListRoomStatesRequest)(nil),  // 25: parley.v1.ListRoomStatesRequest
+	(*RoomState)(nil),              // 26: parley.v1.RoomState
+	(*ListRoomStatesResponse)(nil), // 27: parley.v1.ListRoomStatesResponse
+	(*StreamRoomResponse)(nil),     // 28: parley.v1.StreamRoomResponse
+	(*timestamppb.Timestamp)(nil),  // 29: google.protobuf.Timestamp
 }
 var file_parley_v1_chat_proto_depIdxs = []int32{
-	20, // 0: parley.v1.Message.create_time:type_name -> google.protobuf.Timestamp
-	4,  // 1: parley.v1.ConnectRequest.subscribe:type_name -> parley.v1.Subscribe
-	5,  // 2: parley.v1.ConnectRequest.unsubscribe:type_name -> parley.v1.Unsubscribe
-	14, // 3: parley.v1.ConnectRequest.send:type_name -> parley.v1.SendMessageRequest
-	6,  // 4: parley.v1.ConnectRequest.ping:type_name -> parley.v1.Ping
-	1,  // 5: parley.v1.Subscribe.resume_from:type_name -> parley.v1.RoomPosition
-	0,  // 6: parley.v1.ConnectResponse.message:type_name -> parley.v1.Message
-	8,  // 7: parley.v1.ConnectResponse.send_ack:type_name -> parley.v1.SendAck
-	9,  // 8: parley.v1.ConnectResponse.subscribed:type_name -> parley.v1.Subscribed
-	11, // 9: parley.v1.ConnectResponse.resync_required:type_name -> parley.v1.ResyncRequired
-	12, // 10: parley.v1.ConnectResponse.message_withdrawn:type_name -> parley.v1.MessageWithdrawn
-	13, // 11: parley.v1.ConnectResponse.pong:type_name -> parley.v1.Pong
-	10, // 12: parley.v1.ConnectResponse.subscribe_error:type_name -> parley.v1.SubscribeError
-	0,  // 13: parley.v1.SendAck.message:type_name -> parley.v1.Message
-	2,  // 14: parley.v1.SendAck.error:type_name -> parley.v1.Status
-	1,  // 15: parley.v1.Subscribed.head:type_name -> parley.v1.RoomPosition
-	2,  // 16: parley.v1.SubscribeError.error:type_name -> parley.v1.Status
-	1,  // 17: parley.v1.ResyncRequired.head:type_name -> parley.v1.RoomPosition
-	0,  // 18: parley.v1.SendMessageResponse.message:type_name -> parley.v1.Message
-	0,  // 19: parley.v1.ListMessagesResponse.messages:type_name -> parley.v1.Message
-	1,  // 20: parley.v1.StreamRoomRequest.resume_from:type_name -> parley.v1.RoomPosition
-	0,  // 21: parley.v1.StreamRoomResponse.message:type_name -> parley.v1.Message
-	11, // 22: parley.v1.StreamRoomResponse.resync_required:type_name -> parley.v1.ResyncRequired
-	12, // 23: parley.v1.StreamRoomResponse.message_withdrawn:type_name -> parley.v1.MessageWithdrawn
-	3,  // 24: parley.v1.ChatService.Connect:input_type -> parley.v1.ConnectRequest
-	14, // 25: parley.v1.ChatService.SendMessage:input_type -> parley.v1.SendMessageRequest
-	16, // 26: parley.v1.ChatService.ListMessages:input_type -> parley.v1.ListMessagesRequest
-	18, // 27: parley.v1.ChatService.StreamRoom:input_type -> parley.v1.StreamRoomRequest
-	7,  // 28: parley.v1.ChatService.Connect:output_type -> parley.v1.ConnectResponse
-	15, // 29: parley.v1.ChatService.SendMessage:output_type -> parley.v1.SendMessageResponse
-	17, // 30: parley.v1.ChatService.ListMessages:output_type -> parley.v1.ListMessagesResponse
-	19, // 31: parley.v1.ChatService.StreamRoom:output_type -> parley.v1.StreamRoomResponse
-	28, // [28:32] is the sub-list for method output_type
-	24, // [24:28] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	29, // 0: parley.v1.Message.create_time:type_name -> google.protobuf.Timestamp
+	5,  // 1: parley.v1.ConnectRequest.subscribe:type_name -> parley.v1.Subscribe
+	6,  // 2: parley.v1.ConnectRequest.unsubscribe:type_name -> parley.v1.Unsubscribe
+	18, // 3: parley.v1.ConnectRequest.send:type_name -> parley.v1.SendMessageRequest
+	7,  // 4: parley.v1.ConnectRequest.ping:type_name -> parley.v1.Ping
+	4,  // 5: parley.v1.ConnectRequest.typing:type_name -> parley.v1.Typing
+	23, // 6: parley.v1.ConnectRequest.mark_read:type_name -> parley.v1.MarkReadRequest
+	1,  // 7: parley.v1.Subscribe.resume_from:type_name -> parley.v1.RoomPosition
+	0,  // 8: parley.v1.ConnectResponse.message:type_name -> parley.v1.Message
+	12, // 9: parley.v1.ConnectResponse.send_ack:type_name -> parley.v1.SendAck
+	13, // 10: parley.v1.ConnectResponse.subscribed:type_name -> parley.v1.Subscribed
+	15, // 11: parley.v1.ConnectResponse.resync_required:type_name -> parley.v1.ResyncRequired
+	16, // 12: parley.v1.ConnectResponse.message_withdrawn:type_name -> parley.v1.MessageWithdrawn
+	17, // 13: parley.v1.ConnectResponse.pong:type_name -> parley.v1.Pong
+	14, // 14: parley.v1.ConnectResponse.subscribe_error:type_name -> parley.v1.SubscribeError
+	9,  // 15: parley.v1.ConnectResponse.typing:type_name -> parley.v1.TypingEvent
+	10, // 16: parley.v1.ConnectResponse.presence:type_name -> parley.v1.PresenceEvent
+	11, // 17: parley.v1.ConnectResponse.read_marker:type_name -> parley.v1.ReadMarker
+	29, // 18: parley.v1.TypingEvent.expire_time:type_name -> google.protobuf.Timestamp
+	1,  // 19: parley.v1.ReadMarker.position:type_name -> parley.v1.RoomPosition
+	0,  // 20: parley.v1.SendAck.message:type_name -> parley.v1.Message
+	2,  // 21: parley.v1.SendAck.error:type_name -> parley.v1.Status
+	1,  // 22: parley.v1.Subscribed.head:type_name -> parley.v1.RoomPosition
+	2,  // 23: parley.v1.SubscribeError.error:type_name -> parley.v1.Status
+	1,  // 24: parley.v1.ResyncRequired.head:type_name -> parley.v1.RoomPosition
+	0,  // 25: parley.v1.SendMessageResponse.message:type_name -> parley.v1.Message
+	0,  // 26: parley.v1.ListMessagesResponse.messages:type_name -> parley.v1.Message
+	1,  // 27: parley.v1.StreamRoomRequest.resume_from:type_name -> parley.v1.RoomPosition
+	1,  // 28: parley.v1.MarkReadRequest.position:type_name -> parley.v1.RoomPosition
+	11, // 29: parley.v1.MarkReadResponse.read_marker:type_name -> parley.v1.ReadMarker
+	1,  // 30: parley.v1.RoomState.head:type_name -> parley.v1.RoomPosition
+	1,  // 31: parley.v1.RoomState.last_read:type_name -> parley.v1.RoomPosition
+	0,  // 32: parley.v1.RoomState.last_message:type_name -> parley.v1.Message
+	26, // 33: parley.v1.ListRoomStatesResponse.states:type_name -> parley.v1.RoomState
+	0,  // 34: parley.v1.StreamRoomResponse.message:type_name -> parley.v1.Message
+	15, // 35: parley.v1.StreamRoomResponse.resync_required:type_name -> parley.v1.ResyncRequired
+	16, // 36: parley.v1.StreamRoomResponse.message_withdrawn:type_name -> parley.v1.MessageWithdrawn
+	3,  // 37: parley.v1.ChatService.Connect:input_type -> parley.v1.ConnectRequest
+	18, // 38: parley.v1.ChatService.SendMessage:input_type -> parley.v1.SendMessageRequest
+	20, // 39: parley.v1.ChatService.ListMessages:input_type -> parley.v1.ListMessagesRequest
+	22, // 40: parley.v1.ChatService.StreamRoom:input_type -> parley.v1.StreamRoomRequest
+	23, // 41: parley.v1.ChatService.MarkRead:input_type -> parley.v1.MarkReadRequest
+	25, // 42: parley.v1.ChatService.ListRoomStates:input_type -> parley.v1.ListRoomStatesRequest
+	8,  // 43: parley.v1.ChatService.Connect:output_type -> parley.v1.ConnectResponse
+	19, // 44: parley.v1.ChatService.SendMessage:output_type -> parley.v1.SendMessageResponse
+	21, // 45: parley.v1.ChatService.ListMessages:output_type -> parley.v1.ListMessagesResponse
+	28, // 46: parley.v1.ChatService.StreamRoom:output_type -> parley.v1.StreamRoomResponse
+	24, // 47: parley.v1.ChatService.MarkRead:output_type -> parley.v1.MarkReadResponse
+	27, // 48: parley.v1.ChatService.ListRoomStates:output_type -> parley.v1.ListRoomStatesResponse
+	43, // [43:49] is the sub-list for method output_type
+	37, // [37:43] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_chat_proto_init() }
@@ -1587,8 +2249,10 @@ func file_parley_v1_chat_proto_init() {
 		(*ConnectRequest_Unsubscribe)(nil),
 		(*ConnectRequest_Send)(nil),
 		(*ConnectRequest_Ping)(nil),
+		(*ConnectRequest_Typing)(nil),
+		(*ConnectRequest_MarkRead)(nil),
 	}
-	file_parley_v1_chat_proto_msgTypes[7].OneofWrappers = []any{
+	file_parley_v1_chat_proto_msgTypes[8].OneofWrappers = []any{
 		(*ConnectResponse_Message)(nil),
 		(*ConnectResponse_SendAck)(nil),
 		(*ConnectResponse_Subscribed)(nil),
@@ -1596,8 +2260,11 @@ func file_parley_v1_chat_proto_init() {
 		(*ConnectResponse_MessageWithdrawn)(nil),
 		(*ConnectResponse_Pong)(nil),
 		(*ConnectResponse_SubscribeError)(nil),
+		(*ConnectResponse_Typing)(nil),
+		(*ConnectResponse_Presence)(nil),
+		(*ConnectResponse_ReadMarker)(nil),
 	}
-	file_parley_v1_chat_proto_msgTypes[19].OneofWrappers = []any{
+	file_parley_v1_chat_proto_msgTypes[28].OneofWrappers = []any{
 		(*StreamRoomResponse_Message)(nil),
 		(*StreamRoomResponse_ResyncRequired)(nil),
 		(*StreamRoomResponse_MessageWithdrawn)(nil),
@@ -1608,7 +2275,7 @@ func file_parley_v1_chat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_chat_proto_rawDesc), len(file_parley_v1_chat_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,10 +19,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ChatService_Connect_FullMethodName      = "/parley.v1.ChatService/Connect"
-	ChatService_SendMessage_FullMethodName  = "/parley.v1.ChatService/SendMessage"
-	ChatService_ListMessages_FullMethodName = "/parley.v1.ChatService/ListMessages"
-	ChatService_StreamRoom_FullMethodName   = "/parley.v1.ChatService/StreamRoom"
+	ChatService_Connect_FullMethodName        = "/parley.v1.ChatService/Connect"
+	ChatService_SendMessage_FullMethodName    = "/parley.v1.ChatService/SendMessage"
+	ChatService_ListMessages_FullMethodName   = "/parley.v1.ChatService/ListMessages"
+	ChatService_StreamRoom_FullMethodName     = "/parley.v1.ChatService/StreamRoom"
+	ChatService_MarkRead_FullMethodName       = "/parley.v1.ChatService/MarkRead"
+	ChatService_ListRoomStates_FullMethodName = "/parley.v1.ChatService/ListRoomStates"
 )
 
 // ChatServiceClient is the client API for ChatService service.
@@ -49,6 +51,12 @@ type ChatServiceClient interface {
 	ListMessages(ctx context.Context, in *ListMessagesRequest, opts ...grpc.CallOption) (*ListMessagesResponse, error)
 	// StreamRoom follows one room for callers that cannot use Connect.
 	StreamRoom(ctx context.Context, in *StreamRoomRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamRoomResponse], error)
+	// MarkRead records that the caller has read a room up to a seq (it only
+	// ever moves forward) and tells the caller's other streams.
+	MarkRead(ctx context.Context, in *MarkReadRequest, opts ...grpc.CallOption) (*MarkReadResponse, error)
+	// ListRoomStates returns, for rooms the caller is a member of, the head
+	// position, the caller's read position, the unread count and the last message.
+	ListRoomStates(ctx context.Context, in *ListRoomStatesRequest, opts ...grpc.CallOption) (*ListRoomStatesResponse, error)
 }
 
 type chatServiceClient struct {
@@ -111,6 +119,26 @@ func (c *chatServiceClient) StreamRoom(ctx context.Context, in *StreamRoomReques
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ChatService_StreamRoomClient = grpc.ServerStreamingClient[StreamRoomResponse]
 
+func (c *chatServiceClient) MarkRead(ctx context.Context, in *MarkReadRequest, opts ...grpc.CallOption) (*MarkReadResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MarkReadResponse)
+	err := c.cc.Invoke(ctx, ChatService_MarkRead_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *chatServiceClient) ListRoomStates(ctx context.Context, in *ListRoomStatesRequest, opts ...grpc.CallOption) (*ListRoomStatesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRoomStatesResponse)
+	err := c.cc.Invoke(ctx, ChatService_ListRoomStates_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ChatServiceServer is the server API for ChatService service.
 // All implementations must embed UnimplementedChatServiceServer
 // for forward compatibility.
@@ -135,6 +163,12 @@ type ChatServiceServer interface {
 	ListMessages(context.Context, *ListMessagesRequest) (*ListMessagesResponse, error)
 	// StreamRoom follows one room for callers that cannot use Connect.
 	StreamRoom(*StreamRoomRequest, grpc.ServerStreamingServer[StreamRoomResponse]) error
+	// MarkRead records that the caller has read a room up to a seq (it only
+	// ever moves forward) and tells the caller's other streams.
+	MarkRead(context.Context, *MarkReadRequest) (*MarkReadResponse, error)
+	// ListRoomStates returns, for rooms the caller is a member of, the head
+	// position, the caller's read position, the unread count and the last message.
+	ListRoomStates(context.Context, *ListRoomStatesRequest) (*ListRoomStatesResponse, error)
 	mustEmbedUnimplementedChatServiceServer()
 }
 
@@ -156,6 +190,12 @@ func (UnimplementedChatServiceServer) ListMessages(context.Context, *ListMessage
 }
 func (UnimplementedChatServiceServer) StreamRoom(*StreamRoomRequest, grpc.ServerStreamingServer[StreamRoomResponse]) error {
 	return status.Error(codes.Unimplemented, "method StreamRoom not implemented")
+}
+func (UnimplementedChatServiceServer) MarkRead(context.Context, *MarkReadRequest) (*MarkReadResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MarkRead not implemented")
+}
+func (UnimplementedChatServiceServer) ListRoomStates(context.Context, *ListRoomStatesRequest) (*ListRoomStatesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListRoomStates not implemented")
 }
 func (UnimplementedChatServiceServer) mustEmbedUnimplementedChatServiceServer() {}
 func (UnimplementedChatServiceServer) testEmbeddedByValue()                     {}
@@ -232,6 +272,42 @@ func _ChatService_StreamRoom_Handler(srv interface{}, stream grpc.ServerStream) 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ChatService_StreamRoomServer = grpc.ServerStreamingServer[StreamRoomResponse]
 
+func _ChatService_MarkRead_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MarkReadRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ChatServiceServer).MarkRead(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ChatService_MarkRead_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ChatServiceServer).MarkRead(ctx, req.(*MarkReadRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ChatService_ListRoomStates_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRoomStatesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ChatServiceServer).ListRoomStates(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ChatService_ListRoomStates_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ChatServiceServer).ListRoomStates(ctx, req.(*ListRoomStatesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ChatService_ServiceDesc is the grpc.ServiceDesc for ChatService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -246,6 +322,14 @@ var ChatService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListMessages",
 			Handler:    _ChatService_ListMessages_Handler,
+		},
+		{
+			MethodName: "MarkRead",
+			Handler:    _ChatService_MarkRead_Handler,
+		},
+		{
+			MethodName: "ListRoomStates",
+			Handler:    _ChatService_ListRoomStates_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -219,9 +219,11 @@ func (x *Room) GetCreateTime() *timestamppb.Timestamp {
 
 // Member is one user's membership of a room.
 type Member struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
-	JoinTime      *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=join_time,json=joinTime,proto3" json:"join_time,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	User     *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	JoinTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=join_time,json=joinTime,proto3" json:"join_time,omitempty"`
+	// Whether the member has a stream subscribed to the room right now.
+	Online        bool `protobuf:"varint,3,opt,name=online,proto3" json:"online,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -268,6 +270,13 @@ func (x *Member) GetJoinTime() *timestamppb.Timestamp {
 		return x.JoinTime
 	}
 	return nil
+}
+
+func (x *Member) GetOnline() bool {
+	if x != nil {
+		return x.Online
+	}
+	return false
 }
 
 type CreateRoomRequest struct {
@@ -1059,10 +1068,11 @@ const file_parley_v1_rooms_proto_rawDesc = "" +
 	"\n" +
 	"creator_id\x18\x05 \x01(\tR\tcreatorId\x12;\n" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"f\n" +
+	"createTime\"~\n" +
 	"\x06Member\x12#\n" +
 	"\x04user\x18\x01 \x01(\v2\x0f.parley.v1.UserR\x04user\x127\n" +
-	"\tjoin_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bjoinTime\"x\n" +
+	"\tjoin_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bjoinTime\x12\x16\n" +
+	"\x06online\x18\x03 \x01(\bR\x06online\"x\n" +
 	"\x11CreateRoomRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\x129\n" +

@@ -4,6 +4,10 @@
 import type { RpcTransport } from "@protobuf-ts/runtime-rpc";
 import type { ServiceInfo } from "@protobuf-ts/runtime-rpc";
 import { ChatService } from "./chat";
+import type { ListRoomStatesResponse } from "./chat";
+import type { ListRoomStatesRequest } from "./chat";
+import type { MarkReadResponse } from "./chat";
+import type { MarkReadRequest } from "./chat";
 import type { StreamRoomResponse } from "./chat";
 import type { StreamRoomRequest } from "./chat";
 import type { ServerStreamingCall } from "@protobuf-ts/runtime-rpc";
@@ -57,6 +61,20 @@ export interface IChatServiceClient {
      * @generated from protobuf rpc: StreamRoom
      */
     streamRoom(input: StreamRoomRequest, options?: RpcOptions): ServerStreamingCall<StreamRoomRequest, StreamRoomResponse>;
+    /**
+     * MarkRead records that the caller has read a room up to a seq (it only
+     * ever moves forward) and tells the caller's other streams.
+     *
+     * @generated from protobuf rpc: MarkRead
+     */
+    markRead(input: MarkReadRequest, options?: RpcOptions): UnaryCall<MarkReadRequest, MarkReadResponse>;
+    /**
+     * ListRoomStates returns, for rooms the caller is a member of, the head
+     * position, the caller's read position, the unread count and the last message.
+     *
+     * @generated from protobuf rpc: ListRoomStates
+     */
+    listRoomStates(input: ListRoomStatesRequest, options?: RpcOptions): UnaryCall<ListRoomStatesRequest, ListRoomStatesResponse>;
 }
 /**
  * ChatService carries messages.
@@ -114,5 +132,25 @@ export class ChatServiceClient implements IChatServiceClient, ServiceInfo {
     streamRoom(input: StreamRoomRequest, options?: RpcOptions): ServerStreamingCall<StreamRoomRequest, StreamRoomResponse> {
         const method = this.methods[3], opt = this._transport.mergeOptions(options);
         return stackIntercept<StreamRoomRequest, StreamRoomResponse>("serverStreaming", this._transport, method, opt, input);
+    }
+    /**
+     * MarkRead records that the caller has read a room up to a seq (it only
+     * ever moves forward) and tells the caller's other streams.
+     *
+     * @generated from protobuf rpc: MarkRead
+     */
+    markRead(input: MarkReadRequest, options?: RpcOptions): UnaryCall<MarkReadRequest, MarkReadResponse> {
+        const method = this.methods[4], opt = this._transport.mergeOptions(options);
+        return stackIntercept<MarkReadRequest, MarkReadResponse>("unary", this._transport, method, opt, input);
+    }
+    /**
+     * ListRoomStates returns, for rooms the caller is a member of, the head
+     * position, the caller's read position, the unread count and the last message.
+     *
+     * @generated from protobuf rpc: ListRoomStates
+     */
+    listRoomStates(input: ListRoomStatesRequest, options?: RpcOptions): UnaryCall<ListRoomStatesRequest, ListRoomStatesResponse> {
+        const method = this.methods[5], opt = this._transport.mergeOptions(options);
+        return stackIntercept<ListRoomStatesRequest, ListRoomStatesResponse>("unary", this._transport, method, opt, input);
     }
 }

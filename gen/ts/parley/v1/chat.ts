@@ -131,8 +131,33 @@ export interface ConnectRequest {
          */
         ping: Ping;
     } | {
+        oneofKind: "typing";
+        /**
+         * The user is typing in a room (send at most every few seconds).
+         *
+         * @generated from protobuf field: parley.v1.Typing typing = 5
+         */
+        typing: Typing;
+    } | {
+        oneofKind: "markRead";
+        /**
+         * @generated from protobuf field: parley.v1.MarkReadRequest mark_read = 6
+         */
+        markRead: MarkReadRequest;
+    } | {
         oneofKind: undefined;
     };
+}
+/**
+ * Typing says the user is typing in a room.
+ *
+ * @generated from protobuf message parley.v1.Typing
+ */
+export interface Typing {
+    /**
+     * @generated from protobuf field: string room_id = 1
+     */
+    roomId: string;
 }
 /**
  * Subscribe starts delivery of a room's messages on the stream.
@@ -227,8 +252,92 @@ export interface ConnectResponse {
          */
         subscribeError: SubscribeError;
     } | {
+        oneofKind: "typing";
+        /**
+         * @generated from protobuf field: parley.v1.TypingEvent typing = 8
+         */
+        typing: TypingEvent;
+    } | {
+        oneofKind: "presence";
+        /**
+         * @generated from protobuf field: parley.v1.PresenceEvent presence = 9
+         */
+        presence: PresenceEvent;
+    } | {
+        oneofKind: "readMarker";
+        /**
+         * @generated from protobuf field: parley.v1.ReadMarker read_marker = 10
+         */
+        readMarker: ReadMarker;
+    } | {
         oneofKind: undefined;
     };
+}
+/**
+ * TypingEvent says a member is typing; it expires at expire_time unless renewed.
+ *
+ * @generated from protobuf message parley.v1.TypingEvent
+ */
+export interface TypingEvent {
+    /**
+     * @generated from protobuf field: string room_id = 1
+     */
+    roomId: string;
+    /**
+     * @generated from protobuf field: string user_id = 2
+     */
+    userId: string;
+    /**
+     * @generated from protobuf field: string username = 3
+     */
+    username: string;
+    /**
+     * @generated from protobuf field: google.protobuf.Timestamp expire_time = 4
+     */
+    expireTime?: Timestamp;
+}
+/**
+ * PresenceEvent says a member came online or went offline in a room (has or
+ * no longer has a stream subscribed to it on any instance).
+ *
+ * @generated from protobuf message parley.v1.PresenceEvent
+ */
+export interface PresenceEvent {
+    /**
+     * @generated from protobuf field: string room_id = 1
+     */
+    roomId: string;
+    /**
+     * @generated from protobuf field: string user_id = 2
+     */
+    userId: string;
+    /**
+     * @generated from protobuf field: string username = 3
+     */
+    username: string;
+    /**
+     * @generated from protobuf field: bool online = 4
+     */
+    online: boolean;
+}
+/**
+ * ReadMarker is a user's read position in a room.
+ *
+ * @generated from protobuf message parley.v1.ReadMarker
+ */
+export interface ReadMarker {
+    /**
+     * @generated from protobuf field: string room_id = 1
+     */
+    roomId: string;
+    /**
+     * @generated from protobuf field: string user_id = 2
+     */
+    userId: string;
+    /**
+     * @generated from protobuf field: parley.v1.RoomPosition position = 3
+     */
+    position?: RoomPosition;
 }
 /**
  * SendAck answers a send frame: the stored message, or why it was refused.
@@ -429,6 +538,84 @@ export interface StreamRoomRequest {
      * @generated from protobuf field: parley.v1.RoomPosition resume_from = 2
      */
     resumeFrom?: RoomPosition;
+}
+/**
+ * @generated from protobuf message parley.v1.MarkReadRequest
+ */
+export interface MarkReadRequest {
+    /**
+     * @generated from protobuf field: string room_id = 1
+     */
+    roomId: string;
+    /**
+     * The position read up to (its epoch must be the room's current one).
+     *
+     * @generated from protobuf field: parley.v1.RoomPosition position = 2
+     */
+    position?: RoomPosition;
+}
+/**
+ * @generated from protobuf message parley.v1.MarkReadResponse
+ */
+export interface MarkReadResponse {
+    /**
+     * @generated from protobuf field: parley.v1.ReadMarker read_marker = 1
+     */
+    readMarker?: ReadMarker;
+}
+/**
+ * @generated from protobuf message parley.v1.ListRoomStatesRequest
+ */
+export interface ListRoomStatesRequest {
+    /**
+     * Rooms to report (at most 200); empty means every room the caller joined
+     * (at most 200).
+     *
+     * @generated from protobuf field: repeated string room_ids = 1
+     */
+    roomIds: string[];
+}
+/**
+ * RoomState is a room's position as one member sees it.
+ *
+ * @generated from protobuf message parley.v1.RoomState
+ */
+export interface RoomState {
+    /**
+     * @generated from protobuf field: string room_id = 1
+     */
+    roomId: string;
+    /**
+     * @generated from protobuf field: parley.v1.RoomPosition head = 2
+     */
+    head?: RoomPosition;
+    /**
+     * The caller's read position (seq 0 when nothing was read).
+     *
+     * @generated from protobuf field: parley.v1.RoomPosition last_read = 3
+     */
+    lastRead?: RoomPosition;
+    /**
+     * Messages after last_read (capped at 1000).
+     *
+     * @generated from protobuf field: int64 unread_count = 4
+     */
+    unreadCount: string;
+    /**
+     * The newest stored or cached message, if any.
+     *
+     * @generated from protobuf field: parley.v1.Message last_message = 5
+     */
+    lastMessage?: Message;
+}
+/**
+ * @generated from protobuf message parley.v1.ListRoomStatesResponse
+ */
+export interface ListRoomStatesResponse {
+    /**
+     * @generated from protobuf field: repeated parley.v1.RoomState states = 1
+     */
+    states: RoomState[];
 }
 /**
  * @generated from protobuf message parley.v1.StreamRoomResponse
@@ -686,7 +873,9 @@ class ConnectRequest$Type extends MessageType<ConnectRequest> {
             { no: 1, name: "subscribe", kind: "message", oneof: "frame", T: () => Subscribe },
             { no: 2, name: "unsubscribe", kind: "message", oneof: "frame", T: () => Unsubscribe },
             { no: 3, name: "send", kind: "message", oneof: "frame", T: () => SendMessageRequest },
-            { no: 4, name: "ping", kind: "message", oneof: "frame", T: () => Ping }
+            { no: 4, name: "ping", kind: "message", oneof: "frame", T: () => Ping },
+            { no: 5, name: "typing", kind: "message", oneof: "frame", T: () => Typing },
+            { no: 6, name: "mark_read", kind: "message", oneof: "frame", T: () => MarkReadRequest }
         ]);
     }
     create(value?: PartialMessage<ConnectRequest>): ConnectRequest {
@@ -725,6 +914,18 @@ class ConnectRequest$Type extends MessageType<ConnectRequest> {
                         ping: Ping.internalBinaryRead(reader, reader.uint32(), options, (message.frame as any).ping)
                     };
                     break;
+                case /* parley.v1.Typing typing */ 5:
+                    message.frame = {
+                        oneofKind: "typing",
+                        typing: Typing.internalBinaryRead(reader, reader.uint32(), options, (message.frame as any).typing)
+                    };
+                    break;
+                case /* parley.v1.MarkReadRequest mark_read */ 6:
+                    message.frame = {
+                        oneofKind: "markRead",
+                        markRead: MarkReadRequest.internalBinaryRead(reader, reader.uint32(), options, (message.frame as any).markRead)
+                    };
+                    break;
                 default:
                     let u = options.readUnknownField;
                     if (u === "throw")
@@ -749,6 +950,12 @@ class ConnectRequest$Type extends MessageType<ConnectRequest> {
         /* parley.v1.Ping ping = 4; */
         if (message.frame.oneofKind === "ping")
             Ping.internalBinaryWrite(message.frame.ping, writer.tag(4, WireType.LengthDelimited).fork(), options).join();
+        /* parley.v1.Typing typing = 5; */
+        if (message.frame.oneofKind === "typing")
+            Typing.internalBinaryWrite(message.frame.typing, writer.tag(5, WireType.LengthDelimited).fork(), options).join();
+        /* parley.v1.MarkReadRequest mark_read = 6; */
+        if (message.frame.oneofKind === "markRead")
+            MarkReadRequest.internalBinaryWrite(message.frame.markRead, writer.tag(6, WireType.LengthDelimited).fork(), options).join();
         let u = options.writeUnknownFields;
         if (u !== false)
             (u == true ? UnknownFieldHandler.onWrite : u)(this.typeName, message, writer);
@@ -759,6 +966,53 @@ class ConnectRequest$Type extends MessageType<ConnectRequest> {
  * @generated MessageType for protobuf message parley.v1.ConnectRequest
  */
 export const ConnectRequest = new ConnectRequest$Type();
+// @generated message type with reflection information, may provide speed optimized methods
+class Typing$Type extends MessageType<Typing> {
+    constructor() {
+        super("parley.v1.Typing", [
+            { no: 1, name: "room_id", kind: "scalar", T: 9 /*ScalarType.STRING*/ }
+        ]);
+    }
+    create(value?: PartialMessage<Typing>): Typing {
+        const message = globalThis.Object.create((this.messagePrototype!));
+        message.roomId = "";
+        if (value !== undefined)
+            reflectionMergePartial<Typing>(this, message, value);
+        return message;
+    }
+    internalBinaryRead(reader: IBinaryReader, length: number, options: BinaryReadOptions, target?: Typing): Typing {
+        let message = target ?? this.create(), end = reader.pos + length;
+        while (reader.pos < end) {
+            let [fieldNo, wireType] = reader.tag();
+            switch (fieldNo) {
+                case /* string room_id */ 1:
+                    message.roomId = reader.string();
+                    break;
+                default:
+                    let u = options.readUnknownField;
+                    if (u === "throw")
+                        throw new globalThis.Error(`Unknown field ${fieldNo} (wire type ${wireType}) for ${this.typeName}`);
+                    let d = reader.skip(wireType);
+                    if (u !== false)
+                        (u === true ? UnknownFieldHandler.onRead : u)(this.typeName, message, fieldNo, wireType, d);
+            }
+        }
+        return message;
+    }
+    internalBinaryWrite(message: Typing, writer: IBinaryWriter, options: BinaryWriteOptions): IBinaryWriter {
+        /* string room_id = 1; */
+        if (message.roomId !== "")
+            writer.tag(1, WireType.LengthDelimited).string(message.roomId);
+        let u = options.writeUnknownFields;
+        if (u !== false)
+            (u == true ? UnknownFieldHandler.onWrite : u)(this.typeName, message, writer);
+        return writer;
+    }
+}
+/**
+ * @generated MessageType for protobuf message parley.v1.Typing
+ */
+export const Typing = new Typing$Type();
 // @generated message type with reflection information, may provide speed optimized methods
 class Subscribe$Type extends MessageType<Subscribe> {
     constructor() {
@@ -917,7 +1171,10 @@ class ConnectResponse$Type extends MessageType<ConnectResponse> {
             { no: 4, name: "resync_required", kind: "message", oneof: "frame", T: () => ResyncRequired },
             { no: 5, name: "message_withdrawn", kind: "message", oneof: "frame", T: () => MessageWithdrawn },
             { no: 6, name: "pong", kind: "message", oneof: "frame", T: () => Pong },
-            { no: 7, name: "subscribe_error", kind: "message", oneof: "frame", T: () => SubscribeError }
+            { no: 7, name: "subscribe_error", kind: "message", oneof: "frame", T: () => SubscribeError },
+            { no: 8, name: "typing", kind: "message", oneof: "frame", T: () => TypingEvent },
+            { no: 9, name: "presence", kind: "message", oneof: "frame", T: () => PresenceEvent },
+            { no: 10, name: "read_marker", kind: "message", oneof: "frame", T: () => ReadMarker }
         ]);
     }
     create(value?: PartialMessage<ConnectResponse>): ConnectResponse {
@@ -974,6 +1231,24 @@ class ConnectResponse$Type extends MessageType<ConnectResponse> {
                         subscribeError: SubscribeError.internalBinaryRead(reader, reader.uint32(), options, (message.frame as any).subscribeError)
                     };
                     break;
+                case /* parley.v1.TypingEvent typing */ 8:
+                    message.frame = {
+                        oneofKind: "typing",
+                        typing: TypingEvent.internalBinaryRead(reader, reader.uint32(), options, (message.frame as any).typing)
+                    };
+                    break;
+                case /* parley.v1.PresenceEvent presence */ 9:
+                    message.frame = {
+                        oneofKind: "presence",
+                        presence: PresenceEvent.internalBinaryRead(reader, reader.uint32(), options, (message.frame as any).presence)
+                    };
+                    break;
+                case /* parley.v1.ReadMarker read_marker */ 10:
+                    message.frame = {
+                        oneofKind: "readMarker",
+                        readMarker: ReadMarker.internalBinaryRead(reader, reader.uint32(), options, (message.frame as any).readMarker)
+                    };
+                    break;
                 default:
                     let u = options.readUnknownField;
                     if (u === "throw")
@@ -1007,6 +1282,15 @@ class ConnectResponse$Type extends MessageType<ConnectResponse> {
         /* parley.v1.SubscribeError subscribe_error = 7; */
         if (message.frame.oneofKind === "subscribeError")
             SubscribeError.internalBinaryWrite(message.frame.subscribeError, writer.tag(7, WireType.LengthDelimited).fork(), options).join();
+        /* parley.v1.TypingEvent typing = 8; */
+        if (message.frame.oneofKind === "typing")
+            TypingEvent.internalBinaryWrite(message.frame.typing, writer.tag(8, WireType.LengthDelimited).fork(), options).join();
+        /* parley.v1.PresenceEvent presence = 9; */
+        if (message.frame.oneofKind === "presence")
+            PresenceEvent.internalBinaryWrite(message.frame.presence, writer.tag(9, WireType.LengthDelimited).fork(), options).join();
+        /* parley.v1.ReadMarker read_marker = 10; */
+        if (message.frame.oneofKind === "readMarker")
+            ReadMarker.internalBinaryWrite(message.frame.readMarker, writer.tag(10, WireType.LengthDelimited).fork(), options).join();
         let u = options.writeUnknownFields;
         if (u !== false)
             (u == true ? UnknownFieldHandler.onWrite : u)(this.typeName, message, writer);
@@ -1017,6 +1301,209 @@ class ConnectResponse$Type extends MessageType<ConnectResponse> {
  * @generated MessageType for protobuf message parley.v1.ConnectResponse
  */
 export const ConnectResponse = new ConnectResponse$Type();
+// @generated message type with reflection information, may provide speed optimized methods
+class TypingEvent$Type extends MessageType<TypingEvent> {
+    constructor() {
+        super("parley.v1.TypingEvent", [
+            { no: 1, name: "room_id", kind: "scalar", T: 9 /*ScalarType.STRING*/ },
+            { no: 2, name: "user_id", kind: "scalar", T: 9 /*ScalarType.STRING*/ },
+            { no: 3, name: "username", kind: "scalar", T: 9 /*ScalarType.STRING*/ },
+            { no: 4, name: "expire_time", kind: "message", T: () => Timestamp }
+        ]);
+    }
+    create(value?: PartialMessage<TypingEvent>): TypingEvent {
+        const message = globalThis.Object.create((this.messagePrototype!));
+        message.roomId = "";
+        message.userId = "";
+        message.username = "";
+        if (value !== undefined)
+            reflectionMergePartial<TypingEvent>(this, message, value);
+        return message;
+    }
+    internalBinaryRead(reader: IBinaryReader, length: number, options: BinaryReadOptions, target?: TypingEvent): TypingEvent {
+        let message = target ?? this.create(), end = reader.pos + length;
+        while (reader.pos < end) {
+            let [fieldNo, wireType] = reader.tag();
+            switch (fieldNo) {
+                case /* string room_id */ 1:
+                    message.roomId = reader.string();
+                    break;
+                case /* string user_id */ 2:
+                    message.userId = reader.string();
+                    break;
+                case /* string username */ 3:
+                    message.username = reader.string();
+                    break;
+                case /* google.protobuf.Timestamp expire_time */ 4:
+                    message.expireTime = Timestamp.internalBinaryRead(reader, reader.uint32(), options, message.expireTime);
+                    break;
+                default:
+                    let u = options.readUnknownField;
+                    if (u === "throw")
+                        throw new globalThis.Error(`Unknown field ${fieldNo} (wire type ${wireType}) for ${this.typeName}`);
+                    let d = reader.skip(wireType);
+                    if (u !== false)
+                        (u === true ? UnknownFieldHandler.onRead : u)(this.typeName, message, fieldNo, wireType, d);
+            }
+        }
+        return message;
+    }
+    internalBinaryWrite(message: TypingEvent, writer: IBinaryWriter, options: BinaryWriteOptions): IBinaryWriter {
+        /* string room_id = 1; */
+        if (message.roomId !== "")
+            writer.tag(1, WireType.LengthDelimited).string(message.roomId);
+        /* string user_id = 2; */
+        if (message.userId !== "")
+            writer.tag(2, WireType.LengthDelimited).string(message.userId);
+        /* string username = 3; */
+        if (message.username !== "")
+            writer.tag(3, WireType.LengthDelimited).string(message.username);
+        /* google.protobuf.Timestamp expire_time = 4; */
+        if (message.expireTime)
+            Timestamp.internalBinaryWrite(message.expireTime, writer.tag(4, WireType.LengthDelimited).fork(), options).join();
+        let u = options.writeUnknownFields;
+        if (u !== false)
+            (u == true ? UnknownFieldHandler.onWrite : u)(this.typeName, message, writer);
+        return writer;
+    }
+}
+/**
+ * @generated MessageType for protobuf message parley.v1.TypingEvent
+ */
+export const TypingEvent = new TypingEvent$Type();
+// @generated message type with reflection information, may provide speed optimized methods
+class PresenceEvent$Type extends MessageType<PresenceEvent> {
+    constructor() {
+        super("parley.v1.PresenceEvent", [
+            { no: 1, name: "room_id", kind: "scalar", T: 9 /*ScalarType.STRING*/ },
+            { no: 2, name: "user_id", kind: "scalar", T: 9 /*ScalarType.STRING*/ },
+            { no: 3, name: "username", kind: "scalar", T: 9 /*ScalarType.STRING*/ },
+            { no: 4, name: "online", kind: "scalar", T: 8 /*ScalarType.BOOL*/ }
+        ]);
+    }
+    create(value?: PartialMessage<PresenceEvent>): PresenceEvent {
+        const message = globalThis.Object.create((this.messagePrototype!));
+        message.roomId = "";
+        message.userId = "";
+        message.username = "";
+        message.online = false;
+        if (value !== undefined)
+            reflectionMergePartial<PresenceEvent>(this, message, value);
+        return message;
+    }
+    internalBinaryRead(reader: IBinaryReader, length: number, options: BinaryReadOptions, target?: PresenceEvent): PresenceEvent {
+        let message = target ?? this.create(), end = reader.pos + length;
+        while (reader.pos < end) {
+            let [fieldNo, wireType] = reader.tag();
+            switch (fieldNo) {
+                case /* string room_id */ 1:
+                    message.roomId = reader.string();
+                    break;
+                case /* string user_id */ 2:
+                    message.userId = reader.string();
+                    break;
+                case /* string username */ 3:
+                    message.username = reader.string();
+                    break;
+                case /* bool online */ 4:
+                    message.online = reader.bool();
+                    break;
+                default:
+                    let u = options.readUnknownField;
+                    if (u === "throw")
+                        throw new globalThis.Error(`Unknown field ${fieldNo} (wire type ${wireType}) for ${this.typeName}`);
+                    let d = reader.skip(wireType);
+                    if (u !== false)
+                        (u === true ? UnknownFieldHandler.onRead : u)(this.typeName, message, fieldNo, wireType, d);
+            }
+        }
+        return message;
+    }
+    internalBinaryWrite(message: PresenceEvent, writer: IBinaryWriter, options: BinaryWriteOptions): IBinaryWriter {
+        /* string room_id = 1; */
+        if (message.roomId !== "")
+            writer.tag(1, WireType.LengthDelimited).string(message.roomId);
+        /* string user_id = 2; */
+        if (message.userId !== "")
+            writer.tag(2, WireType.LengthDelimited).string(message.userId);
+        /* string username = 3; */
+        if (message.username !== "")
+            writer.tag(3, WireType.LengthDelimited).string(message.username);
+        /* bool online = 4; */
+        if (message.online !== false)
+            writer.tag(4, WireType.Varint).bool(message.online);
+        let u = options.writeUnknownFields;
+        if (u !== false)
+            (u == true ? UnknownFieldHandler.onWrite : u)(this.typeName, message, writer);
+        return writer;
+    }
+}
+/**
+ * @generated MessageType for protobuf message parley.v1.PresenceEvent
+ */
+export const PresenceEvent = new PresenceEvent$Type();
+// @generated message type with reflection information, may provide speed optimized methods
+class ReadMarker$Type extends MessageType<ReadMarker> {
+    constructor() {
+        super("parley.v1.ReadMarker", [
+            { no: 1, name: "room_id", kind: "scalar", T: 9 /*ScalarType.STRING*/ },
+            { no: 2, name: "user_id", kind: "scalar", T: 9 /*ScalarType.STRING*/ },
+            { no: 3, name: "position", kind: "message", T: () => RoomPosition }
+        ]);
+    }
+    create(value?: PartialMessage<ReadMarker>): ReadMarker {
+        const message = globalThis.Object.create((this.messagePrototype!));
+        message.roomId = "";
+        message.userId = "";
+        if (value !== undefined)
+            reflectionMergePartial<ReadMarker>(this, message, value);
+        return message;
+    }
+    internalBinaryRead(reader: IBinaryReader, length: number, options: BinaryReadOptions, target?: ReadMarker): ReadMarker {
+        let message = target ?? this.create(), end = reader.pos + length;
+        while (reader.pos < end) {
+            let [fieldNo, wireType] = reader.tag();
+            switch (fieldNo) {
+                case /* string room_id */ 1:
+                    message.roomId = reader.string();
+                    break;
+                case /* string user_id */ 2:
+                    message.userId = reader.string();
+                    break;
+                case /* parley.v1.RoomPosition position */ 3:
+                    message.position = RoomPosition.internalBinaryRead(reader, reader.uint32(), options, message.position);
+                    break;
+                default:
+                    let u = options.readUnknownField;
+                    if (u === "throw")
+                        throw new globalThis.Error(`Unknown field ${fieldNo} (wire type ${wireType}) for ${this.typeName}`);
+                    let d = reader.skip(wireType);
+                    if (u !== false)
+                        (u === true ? UnknownFieldHandler.onRead : u)(this.typeName, message, fieldNo, wireType, d);
+            }
+        }
+        return message;
+    }
+    internalBinaryWrite(message: ReadMarker, writer: IBinaryWriter, options: BinaryWriteOptions): IBinaryWriter {
+        /* string room_id = 1; */
+        if (message.roomId !== "")
+            writer.tag(1, WireType.LengthDelimited).string(message.roomId);
+        /* string user_id = 2; */
+        if (message.userId !== "")
+            writer.tag(2, WireType.LengthDelimited).string(message.userId);
+        /* parley.v1.RoomPosition position = 3; */
+        if (message.position)
+            RoomPosition.internalBinaryWrite(message.position, writer.tag(3, WireType.LengthDelimited).fork(), options).join();
+        let u = options.writeUnknownFields;
+        if (u !== false)
+            (u == true ? UnknownFieldHandler.onWrite : u)(this.typeName, message, writer);
+        return writer;
+    }
+}
+/**
+ * @generated MessageType for protobuf message parley.v1.ReadMarker
+ */
+export const ReadMarker = new ReadMarker$Type();
 // @generated message type with reflection information, may provide speed optimized methods
 class SendAck$Type extends MessageType<SendAck> {
     constructor() {
@@ -1656,6 +2143,276 @@ class StreamRoomRequest$Type extends MessageType<StreamRoomRequest> {
  */
 export const StreamRoomRequest = new StreamRoomRequest$Type();
 // @generated message type with reflection information, may provide speed optimized methods
+class MarkReadRequest$Type extends MessageType<MarkReadRequest> {
+    constructor() {
+        super("parley.v1.MarkReadRequest", [
+            { no: 1, name: "room_id", kind: "scalar", T: 9 /*ScalarType.STRING*/ },
+            { no: 2, name: "position", kind: "message", T: () => RoomPosition }
+        ]);
+    }
+    create(value?: PartialMessage<MarkReadRequest>): MarkReadRequest {
+        const message = globalThis.Object.create((this.messagePrototype!));
+        message.roomId = "";
+        if (value !== undefined)
+            reflectionMergePartial<MarkReadRequest>(this, message, value);
+        return message;
+    }
+    internalBinaryRead(reader: IBinaryReader, length: number, options: BinaryReadOptions, target?: MarkReadRequest): MarkReadRequest {
+        let message = target ?? this.create(), end = reader.pos + length;
+        while (reader.pos < end) {
+            let [fieldNo, wireType] = reader.tag();
+            switch (fieldNo) {
+                case /* string room_id */ 1:
+                    message.roomId = reader.string();
+                    break;
+                case /* parley.v1.RoomPosition position */ 2:
+                    message.position = RoomPosition.internalBinaryRead(reader, reader.uint32(), options, message.position);
+                    break;
+                default:
+                    let u = options.readUnknownField;
+                    if (u === "throw")
+                        throw new globalThis.Error(`Unknown field ${fieldNo} (wire type ${wireType}) for ${this.typeName}`);
+                    let d = reader.skip(wireType);
+                    if (u !== false)
+                        (u === true ? UnknownFieldHandler.onRead : u)(this.typeName, message, fieldNo, wireType, d);
+            }
+        }
+        return message;
+    }
+    internalBinaryWrite(message: MarkReadRequest, writer: IBinaryWriter, options: BinaryWriteOptions): IBinaryWriter {
+        /* string room_id = 1; */
+        if (message.roomId !== "")
+            writer.tag(1, WireType.LengthDelimited).string(message.roomId);
+        /* parley.v1.RoomPosition position = 2; */
+        if (message.position)
+            RoomPosition.internalBinaryWrite(message.position, writer.tag(2, WireType.LengthDelimited).fork(), options).join();
+        let u = options.writeUnknownFields;
+        if (u !== false)
+            (u == true ? UnknownFieldHandler.onWrite : u)(this.typeName, message, writer);
+        return writer;
+    }
+}
+/**
+ * @generated MessageType for protobuf message parley.v1.MarkReadRequest
+ */
+export const MarkReadRequest = new MarkReadRequest$Type();
+// @generated message type with reflection information, may provide speed optimized methods
+class MarkReadResponse$Type extends MessageType<MarkReadResponse> {
+    constructor() {
+        super("parley.v1.MarkReadResponse", [
+            { no: 1, name: "read_marker", kind: "message", T: () => ReadMarker }
+        ]);
+    }
+    create(value?: PartialMessage<MarkReadResponse>): MarkReadResponse {
+        const message = globalThis.Object.create((this.messagePrototype!));
+        if (value !== undefined)
+            reflectionMergePartial<MarkReadResponse>(this, message, value);
+        return message;
+    }
+    internalBinaryRead(reader: IBinaryReader, length: number, options: BinaryReadOptions, target?: MarkReadResponse): MarkReadResponse {
+        let message = target ?? this.create(), end = reader.pos + length;
+        while (reader.pos < end) {
+            let [fieldNo, wireType] = reader.tag();
+            switch (fieldNo) {
+                case /* parley.v1.ReadMarker read_marker */ 1:
+                    message.readMarker = ReadMarker.internalBinaryRead(reader, reader.uint32(), options, message.readMarker);
+                    break;
+                default:
+                    let u = options.readUnknownField;
+                    if (u === "throw")
+                        throw new globalThis.Error(`Unknown field ${fieldNo} (wire type ${wireType}) for ${this.typeName}`);
+                    let d = reader.skip(wireType);
+                    if (u !== false)
+                        (u === true ? UnknownFieldHandler.onRead : u)(this.typeName, message, fieldNo, wireType, d);
+            }
+        }
+        return message;
+    }
+    internalBinaryWrite(message: MarkReadResponse, writer: IBinaryWriter, options: BinaryWriteOptions): IBinaryWriter {
+        /* parley.v1.ReadMarker read_marker = 1; */
+        if (message.readMarker)
+            ReadMarker.internalBinaryWrite(message.readMarker, writer.tag(1, WireType.LengthDelimited).fork(), options).join();
+        let u = options.writeUnknownFields;
+        if (u !== false)
+            (u == true ? UnknownFieldHandler.onWrite : u)(this.typeName, message, writer);
+        return writer;
+    }
+}
+/**
+ * @generated MessageType for protobuf message parley.v1.MarkReadResponse
+ */
+export const MarkReadResponse = new MarkReadResponse$Type();
+// @generated message type with reflection information, may provide speed optimized methods
+class ListRoomStatesRequest$Type extends MessageType<ListRoomStatesRequest> {
+    constructor() {
+        super("parley.v1.ListRoomStatesRequest", [
+            { no: 1, name: "room_ids", kind: "scalar", repeat: 2 /*RepeatType.UNPACKED*/, T: 9 /*ScalarType.STRING*/ }
+        ]);
+    }
+    create(value?: PartialMessage<ListRoomStatesRequest>): ListRoomStatesRequest {
+        const message = globalThis.Object.create((this.messagePrototype!));
+        message.roomIds = [];
+        if (value !== undefined)
+            reflectionMergePartial<ListRoomStatesRequest>(this, message, value);
+        return message;
+    }
+    internalBinaryRead(reader: IBinaryReader, length: number, options: BinaryReadOptions, target?: ListRoomStatesRequest): ListRoomStatesRequest {
+        let message = target ?? this.create(), end = reader.pos + length;
+        while (reader.pos < end) {
+            let [fieldNo, wireType] = reader.tag();
+            switch (fieldNo) {
+                case /* repeated string room_ids */ 1:
+                    message.roomIds.push(reader.string());
+                    break;
+                default:
+                    let u = options.readUnknownField;
+                    if (u === "throw")
+                        throw new globalThis.Error(`Unknown field ${fieldNo} (wire type ${wireType}) for ${this.typeName}`);
+                    let d = reader.skip(wireType);
+                    if (u !== false)
+                        (u === true ? UnknownFieldHandler.onRead : u)(this.typeName, message, fieldNo, wireType, d);
+            }
+        }
+        return message;
+    }
+    internalBinaryWrite(message: ListRoomStatesRequest, writer: IBinaryWriter, options: BinaryWriteOptions): IBinaryWriter {
+        /* repeated string room_ids = 1; */
+        for (let i = 0; i < message.roomIds.length; i++)
+            writer.tag(1, WireType.LengthDelimited).string(message.roomIds[i]);
+        let u = options.writeUnknownFields;
+        if (u !== false)
+            (u == true ? UnknownFieldHandler.onWrite : u)(this.typeName, message, writer);
+        return writer;
+    }
+}
+/**
+ * @generated MessageType for protobuf message parley.v1.ListRoomStatesRequest
+ */
+export const ListRoomStatesRequest = new ListRoomStatesRequest$Type();
+// @generated message type with reflection information, may provide speed optimized methods
+class RoomState$Type extends MessageType<RoomState> {
+    constructor() {
+        super("parley.v1.RoomState", [
+            { no: 1, name: "room_id", kind: "scalar", T: 9 /*ScalarType.STRING*/ },
+            { no: 2, name: "head", kind: "message", T: () => RoomPosition },
+            { no: 3, name: "last_read", kind: "message", T: () => RoomPosition },
+            { no: 4, name: "unread_count", kind: "scalar", T: 3 /*ScalarType.INT64*/ },
+            { no: 5, name: "last_message", kind: "message", T: () => Message }
+        ]);
+    }
+    create(value?: PartialMessage<RoomState>): RoomState {
+        const message = globalThis.Object.create((this.messagePrototype!));
+        message.roomId = "";
+        message.unreadCount = "0";
+        if (value !== undefined)
+            reflectionMergePartial<RoomState>(this, message, value);
+        return message;
+    }
+    internalBinaryRead(reader: IBinaryReader, length: number, options: BinaryReadOptions, target?: RoomState): RoomState {
+        let message = target ?? this.create(), end = reader.pos + length;
+        while (reader.pos < end) {
+            let [fieldNo, wireType] = reader.tag();
+            switch (fieldNo) {
+                case /* string room_id */ 1:
+                    message.roomId = reader.string();
+                    break;
+                case /* parley.v1.RoomPosition head */ 2:
+                    message.head = RoomPosition.internalBinaryRead(reader, reader.uint32(), options, message.head);
+                    break;
+                case /* parley.v1.RoomPosition last_read */ 3:
+                    message.lastRead = RoomPosition.internalBinaryRead(reader, reader.uint32(), options, message.lastRead);
+                    break;
+                case /* int64 unread_count */ 4:
+                    message.unreadCount = reader.int64().toString();
+                    break;
+                case /* parley.v1.Message last_message */ 5:
+                    message.lastMessage = Message.internalBinaryRead(reader, reader.uint32(), options, message.lastMessage);
+                    break;
+                default:
+                    let u = options.readUnknownField;
+                    if (u === "throw")
+                        throw new globalThis.Error(`Unknown field ${fieldNo} (wire type ${wireType}) for ${this.typeName}`);
+                    let d = reader.skip(wireType);
+                    if (u !== false)
+                        (u === true ? UnknownFieldHandler.onRead : u)(this.typeName, message, fieldNo, wireType, d);
+            }
+        }
+        return message;
+    }
+    internalBinaryWrite(message: RoomState, writer: IBinaryWriter, options: BinaryWriteOptions): IBinaryWriter {
+        /* string room_id = 1; */
+        if (message.roomId !== "")
+            writer.tag(1, WireType.LengthDelimited).string(message.roomId);
+        /* parley.v1.RoomPosition head = 2; */
+        if (message.head)
+            RoomPosition.internalBinaryWrite(message.head, writer.tag(2, WireType.LengthDelimited).fork(), options).join();
+        /* parley.v1.RoomPosition last_read = 3; */
+        if (message.lastRead)
+            RoomPosition.internalBinaryWrite(message.lastRead, writer.tag(3, WireType.LengthDelimited).fork(), options).join();
+        /* int64 unread_count = 4; */
+        if (message.unreadCount !== "0")
+            writer.tag(4, WireType.Varint).int64(message.unreadCount);
+        /* parley.v1.Message last_message = 5; */
+        if (message.lastMessage)
+            Message.internalBinaryWrite(message.lastMessage, writer.tag(5, WireType.LengthDelimited).fork(), options).join();
+        let u = options.writeUnknownFields;
+        if (u !== false)
+            (u == true ? UnknownFieldHandler.onWrite : u)(this.typeName, message, writer);
+        return writer;
+    }
+}
+/**
+ * @generated MessageType for protobuf message parley.v1.RoomState
+ */
+export const RoomState = new RoomState$Type();
+// @generated message type with reflection information, may provide speed optimized methods
+class ListRoomStatesResponse$Type extends MessageType<ListRoomStatesResponse> {
+    constructor() {
+        super("parley.v1.ListRoomStatesResponse", [
+            { no: 1, name: "states", kind: "message", repeat: 2 /*RepeatType.UNPACKED*/, T: () => RoomState }
+        ]);
+    }
+    create(value?: PartialMessage<ListRoomStatesResponse>): ListRoomStatesResponse {
+        const message = globalThis.Object.create((this.messagePrototype!));
+        message.states = [];
+        if (value !== undefined)
+            reflectionMergePartial<ListRoomStatesResponse>(this, message, value);
+        return message;
+    }
+    internalBinaryRead(reader: IBinaryReader, length: number, options: BinaryReadOptions, target?: ListRoomStatesResponse): ListRoomStatesResponse {
+        let message = target ?? this.create(), end = reader.pos + length;
+        while (reader.pos < end) {
+            let [fieldNo, wireType] = reader.tag();
+            switch (fieldNo) {
+                case /* repeated parley.v1.RoomState states */ 1:
+                    message.states.push(RoomState.internalBinaryRead(reader, reader.uint32(), options));
+                    break;
+                default:
+                    let u = options.readUnknownField;
+                    if (u === "throw")
+                        throw new globalThis.Error(`Unknown field ${fieldNo} (wire type ${wireType}) for ${this.typeName}`);
+                    let d = reader.skip(wireType);
+                    if (u !== false)
+                        (u === true ? UnknownFieldHandler.onRead : u)(this.typeName, message, fieldNo, wireType, d);
+            }
+        }
+        return message;
+    }
+    internalBinaryWrite(message: ListRoomStatesResponse, writer: IBinaryWriter, options: BinaryWriteOptions): IBinaryWriter {
+        /* repeated parley.v1.RoomState states = 1; */
+        for (let i = 0; i < message.states.length; i++)
+            RoomState.internalBinaryWrite(message.states[i], writer.tag(1, WireType.LengthDelimited).fork(), options).join();
+        let u = options.writeUnknownFields;
+        if (u !== false)
+            (u == true ? UnknownFieldHandler.onWrite : u)(this.typeName, message, writer);
+        return writer;
+    }
+}
+/**
+ * @generated MessageType for protobuf message parley.v1.ListRoomStatesResponse
+ */
+export const ListRoomStatesResponse = new ListRoomStatesResponse$Type();
+// @generated message type with reflection information, may provide speed optimized methods
 class StreamRoomResponse$Type extends MessageType<StreamRoomResponse> {
     constructor() {
         super("parley.v1.StreamRoomResponse", [
@@ -1732,5 +2489,7 @@ export const ChatService = new ServiceType("parley.v1.ChatService", [
     { name: "Connect", serverStreaming: true, clientStreaming: true, options: {}, I: ConnectRequest, O: ConnectResponse },
     { name: "SendMessage", options: {}, I: SendMessageRequest, O: SendMessageResponse },
     { name: "ListMessages", options: {}, I: ListMessagesRequest, O: ListMessagesResponse },
-    { name: "StreamRoom", serverStreaming: true, options: {}, I: StreamRoomRequest, O: StreamRoomResponse }
+    { name: "StreamRoom", serverStreaming: true, options: {}, I: StreamRoomRequest, O: StreamRoomResponse },
+    { name: "MarkRead", options: {}, I: MarkReadRequest, O: MarkReadResponse },
+    { name: "ListRoomStates", options: {}, I: ListRoomStatesRequest, O: ListRoomStatesResponse }
 ]);

@@ -62,6 +62,12 @@ export interface Member {
      * @generated from protobuf field: google.protobuf.Timestamp join_time = 2
      */
     joinTime?: Timestamp;
+    /**
+     * Whether the member has a stream subscribed to the room right now.
+     *
+     * @generated from protobuf field: bool online = 3
+     */
+    online: boolean;
 }
 /**
  * @generated from protobuf message parley.v1.CreateRoomRequest
@@ -394,11 +400,13 @@ class Member$Type extends MessageType<Member> {
     constructor() {
         super("parley.v1.Member", [
             { no: 1, name: "user", kind: "message", T: () => User },
-            { no: 2, name: "join_time", kind: "message", T: () => Timestamp }
+            { no: 2, name: "join_time", kind: "message", T: () => Timestamp },
+            { no: 3, name: "online", kind: "scalar", T: 8 /*ScalarType.BOOL*/ }
         ]);
     }
     create(value?: PartialMessage<Member>): Member {
         const message = globalThis.Object.create((this.messagePrototype!));
+        message.online = false;
         if (value !== undefined)
             reflectionMergePartial<Member>(this, message, value);
         return message;
@@ -413,6 +421,9 @@ class Member$Type extends MessageType<Member> {
                     break;
                 case /* google.protobuf.Timestamp join_time */ 2:
                     message.joinTime = Timestamp.internalBinaryRead(reader, reader.uint32(), options, message.joinTime);
+                    break;
+                case /* bool online */ 3:
+                    message.online = reader.bool();
                     break;
                 default:
                     let u = options.readUnknownField;
@@ -432,6 +443,9 @@ class Member$Type extends MessageType<Member> {
         /* google.protobuf.Timestamp join_time = 2; */
         if (message.joinTime)
             Timestamp.internalBinaryWrite(message.joinTime, writer.tag(2, WireType.LengthDelimited).fork(), options).join();
+        /* bool online = 3; */
+        if (message.online !== false)
+            writer.tag(3, WireType.Varint).bool(message.online);
         let u = options.writeUnknownFields;
         if (u !== false)
             (u == true ? UnknownFieldHandler.onWrite : u)(this.typeName, message, writer);

@@ -35,6 +35,9 @@ type RoomEvent struct {
 	//
 	//	*RoomEvent_Message
 	//	*RoomEvent_MessageWithdrawn
+	//	*RoomEvent_Typing
+	//	*RoomEvent_Presence
+	//	*RoomEvent_ReadMarker
 	Event         isRoomEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -95,6 +98,33 @@ func (x *RoomEvent) GetMessageWithdrawn() *v1.MessageWithdrawn {
 	return nil
 }
 
+func (x *RoomEvent) GetTyping() *v1.TypingEvent {
+	if x != nil {
+		if x, ok := x.Event.(*RoomEvent_Typing); ok {
+			return x.Typing
+		}
+	}
+	return nil
+}
+
+func (x *RoomEvent) GetPresence() *v1.PresenceEvent {
+	if x != nil {
+		if x, ok := x.Event.(*RoomEvent_Presence); ok {
+			return x.Presence
+		}
+	}
+	return nil
+}
+
+func (x *RoomEvent) GetReadMarker() *v1.ReadMarker {
+	if x != nil {
+		if x, ok := x.Event.(*RoomEvent_ReadMarker); ok {
+			return x.ReadMarker
+		}
+	}
+	return nil
+}
+
 type isRoomEvent_Event interface {
 	isRoomEvent_Event()
 }
@@ -107,9 +137,27 @@ type RoomEvent_MessageWithdrawn struct {
 	MessageWithdrawn *v1.MessageWithdrawn `protobuf:"bytes,2,opt,name=message_withdrawn,json=messageWithdrawn,proto3,oneof"`
 }
 
+type RoomEvent_Typing struct {
+	Typing *v1.TypingEvent `protobuf:"bytes,3,opt,name=typing,proto3,oneof"`
+}
+
+type RoomEvent_Presence struct {
+	Presence *v1.PresenceEvent `protobuf:"bytes,4,opt,name=presence,proto3,oneof"`
+}
+
+type RoomEvent_ReadMarker struct {
+	ReadMarker *v1.ReadMarker `protobuf:"bytes,5,opt,name=read_marker,json=readMarker,proto3,oneof"`
+}
+
 func (*RoomEvent_Message) isRoomEvent_Event() {}
 
 func (*RoomEvent_MessageWithdrawn) isRoomEvent_Event() {}
+
+func (*RoomEvent_Typing) isRoomEvent_Event() {}
+
+func (*RoomEvent_Presence) isRoomEvent_Event() {}
+
+func (*RoomEvent_ReadMarker) isRoomEvent_Event() {}
 
 // MessageRecord is the value of a record on Kafka topic `parley.messages`,
 // keyed by room id. The persister stores `message` with `_id = message_id`.
@@ -161,10 +209,14 @@ var File_parley_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_parley_events_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1dparley/events/v1/events.proto\x12\x10parley.events.v1\x1a\x14parley/v1/chat.proto\"\x90\x01\n" +
+	"\x1dparley/events/v1/events.proto\x12\x10parley.events.v1\x1a\x14parley/v1/chat.proto\"\xb4\x02\n" +
 	"\tRoomEvent\x12.\n" +
 	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageH\x00R\amessage\x12J\n" +
-	"\x11message_withdrawn\x18\x02 \x01(\v2\x1b.parley.v1.MessageWithdrawnH\x00R\x10messageWithdrawnB\a\n" +
+	"\x11message_withdrawn\x18\x02 \x01(\v2\x1b.parley.v1.MessageWithdrawnH\x00R\x10messageWithdrawn\x120\n" +
+	"\x06typing\x18\x03 \x01(\v2\x16.parley.v1.TypingEventH\x00R\x06typing\x126\n" +
+	"\bpresence\x18\x04 \x01(\v2\x18.parley.v1.PresenceEventH\x00R\bpresence\x128\n" +
+	"\vread_marker\x18\x05 \x01(\v2\x15.parley.v1.ReadMarkerH\x00R\n" +
+	"readMarkerB\a\n" +
 	"\x05event\"=\n" +
 	"\rMessageRecord\x12,\n" +
 	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageR\amessageB?Z=github.com/parleychat/parley/gen/go/parley/events/v1;eventsv1b\x06proto3"
@@ -187,16 +239,22 @@ var file_parley_events_v1_events_proto_goTypes = []any{
 	(*MessageRecord)(nil),       // 1: parley.events.v1.MessageRecord
 	(*v1.Message)(nil),          // 2: parley.v1.Message
 	(*v1.MessageWithdrawn)(nil), // 3: parley.v1.MessageWithdrawn
+	(*v1.TypingEvent)(nil),      // 4: parley.v1.TypingEvent
+	(*v1.PresenceEvent)(nil),    // 5: parley.v1.PresenceEvent
+	(*v1.ReadMarker)(nil),       // 6: parley.v1.ReadMarker
 }
 var file_parley_events_v1_events_proto_depIdxs = []int32{
 	2, // 0: parley.events.v1.RoomEvent.message:type_name -> parley.v1.Message
 	3, // 1: parley.events.v1.RoomEvent.message_withdrawn:type_name -> parley.v1.MessageWithdrawn
-	2, // 2: parley.events.v1.MessageRecord.message:type_name -> parley.v1.Message
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	4, // 2: parley.events.v1.RoomEvent.typing:type_name -> parley.v1.TypingEvent
+	5, // 3: parley.events.v1.RoomEvent.presence:type_name -> parley.v1.PresenceEvent
+	6, // 4: parley.events.v1.RoomEvent.read_marker:type_name -> parley.v1.ReadMarker
+	2, // 5: parley.events.v1.MessageRecord.message:type_name -> parley.v1.Message
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_parley_events_v1_events_proto_init() }
@@ -207,6 +265,9 @@ func file_parley_events_v1_events_proto_init() {
 	file_parley_events_v1_events_proto_msgTypes[0].OneofWrappers = []any{
 		(*RoomEvent_Message)(nil),
 		(*RoomEvent_MessageWithdrawn)(nil),
+		(*RoomEvent_Typing)(nil),
+		(*RoomEvent_Presence)(nil),
+		(*RoomEvent_ReadMarker)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -10,6 +10,9 @@ import { UnknownFieldHandler } from "@protobuf-ts/runtime";
 import type { PartialMessage } from "@protobuf-ts/runtime";
 import { reflectionMergePartial } from "@protobuf-ts/runtime";
 import { MessageType } from "@protobuf-ts/runtime";
+import { ReadMarker } from "../../v1/chat";
+import { PresenceEvent } from "../../v1/chat";
+import { TypingEvent } from "../../v1/chat";
 import { MessageWithdrawn } from "../../v1/chat";
 import { Message } from "../../v1/chat";
 /**
@@ -40,6 +43,24 @@ export interface RoomEvent {
          */
         messageWithdrawn: MessageWithdrawn;
     } | {
+        oneofKind: "typing";
+        /**
+         * @generated from protobuf field: parley.v1.TypingEvent typing = 3
+         */
+        typing: TypingEvent;
+    } | {
+        oneofKind: "presence";
+        /**
+         * @generated from protobuf field: parley.v1.PresenceEvent presence = 4
+         */
+        presence: PresenceEvent;
+    } | {
+        oneofKind: "readMarker";
+        /**
+         * @generated from protobuf field: parley.v1.ReadMarker read_marker = 5
+         */
+        readMarker: ReadMarker;
+    } | {
         oneofKind: undefined;
     };
 }
@@ -60,7 +81,10 @@ class RoomEvent$Type extends MessageType<RoomEvent> {
     constructor() {
         super("parley.events.v1.RoomEvent", [
             { no: 1, name: "message", kind: "message", oneof: "event", T: () => Message },
-            { no: 2, name: "message_withdrawn", kind: "message", oneof: "event", T: () => MessageWithdrawn }
+            { no: 2, name: "message_withdrawn", kind: "message", oneof: "event", T: () => MessageWithdrawn },
+            { no: 3, name: "typing", kind: "message", oneof: "event", T: () => TypingEvent },
+            { no: 4, name: "presence", kind: "message", oneof: "event", T: () => PresenceEvent },
+            { no: 5, name: "read_marker", kind: "message", oneof: "event", T: () => ReadMarker }
         ]);
     }
     create(value?: PartialMessage<RoomEvent>): RoomEvent {
@@ -87,6 +111,24 @@ class RoomEvent$Type extends MessageType<RoomEvent> {
                         messageWithdrawn: MessageWithdrawn.internalBinaryRead(reader, reader.uint32(), options, (message.event as any).messageWithdrawn)
                     };
                     break;
+                case /* parley.v1.TypingEvent typing */ 3:
+                    message.event = {
+                        oneofKind: "typing",
+                        typing: TypingEvent.internalBinaryRead(reader, reader.uint32(), options, (message.event as any).typing)
+                    };
+                    break;
+                case /* parley.v1.PresenceEvent presence */ 4:
+                    message.event = {
+                        oneofKind: "presence",
+                        presence: PresenceEvent.internalBinaryRead(reader, reader.uint32(), options, (message.event as any).presence)
+                    };
+                    break;
+                case /* parley.v1.ReadMarker read_marker */ 5:
+                    message.event = {
+                        oneofKind: "readMarker",
+                        readMarker: ReadMarker.internalBinaryRead(reader, reader.uint32(), options, (message.event as any).readMarker)
+                    };
+                    break;
                 default:
                     let u = options.readUnknownField;
                     if (u === "throw")
@@ -105,6 +147,15 @@ class RoomEvent$Type extends MessageType<RoomEvent> {
         /* parley.v1.MessageWithdrawn message_withdrawn = 2; */
         if (message.event.oneofKind === "messageWithdrawn")
             MessageWithdrawn.internalBinaryWrite(message.event.messageWithdrawn, writer.tag(2, WireType.LengthDelimited).fork(), options).join();
+        /* parley.v1.TypingEvent typing = 3; */
+        if (message.event.oneofKind === "typing")
+            TypingEvent.internalBinaryWrite(message.event.typing, writer.tag(3, WireType.LengthDelimited).fork(), options).join();
+        /* parley.v1.PresenceEvent presence = 4; */
+        if (message.event.oneofKind === "presence")
+            PresenceEvent.internalBinaryWrite(message.event.presence, writer.tag(4, WireType.LengthDelimited).fork(), options).join();
+        /* parley.v1.ReadMarker read_marker = 5; */
+        if (message.event.oneofKind === "readMarker")
+            ReadMarker.internalBinaryWrite(message.event.readMarker, writer.tag(5, WireType.LengthDelimited).fork(), options).join();
         let u = options.writeUnknownFields;
         if (u !== false)
             (u == true ? UnknownFieldHandler.onWrite : u)(this.typeName, message, writer);
