@@ -30,4 +30,7 @@ export PARLEY_TEST_REQUIRE_SERVICES=1
 step "go test (unit, integration, end-to-end; -race)"
 go test -race -count=1 -timeout 30m ./...
 
+step "parley-dev (make run) tests"
+(cd devstack/parley-dev && go vet ./... && go test -count=1 ./...)
+
 step "done in $(( $(date +%s) - t0 ))s"

@@ -195,7 +195,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 	}
 	hub := fanout.NewHub(reg)
 	broker := fanout.NewRedis(rc, fanout.Options{Prefix: cfg.RedisPrefix}, log, reg)
-	roomSvc := rooms.NewService(st, broker)
+	roomSvc := rooms.NewService(st, broker, broker)
 	chatSvc, err := chat.NewService(cfg.Chat, broker, producer, msgs, st, hub, log, reg)
 	if err != nil {
 		return err
@@ -278,6 +278,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 	defer stopServing()
 	grpcL, httpL := front.Split(serveCtx, ln, log)
 	g.Go(func() error { return broker.Run(gctx, hub) })
+	g.Go(func() error { return chatSvc.Run(gctx) })
 	g.Go(func() error {
 		if err := gs.Serve(grpcL); err != nil && !errors.Is(err, grpc.ErrServerStopped) && !errors.Is(err, net.ErrClosed) {
 			return fmt.Errorf("grpc serve: %w", err)

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	eventsv1 "github.com/parleychat/parley/gen/go/parley/events/v1"
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
 	"github.com/parleychat/parley/server/apierr"
 	"github.com/parleychat/parley/server/auth"
@@ -29,7 +30,13 @@ type Broker interface {
 	InitRoom(ctx context.Context, roomID string, seed int64) (string, error)
 	Head(ctx context.Context, roomID string) (string, int64, error)
 	Recent(ctx context.Context, roomID string) ([]*parleyv1.Message, bool, error)
+	Newest(ctx context.Context, roomID string) (*parleyv1.Message, error)
 	Withdraw(ctx context.Context, m *parleyv1.Message) error
+	PublishEvent(ctx context.Context, roomID string, ev *eventsv1.RoomEvent) error
+	PresenceJoin(ctx context.Context, roomID, userID, username, streamID string, ttl time.Duration) error
+	PresenceRefresh(ctx context.Context, roomIDs []string, userID, streamID string, ttl time.Duration) error
+	PresenceLeave(ctx context.Context, roomID, userID, username, streamID string) error
+	PresenceSweep(ctx context.Context, roomID string) error
 }
 
 // Log makes messages durable (msglog.Producer). done is called once, must not block.
@@ -43,16 +50,20 @@ type History interface {
 	MaxSeq(ctx context.Context, roomID string) (int64, error)
 }
 
-// Rooms answers membership questions (store.Store).
+// Rooms answers membership questions and keeps read markers (store.Store).
 type Rooms interface {
 	Room(ctx context.Context, id string) (store.Room, error)
 	IsMember(ctx context.Context, roomID, userID string) (bool, error)
+	RoomsOfUser(ctx context.Context, userID, afterID string, limit int) ([]store.Room, error)
+	SetReadMarker(ctx context.Context, roomID, userID, epoch string, seq int64) (bool, error)
+	ReadMarkers(ctx context.Context, userID string, roomIDs []string) (map[string]store.ReadMarker, error)
 }
 
 // Hub is the local subscription registry (fanout.Hub).
 type Hub interface {
 	Add(roomID string, s fanout.Subscriber)
 	Remove(roomID string, s fanout.Subscriber)
+	Rooms() []string
 }
 
 // Service implements parleyv1.ChatServiceServer.

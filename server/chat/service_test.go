@@ -36,6 +36,7 @@ type memStore struct {
 	mu      sync.Mutex
 	rooms   map[string]store.Room
 	members map[string]bool
+	markers map[string]store.ReadMarker
 	msgs    map[string]map[int64]*parleyv1.Message // room -> seq -> message
 }
 
@@ -53,6 +54,44 @@ func (s *memStore) IsMember(_ context.Context, room, user string) (bool, error) 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.members[room+"/"+user], nil
+}
+
+func (s *memStore) RoomsOfUser(_ context.Context, user, after string, limit int) ([]store.Room, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []store.Room
+	for id, r := range s.rooms {
+		if s.members[id+"/"+user] && id > after {
+			out = append(out, r)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out[:min(limit, len(out))], nil
+}
+
+func (s *memStore) SetReadMarker(_ context.Context, room, user, epoch string, seq int64) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.markers == nil {
+		s.markers = map[string]store.ReadMarker{}
+	}
+	if m, ok := s.markers[room+"/"+user]; ok && m.Seq >= seq {
+		return false, nil
+	}
+	s.markers[room+"/"+user] = store.ReadMarker{RoomID: room, UserID: user, Epoch: epoch, Seq: seq}
+	return true, nil
+}
+
+func (s *memStore) ReadMarkers(_ context.Context, user string, rooms []string) (map[string]store.ReadMarker, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]store.ReadMarker{}
+	for _, r := range rooms {
+		if m, ok := s.markers[r+"/"+user]; ok {
+			out[r] = m
+		}
+	}
+	return out, nil
 }
 
 func (s *memStore) List(_ context.Context, room string, before, after int64, limit int) ([]*parleyv1.Message, error) {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/oklog/ulid/v2"
 	"google.golang.org/grpc/codes"
@@ -111,8 +112,21 @@ func (ss *session) end(cause error) { ss.cancel(cause) }
 // ends. It returns the status to end the stream with (nil after a drain).
 func (ss *session) writer() error {
 	rooms := make(map[string]*roomState)
+	defer ss.leaveAll(rooms)
+	heartbeat := time.NewTicker(presenceRefresh)
+	defer heartbeat.Stop()
 	for {
 		select {
+		case <-heartbeat.C:
+			ids := make([]string, 0, len(rooms))
+			for r := range rooms {
+				ids = append(ids, r)
+			}
+			if len(ids) > 0 {
+				if err := ss.svc.broker.PresenceRefresh(ss.ctx, ids, ss.me.UserID, ss.id, presenceTTL); err != nil {
+					ss.svc.logger.Warn("presence refresh failed", "user", ss.me.UserID, "err", err)
+				}
+			}
 		case <-ss.ctx.Done():
 			return ss.endStatus()
 		case <-ss.svc.shutdown:
@@ -130,6 +144,17 @@ func (ss *session) writer() error {
 }
 
 var errDrained = errors.New("drained")
+
+// leaveAll removes the stream's presence from every room it was in.
+func (ss *session) leaveAll(rooms map[string]*roomState) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for room := range rooms {
+		if err := ss.svc.broker.PresenceLeave(ctx, room, ss.me.UserID, ss.me.Username, ss.id); err != nil {
+			ss.svc.logger.Warn("presence leave failed", "room", room, "err", err)
+		}
+	}
+}
 
 func (ss *session) endStatus() error {
 	cause := context.Cause(ss.ctx)
@@ -168,6 +193,18 @@ func (ss *session) handle(it item, rooms map[string]*roomState) error {
 			return ss.send(&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_Message{Message: m}})
 		case *eventsv1.RoomEvent_MessageWithdrawn:
 			return ss.send(&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_MessageWithdrawn{MessageWithdrawn: e.MessageWithdrawn}})
+		case *eventsv1.RoomEvent_Typing:
+			if e.Typing.GetUserId() == ss.me.UserID {
+				return nil
+			}
+			return ss.send(&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_Typing{Typing: e.Typing}})
+		case *eventsv1.RoomEvent_Presence:
+			return ss.send(&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_Presence{Presence: e.Presence}})
+		case *eventsv1.RoomEvent_ReadMarker:
+			if e.ReadMarker.GetUserId() != ss.me.UserID {
+				return nil // read positions are private: only the reader's other streams get them
+			}
+			return ss.send(&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_ReadMarker{ReadMarker: e.ReadMarker}})
 		}
 		return nil
 	case it.sub != nil:
@@ -175,11 +212,21 @@ func (ss *session) handle(it item, rooms map[string]*roomState) error {
 		if err != nil {
 			return err
 		}
+		if _, again := rooms[it.sub.RoomId]; !again {
+			if err := ss.svc.broker.PresenceJoin(ss.ctx, it.sub.RoomId, ss.me.UserID, ss.me.Username, ss.id, presenceTTL); err != nil {
+				ss.svc.logger.Warn("presence join failed", "room", it.sub.RoomId, "err", err)
+			}
+		}
 		rooms[it.sub.RoomId] = st
 		return ss.send(&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_Subscribed{Subscribed: &parleyv1.Subscribed{
 			RoomId: it.sub.RoomId, Head: &parleyv1.RoomPosition{Epoch: st.epoch, Seq: st.last}}}})
 	case it.unsub != "":
-		delete(rooms, it.unsub)
+		if _, ok := rooms[it.unsub]; ok {
+			delete(rooms, it.unsub)
+			if err := ss.svc.broker.PresenceLeave(ss.ctx, it.unsub, ss.me.UserID, ss.me.Username, ss.id); err != nil {
+				ss.svc.logger.Warn("presence leave failed", "room", it.unsub, "err", err)
+			}
+		}
 		return nil
 	case it.resync:
 		for room, st := range rooms {
@@ -345,6 +392,7 @@ func (s *Service) Connect(stream parleyv1.ChatService_ConnectServer) error {
 // read handles client frames until the client half-closes (nil) or fails.
 func (ss *session) read(stream parleyv1.ChatService_ConnectServer) error {
 	ctx := ss.ctx
+	lastTyping := map[string]time.Time{}
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -370,6 +418,20 @@ func (ss *session) read(stream parleyv1.ChatService_ConnectServer) error {
 				}
 				ss.enqueue(item{frame: &parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_SendAck{SendAck: ack}}})
 			})
+		case *parleyv1.ConnectRequest_Typing:
+			// At most one typing event per room per second per stream; extra
+			// frames are dropped, and refusals are not answered (typing is a hint).
+			room := f.Typing.GetRoomId()
+			if now := time.Now(); now.Sub(lastTyping[room]) >= time.Second && len(lastTyping) <= ss.svc.cfg.MaxRoomsPerStream {
+				lastTyping[room] = now
+				if err := ss.svc.typing(ctx, ss.me, room); err != nil {
+					ss.svc.logger.Debug("typing refused", "room", room, "err", err)
+				}
+			}
+		case *parleyv1.ConnectRequest_MarkRead:
+			if _, err := ss.svc.markRead(ctx, ss.me, f.MarkRead); err != nil {
+				ss.svc.logger.Debug("mark read refused", "room", f.MarkRead.GetRoomId(), "err", err)
+			}
 		case *parleyv1.ConnectRequest_Ping:
 			ss.enqueue(item{frame: &parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_Pong{Pong: &parleyv1.Pong{Nonce: f.Ping.GetNonce()}}}})
 		default:

@@ -55,7 +55,7 @@ type Redis struct {
 	log    *slog.Logger
 	ready  atomic.Bool
 
-	send, initRoom, withdraw *rueidis.Lua
+	send, initRoom, withdraw, presenceJoin, presenceLeave *rueidis.Lua
 
 	calls       *prometheus.HistogramVec
 	received    prometheus.Counter
@@ -121,12 +121,14 @@ return 1
 func NewRedis(client rueidis.Client, opts Options, log *slog.Logger, reg prometheus.Registerer) *Redis {
 	opts.defaults()
 	b := &Redis{
-		client:   client,
-		opts:     opts,
-		log:      log,
-		send:     rueidis.NewLuaScript(sendScript),
-		initRoom: rueidis.NewLuaScript(initScript),
-		withdraw: rueidis.NewLuaScript(withdrawScript),
+		client:        client,
+		opts:          opts,
+		log:           log,
+		send:          rueidis.NewLuaScript(sendScript),
+		initRoom:      rueidis.NewLuaScript(initScript),
+		withdraw:      rueidis.NewLuaScript(withdrawScript),
+		presenceJoin:  rueidis.NewLuaScript(presenceJoinScript),
+		presenceLeave: rueidis.NewLuaScript(presenceLeaveScript),
 		calls: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "parley", Subsystem: "redis",
 			Name: "call_duration_seconds", Help: "Redis calls by operation and result.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12)}, []string{"op", "result"}),
@@ -251,6 +253,23 @@ func (b *Redis) Recent(ctx context.Context, roomID string) (msgs []*parleyv1.Mes
 	return msgs, len(vals) < b.opts.RecentCap, nil
 }
 
+// Newest returns the room's newest cached message, or nil.
+func (b *Redis) Newest(ctx context.Context, roomID string) (m *parleyv1.Message, err error) {
+	defer func(start time.Time) { b.observe("newest", start, err) }(time.Now())
+	v, err := b.client.Do(ctx, b.client.B().Lindex().Key(b.recentKey(roomID)).Index(0).Build()).ToString()
+	if rueidis.IsRedisNil(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("redis newest: %w", err)
+	}
+	m = &parleyv1.Message{}
+	if err := proto.Unmarshal([]byte(v), m); err != nil {
+		return nil, nil
+	}
+	return m, nil
+}
+
 // Withdraw takes back a published message that never became durable: it is
 // removed from the recent cache, its client_msg_id is forgotten (a retry gets
 // a new position) and a MessageWithdrawn event is published.
@@ -277,6 +296,8 @@ func (b *Redis) Withdraw(ctx context.Context, m *parleyv1.Message) (err error) {
 	}
 	return nil
 }
+
+type rueidisCompleted = rueidis.Completed
 
 func protoVarint(n uint64) []byte {
 	var out []byte

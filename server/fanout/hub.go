@@ -86,6 +86,17 @@ func (h *Hub) Dispatch(roomID string, ev *eventsv1.RoomEvent) {
 	h.delivered.Add(float64(len(subs)))
 }
 
+// Rooms returns the rooms with at least one local subscriber.
+func (h *Hub) Rooms() []string {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	out := make([]string, 0, len(h.rooms))
+	for r := range h.rooms {
+		out = append(out, r)
+	}
+	return out
+}
+
 // ResyncAll calls Resync on every subscriber (once each).
 func (h *Hub) ResyncAll() {
 	h.mu.RLock()

@@ -40,15 +40,23 @@ type Sequencer interface {
 	InitRoom(ctx context.Context, roomID string, seed int64) (epoch string, err error)
 }
 
+// Presence tells which users are online in a room.
+type Presence interface {
+	Online(ctx context.Context, roomID string) (map[string]bool, error)
+}
+
 // Service implements parleyv1.RoomServiceServer.
 type Service struct {
 	parleyv1.UnimplementedRoomServiceServer
-	store Store
-	seq   Sequencer
+	store    Store
+	seq      Sequencer
+	presence Presence
 }
 
 // NewService returns the RoomService.
-func NewService(s Store, seq Sequencer) *Service { return &Service{store: s, seq: seq} }
+func NewService(s Store, seq Sequencer, p Presence) *Service {
+	return &Service{store: s, seq: seq, presence: p}
+}
 
 // RoomProto is the API view of r.
 func RoomProto(r store.Room) *parleyv1.Room {
@@ -312,12 +320,16 @@ func (s *Service) ListMembers(ctx context.Context, req *parleyv1.ListMembersRequ
 	if err != nil {
 		return nil, err
 	}
+	online, err := s.presence.Online(ctx, r.ID)
+	if err != nil {
+		return nil, fmt.Errorf("presence: %w: %v", apierr.ErrUnavailable, err)
+	}
 	for _, m := range ms {
 		u, ok := users[m.UserID]
 		if !ok {
 			continue
 		}
-		resp.Members = append(resp.Members, &parleyv1.Member{User: auth.UserProto(u), JoinTime: timestamppb.New(m.JoinTime)})
+		resp.Members = append(resp.Members, &parleyv1.Member{User: auth.UserProto(u), JoinTime: timestamppb.New(m.JoinTime), Online: online[m.UserID]})
 	}
 	return resp, nil
 }

@@ -322,3 +322,54 @@ func (s *Store) Members(ctx context.Context, roomID, afterUserID string, limit i
 	}
 	return ms, nil
 }
+
+// ReadMarker is a user's read position in a room.
+type ReadMarker struct {
+	ID     string `bson:"_id"`
+	RoomID string `bson:"room_id"`
+	UserID string `bson:"user_id"`
+	Epoch  string `bson:"epoch"`
+	Seq    int64  `bson:"seq"`
+}
+
+func (s *Store) readMarkers() *mongo.Collection {
+	return s.members.Database().Collection("read_markers")
+}
+
+// SetReadMarker moves user's read position in room forward to seq (never
+// back: seqs only grow, also across epochs). It reports whether it moved.
+func (s *Store) SetReadMarker(ctx context.Context, roomID, userID, epoch string, seq int64) (bool, error) {
+	id := MemberID(roomID, userID)
+	res, err := s.readMarkers().UpdateOne(ctx,
+		bson.D{{Key: "_id", Value: id}, {Key: "seq", Value: bson.D{{Key: "$lt", Value: seq}}}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "room_id", Value: roomID}, {Key: "user_id", Value: userID}, {Key: "epoch", Value: epoch}, {Key: "seq", Value: seq}}}},
+		options.UpdateOne().SetUpsert(true))
+	if mongo.IsDuplicateKeyError(err) {
+		return false, nil // the stored marker is already at or past seq
+	}
+	if err != nil {
+		return false, unavailable("set read marker", err)
+	}
+	return res.ModifiedCount > 0 || res.UpsertedCount > 0, nil
+}
+
+// ReadMarkers returns user's read positions in rooms, keyed by room id.
+func (s *Store) ReadMarkers(ctx context.Context, userID string, roomIDs []string) (map[string]ReadMarker, error) {
+	ids := make([]string, len(roomIDs))
+	for i, r := range roomIDs {
+		ids[i] = MemberID(r, userID)
+	}
+	cur, err := s.readMarkers().Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}})
+	if err != nil {
+		return nil, unavailable("find read markers", err)
+	}
+	var ms []ReadMarker
+	if err := cur.All(ctx, &ms); err != nil {
+		return nil, unavailable("read read markers", err)
+	}
+	out := make(map[string]ReadMarker, len(ms))
+	for _, m := range ms {
+		out[m.RoomID] = m
+	}
+	return out, nil
+}
