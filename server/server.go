@@ -36,6 +36,7 @@ import (
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
 	"github.com/parleychat/parley/internal/config"
+	"github.com/parleychat/parley/internal/mongometrics"
 	"github.com/parleychat/parley/internal/msgstore"
 	"github.com/parleychat/parley/server/apierr"
 	"github.com/parleychat/parley/server/auth"
@@ -153,7 +154,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 		}
 		defer rc.Close()
 	}
-	mc, err := mongo.Connect(options.Client().ApplyURI(cfg.MongoURI).SetTimeout(10 * time.Second))
+	mc, err := mongo.Connect(options.Client().ApplyURI(cfg.MongoURI).SetTimeout(10 * time.Second).SetMonitor(mongometrics.Monitor(reg)))
 	if err != nil {
 		return fmt.Errorf("mongo-uri: %w", err)
 	}

@@ -19,6 +19,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/parleychat/parley/internal/config"
+	"github.com/parleychat/parley/internal/mongometrics"
 	"github.com/parleychat/parley/internal/msgstore"
 	"github.com/parleychat/parley/persister"
 	"github.com/parleychat/parley/server"
@@ -88,7 +89,9 @@ func runPersister(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	mc, err := mongo.Connect(options.Client().ApplyURI(*mongoURI).SetTimeout(30 * time.Second))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mc, err := mongo.Connect(options.Client().ApplyURI(*mongoURI).SetTimeout(30 * time.Second).SetMonitor(mongometrics.Monitor(reg)))
 	if err != nil {
 		return fmt.Errorf("mongo-uri: %w", err)
 	}
@@ -99,8 +102,6 @@ func runPersister(ctx context.Context, args []string) error {
 	if err := store.EnsureIndexes(ictx); err != nil {
 		return fmt.Errorf("message indexes: %w", err)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	p, err := persister.New(cfg, store, log, reg, kgo.SessionTimeout(*sessionTimeout))
 	if err != nil {
 		return err
