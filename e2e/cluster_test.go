@@ -166,7 +166,7 @@ func (c *cluster) startServer(i int) *proc {
 		"-mongo-uri", c.mongoURI, "-database", c.name,
 		"-token-key", tokenKey,
 		"-argon2-memory-kib", "1024", "-argon2-time", "1",
-		"-send-rate", "100000", "-send-burst", "100000",
+		"-send-rate", "100000", "-send-burst", "100000", "-frame-rate", "100000", "-frame-burst", "100000",
 		"-web-dir", "/nonexistent",
 		"-log-format", "text")
 	p.addr = addr

@@ -50,25 +50,28 @@ import (
 
 // Config configures a server instance.
 type Config struct {
-	Addr           string
-	RedisURL       string
-	RedisPrefix    string
-	KafkaBrokers   config.List
-	Topic          string
-	Partitions     int
-	MongoURI       string
-	Database       string
-	TokenKey       string
-	AccessTTL      time.Duration
-	RefreshTTL     time.Duration
-	Argon2Memory   uint
-	Argon2Time     uint
-	SendTimeout    time.Duration
-	ProduceLinger  time.Duration
-	AllowedOrigins config.List
-	WebDir         string
-	ShutdownGrace  time.Duration
-	Chat           chat.Config
+	Addr            string
+	RedisURL        string
+	RedisPrefix     string
+	KafkaBrokers    config.List
+	Topic           string
+	Partitions      int
+	MongoURI        string
+	Database        string
+	TokenKey        string
+	AccessTTL       time.Duration
+	RefreshTTL      time.Duration
+	Argon2Memory    uint
+	Argon2Time      uint
+	SendTimeout     time.Duration
+	ProduceLinger   time.Duration
+	AllowedOrigins  config.List
+	WebDir          string
+	ShutdownGrace   time.Duration
+	RequestTimeout  time.Duration
+	LoginAttempts   int
+	AddressAttempts int
+	Chat            chat.Config
 }
 
 // Flags registers the configuration flags on fs (each also read from its
@@ -92,12 +95,18 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ProduceLinger, "produce-linger", 0, "Kafka producer linger")
 	fs.Var(&c.AllowedOrigins, "allowed-origins", "browser origins allowed to use grpc-web (comma-separated; * for any)")
 	fs.StringVar(&c.WebDir, "web-dir", "webclient/dist", "directory of the built web app served at /")
+	fs.DurationVar(&c.RequestTimeout, "request-timeout", 30*time.Second, "deadline of a unary call that brings none (or a later one)")
+	fs.IntVar(&c.LoginAttempts, "login-attempts", 10, "sign-up/login attempts per minute per username")
+	fs.IntVar(&c.AddressAttempts, "address-attempts", 60, "sign-up/login attempts per minute per client address")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 10*time.Second, "hard deadline for a graceful stop")
 	fs.IntVar(&c.Chat.MaxMessageBytes, "max-message-bytes", 4096, "largest message body")
 	fs.IntVar(&c.Chat.StreamQueue, "stream-queue", 1024, "outgoing frames queued per stream before it is dropped as too slow")
 	fs.IntVar(&c.Chat.MaxRoomsPerStream, "max-rooms-per-stream", 200, "subscriptions per stream")
 	fs.Float64Var(&c.Chat.SendRate, "send-rate", 20, "sends per second per user (per instance)")
 	fs.IntVar(&c.Chat.SendBurst, "send-burst", 50, "send burst per user")
+	fs.IntVar(&c.Chat.MaxStreamsPerUser, "max-streams-per-user", 20, "open streams per user (per instance)")
+	fs.Float64Var(&c.Chat.FrameRate, "frame-rate", 50, "client frames per second per stream")
+	fs.IntVar(&c.Chat.FrameBurst, "frame-burst", 100, "client frame burst per stream")
 }
 
 // Validate names the first bad field.
@@ -113,6 +122,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("partitions must be positive, got %d", c.Partitions)
 	case c.AccessTTL < time.Minute:
 		return fmt.Errorf("access-ttl must be at least 1m, got %s", c.AccessTTL)
+	case c.RequestTimeout < time.Second:
+		return fmt.Errorf("request-timeout must be at least 1s, got %s", c.RequestTimeout)
+	case c.LoginAttempts < 1 || c.AddressAttempts < 1:
+		return fmt.Errorf("login-attempts and address-attempts must be positive")
 	case c.SendTimeout < 100*time.Millisecond:
 		return fmt.Errorf("send-timeout must be at least 100ms, got %s", c.SendTimeout)
 	}
@@ -188,8 +201,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 		return err
 	}
 	authSvc, err := auth.NewService(st, issuer, auth.ServiceConfig{
-		Argon2:     auth.Argon2Params{MemoryKiB: uint32(cfg.Argon2Memory), Time: uint32(cfg.Argon2Time), Threads: 1},
-		RefreshTTL: cfg.RefreshTTL,
+		Argon2:           auth.Argon2Params{MemoryKiB: uint32(cfg.Argon2Memory), Time: uint32(cfg.Argon2Time), Threads: 1},
+		RefreshTTL:       cfg.RefreshTTL,
+		UsernameAttempts: cfg.LoginAttempts,
+		AddressAttempts:  cfg.AddressAttempts,
 	}, log)
 	if err != nil {
 		return err
@@ -217,7 +232,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 		"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": true,
 	})
 	gs := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(srvMetrics.UnaryServerInterceptor(), errUnary, authUnary),
+		grpc.ChainUnaryInterceptor(srvMetrics.UnaryServerInterceptor(), errUnary, deadline(cfg.RequestTimeout), authUnary),
 		grpc.ChainStreamInterceptor(srvMetrics.StreamServerInterceptor(), errStream, authStream),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
@@ -342,6 +357,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 		deps.Started(addr)
 	}
 	return g.Wait()
+}
+
+// deadline bounds every unary call by d.
+func deadline(d time.Duration) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		ctx, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		return h(ctx, req)
+	}
 }
 
 func checkReady(ctx context.Context, b *fanout.Redis, p *msglog.Producer, mc *mongo.Client) error {

@@ -10,10 +10,15 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"net"
+
 	"github.com/oklog/ulid/v2"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+	"github.com/parleychat/parley/internal/ratelimit"
 	"github.com/parleychat/parley/server/apierr"
 	"github.com/parleychat/parley/server/store"
 )
@@ -32,15 +37,20 @@ type Users interface {
 type ServiceConfig struct {
 	Argon2     Argon2Params
 	RefreshTTL time.Duration
+	// UsernameAttempts and AddressAttempts limit sign-up and login attempts
+	// per minute per username and per client address (defaults 10 and 60).
+	UsernameAttempts int
+	AddressAttempts  int
 }
 
 // Service implements parleyv1.AuthServiceServer.
 type Service struct {
 	parleyv1.UnimplementedAuthServiceServer
-	users  Users
-	issuer *Issuer
-	cfg    ServiceConfig
-	log    *slog.Logger
+	users          Users
+	issuer         *Issuer
+	cfg            ServiceConfig
+	log            *slog.Logger
+	byName, byAddr *ratelimit.Limiter
 	// dummyHash is checked against when a username is unknown, so a wrong
 	// password and an unknown user take the same time.
 	dummyHash string
@@ -52,7 +62,50 @@ func NewService(users Users, issuer *Issuer, cfg ServiceConfig, log *slog.Logger
 	if err != nil {
 		return nil, err
 	}
-	return &Service{users: users, issuer: issuer, cfg: cfg, log: log, dummyHash: dummy}, nil
+	if cfg.UsernameAttempts <= 0 {
+		cfg.UsernameAttempts = 10
+	}
+	if cfg.AddressAttempts <= 0 {
+		cfg.AddressAttempts = 60
+	}
+	return &Service{users: users, issuer: issuer, cfg: cfg, log: log, dummyHash: dummy,
+		byName: ratelimit.New(float64(cfg.UsernameAttempts)/60, cfg.UsernameAttempts),
+		byAddr: ratelimit.New(float64(cfg.AddressAttempts)/60, cfg.AddressAttempts),
+	}, nil
+}
+
+// limitAttempt counts a login or sign-up attempt for username from the
+// caller's address.
+func (s *Service) limitAttempt(ctx context.Context, username string) error {
+	now := time.Now()
+	if ok, wait := s.byAddr.Allow(ClientAddr(ctx), now); !ok {
+		return &apierr.RateLimitError{Limit: fmt.Sprintf("limit of %d sign-up/login attempts per minute from one address", s.cfg.AddressAttempts), RetryAfter: wait}
+	}
+	if ok, wait := s.byName.Allow(username, now); !ok {
+		return &apierr.RateLimitError{Limit: fmt.Sprintf("limit of %d login attempts per minute for one username", s.cfg.UsernameAttempts), RetryAfter: wait}
+	}
+	return nil
+}
+
+// ClientAddr is the caller's IP: the peer's, or for calls relayed by this
+// server's own REST gateway (a loopback peer), the first X-Forwarded-For.
+func ClientAddr(ctx context.Context) string {
+	host := ""
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		host = p.Addr.String()
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsLoopback() {
+		md, _ := metadata.FromIncomingContext(ctx)
+		if xff := md.Get("x-forwarded-for"); len(xff) > 0 {
+			if first, _, _ := strings.Cut(xff[0], ","); strings.TrimSpace(first) != "" {
+				return strings.TrimSpace(first)
+			}
+		}
+	}
+	return host
 }
 
 var usernameRE = regexp.MustCompile(`^[a-z0-9_.-]{3,32}$`)
@@ -79,6 +132,9 @@ func (s *Service) SignUp(ctx context.Context, req *parleyv1.SignUpRequest) (*par
 		return nil, err
 	}
 	if err := validatePassword(req.GetPassword()); err != nil {
+		return nil, err
+	}
+	if err := s.limitAttempt(ctx, username); err != nil {
 		return nil, err
 	}
 	display := strings.TrimSpace(req.GetDisplayName())
@@ -125,6 +181,9 @@ func (s *Service) Login(ctx context.Context, req *parleyv1.LoginRequest) (*parle
 	}
 	if req.GetPassword() == "" {
 		return nil, apierr.Invalid("password", "is required")
+	}
+	if err := s.limitAttempt(ctx, username); err != nil {
+		return nil, err
 	}
 	if len(req.GetPassword()) > 256 {
 		return nil, apierr.ErrBadCredentials

@@ -17,6 +17,13 @@ type Config struct {
 	// (default 20/s, burst 50).
 	SendRate  float64
 	SendBurst int
+	// MaxStreamsPerUser bounds a user's open streams on this instance (default 20).
+	MaxStreamsPerUser int
+	// FrameRate and FrameBurst limit client frames per second on one
+	// stream (default 50/s, burst 100); a stream over it is ended with
+	// ResourceExhausted.
+	FrameRate  float64
+	FrameBurst int
 	// MaxReplay bounds how many messages a resume replays before it tells the
 	// client to resync from history instead (default 5000).
 	MaxReplay int
@@ -46,6 +53,15 @@ func (c Config) WithDefaults() Config {
 	if c.SendBurst == 0 {
 		c.SendBurst = 50
 	}
+	if c.MaxStreamsPerUser == 0 {
+		c.MaxStreamsPerUser = 20
+	}
+	if c.FrameRate == 0 {
+		c.FrameRate = 50
+	}
+	if c.FrameBurst == 0 {
+		c.FrameBurst = 100
+	}
 	if c.MaxReplay == 0 {
 		c.MaxReplay = 5000
 	}
@@ -69,6 +85,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("max rooms per stream must be positive, got %d", c.MaxRoomsPerStream)
 	case c.SendRate <= 0 || c.SendBurst < 1:
 		return fmt.Errorf("send rate and burst must be positive, got %v/%d", c.SendRate, c.SendBurst)
+	case c.MaxStreamsPerUser < 1:
+		return fmt.Errorf("max streams per user must be positive, got %d", c.MaxStreamsPerUser)
+	case c.FrameRate <= 0 || c.FrameBurst < 1:
+		return fmt.Errorf("frame rate and burst must be positive, got %v/%d", c.FrameRate, c.FrameBurst)
 	case c.EpochSeqGap < 0:
 		return fmt.Errorf("epoch seq gap must not be negative")
 	}

@@ -130,3 +130,21 @@ func TestReadMarkersAndUnread(t *testing.T) {
 		}
 	}
 }
+
+func TestStreamLimits(t *testing.T) {
+	e := newTestEnv(t, Config{MaxStreamsPerUser: 1, FrameRate: 1, FrameBurst: 3})
+	e.room(t, "r", store.VisibilityPublic, "a")
+	first := e.connect(t, "a")
+	first.send(&parleyv1.ConnectRequest{Frame: &parleyv1.ConnectRequest_Ping{Ping: &parleyv1.Ping{Nonce: 1}}})
+	first.waitFor("pong", has(func(x *parleyv1.ConnectResponse) bool { return x.GetPong() != nil }))
+	second := e.connect(t, "a")
+	if err := <-second.done; status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("second stream: %v, want ResourceExhausted", err)
+	}
+	for i := 0; i < 5; i++ {
+		_ = first.s.Send(&parleyv1.ConnectRequest{Frame: &parleyv1.ConnectRequest_Ping{Ping: &parleyv1.Ping{Nonce: int64(i)}}})
+	}
+	if err := <-first.done; status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("frame flood: %v, want ResourceExhausted", err)
+	}
+}

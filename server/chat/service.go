@@ -12,10 +12,13 @@ import (
 
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	eventsv1 "github.com/parleychat/parley/gen/go/parley/events/v1"
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+	"github.com/parleychat/parley/internal/ratelimit"
 	"github.com/parleychat/parley/server/apierr"
 	"github.com/parleychat/parley/server/auth"
 	"github.com/parleychat/parley/server/fanout"
@@ -76,8 +79,11 @@ type Service struct {
 	rooms   Rooms
 	hub     Hub
 	logger  *slog.Logger
-	limiter *limiter
+	limiter *ratelimit.Limiter
 	members sync.Map // "room/user" -> time.Time (expiry) of a positive check
+
+	streamsMu   sync.Mutex
+	userStreams map[string]int
 
 	shutdown     chan struct{}
 	shutdownOnce sync.Once
@@ -96,8 +102,9 @@ func NewService(cfg Config, broker Broker, log Log, history History, rooms Rooms
 	}
 	s := &Service{
 		cfg: cfg, broker: broker, log: log, history: history, rooms: rooms, hub: hub, logger: logger,
-		limiter:  newLimiter(cfg.SendRate, cfg.SendBurst),
-		shutdown: make(chan struct{}),
+		limiter:     ratelimit.New(cfg.SendRate, cfg.SendBurst),
+		shutdown:    make(chan struct{}),
+		userStreams: make(map[string]int),
 		sends: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "parley", Subsystem: "chat",
 			Name: "sends_total", Help: "Send requests by result (ok, duplicate, invalid, denied, limited, unavailable)."}, []string{"result"}),
 		streams: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "parley", Subsystem: "chat",
@@ -115,6 +122,24 @@ func NewService(cfg Config, broker Broker, log Log, history History, rooms Rooms
 // Shutdown ends every open stream with Unavailable ("reconnect"), so that a
 // graceful stop does not wait for long-lived streams.
 func (s *Service) Shutdown() { s.shutdownOnce.Do(func() { close(s.shutdown) }) }
+
+// openStream counts a stream of user against MaxStreamsPerUser; the returned
+// func releases it.
+func (s *Service) openStream(userID string) (func(), error) {
+	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
+	if s.userStreams[userID] >= s.cfg.MaxStreamsPerUser {
+		return nil, status.Errorf(codes.ResourceExhausted, "too many open streams: the limit is %d per user", s.cfg.MaxStreamsPerUser)
+	}
+	s.userStreams[userID]++
+	return func() {
+		s.streamsMu.Lock()
+		defer s.streamsMu.Unlock()
+		if s.userStreams[userID]--; s.userStreams[userID] <= 0 {
+			delete(s.userStreams, userID)
+		}
+	}, nil
+}
 
 // checkMember returns nil if user may read and write room: PermissionDenied
 // for a non-member of a public room, NotFound for a room the user cannot see.
@@ -186,7 +211,7 @@ func (s *Service) send(ctx context.Context, me auth.Identity, req *parleyv1.Send
 		fail("denied", err)
 		return
 	}
-	if ok, wait := s.limiter.allow(me.UserID, time.Now()); !ok {
+	if ok, wait := s.limiter.Allow(me.UserID, time.Now()); !ok {
 		fail("limited", &apierr.RateLimitError{Limit: fmt.Sprintf("send rate limit of %g messages/s per user", s.cfg.SendRate), RetryAfter: wait})
 		return
 	}

@@ -321,7 +321,7 @@ func nMessages(n int) func([]*parleyv1.ConnectResponse) bool {
 }
 
 func TestTwoStreamsSeeSameOrder(t *testing.T) {
-	e := newTestEnv(t, Config{SendRate: 1e6, SendBurst: 1e6})
+	e := newTestEnv(t, Config{SendRate: 1e6, SendBurst: 1e6, FrameRate: 1e6, FrameBurst: 1e6})
 	e.room(t, "r", store.VisibilityPublic, "a", "b")
 	a, b := e.connect(t, "a"), e.connect(t, "b")
 	a.subscribe("r", nil)
@@ -357,7 +357,7 @@ func TestResumeReplaysExactlyTheGap(t *testing.T) {
 		{"nothing missed", 10, 10},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newTestEnv(t, Config{SendRate: 1e6, SendBurst: 1e6})
+			e := newTestEnv(t, Config{SendRate: 1e6, SendBurst: 1e6, FrameRate: 1e6, FrameBurst: 1e6})
 			e.room(t, "r", store.VisibilityPublic, "a")
 			c := e.client()
 			var epoch string
@@ -447,7 +447,7 @@ func TestKafkaFailureWithdraws(t *testing.T) {
 }
 
 func TestSlowConsumerIsDisconnectedOthersAreNot(t *testing.T) {
-	e := newTestEnv(t, Config{StreamQueue: 16, SendRate: 1e6, SendBurst: 1e6})
+	e := newTestEnv(t, Config{StreamQueue: 16, SendRate: 1e6, SendBurst: 1e6, FrameRate: 1e6, FrameBurst: 1e6})
 	e.room(t, "r", store.VisibilityPublic, "a", "slow")
 	fast := e.connect(t, "a")
 	fast.subscribe("r", nil)

@@ -15,6 +15,7 @@ import (
 
 	eventsv1 "github.com/parleychat/parley/gen/go/parley/events/v1"
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+	"github.com/parleychat/parley/internal/ratelimit"
 	"github.com/parleychat/parley/server/apierr"
 	"github.com/parleychat/parley/server/auth"
 )
@@ -371,6 +372,11 @@ func (s *Service) Connect(stream parleyv1.ChatService_ConnectServer) error {
 	if err != nil {
 		return err
 	}
+	release, err := s.openStream(me.UserID)
+	if err != nil {
+		return err
+	}
+	defer release()
 	ss := s.newSession(stream.Context(), me, stream.Send)
 	wait := ss.run()
 	// The reader runs on its own goroutine so that the stream ends as soon as
@@ -393,6 +399,7 @@ func (s *Service) Connect(stream parleyv1.ChatService_ConnectServer) error {
 func (ss *session) read(stream parleyv1.ChatService_ConnectServer) error {
 	ctx := ss.ctx
 	lastTyping := map[string]time.Time{}
+	frames := ratelimit.New(ss.svc.cfg.FrameRate, ss.svc.cfg.FrameBurst)
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -400,6 +407,9 @@ func (ss *session) read(stream parleyv1.ChatService_ConnectServer) error {
 		}
 		if err != nil {
 			return err
+		}
+		if ok, _ := frames.Allow("", time.Now()); !ok {
+			return status.Errorf(codes.ResourceExhausted, "frame rate limit of %g frames/s per stream exceeded", ss.svc.cfg.FrameRate)
 		}
 		switch f := req.Frame.(type) {
 		case *parleyv1.ConnectRequest_Subscribe:
@@ -468,6 +478,11 @@ func (s *Service) StreamRoom(req *parleyv1.StreamRoomRequest, stream parleyv1.Ch
 		}
 		return stream.Send(out)
 	}
+	release, err := s.openStream(me.UserID)
+	if err != nil {
+		return err
+	}
+	defer release()
 	ss := s.newSession(stream.Context(), me, send)
 	wait := ss.run()
 	ss.subscribe(stream.Context(), &parleyv1.Subscribe{RoomId: req.GetRoomId(), ResumeFrom: req.GetResumeFrom()})

@@ -1,12 +1,14 @@
-package chat
+// Package ratelimit is a per-key token bucket, local to one process.
+package ratelimit
 
 import (
 	"sync"
 	"time"
 )
 
-// limiter is a per-key token bucket. It is safe for concurrent use.
-type limiter struct {
+// Limiter is a per-key token bucket. It is safe for concurrent use; idle
+// keys are forgotten once the map grows large.
+type Limiter struct {
 	rate  float64
 	burst float64
 	mu    sync.Mutex
@@ -18,12 +20,13 @@ type bucket struct {
 	last   time.Time
 }
 
-func newLimiter(rate float64, burst int) *limiter {
-	return &limiter{rate: rate, burst: float64(burst), b: make(map[string]*bucket)}
+// New returns a Limiter refilling rate tokens per second up to burst.
+func New(rate float64, burst int) *Limiter {
+	return &Limiter{rate: rate, burst: float64(burst), b: make(map[string]*bucket)}
 }
 
-// allow takes a token for key; if none is left it returns how long until one is.
-func (l *limiter) allow(key string, now time.Time) (bool, time.Duration) {
+// Allow takes a token for key; if none is left it returns how long until one is.
+func (l *Limiter) Allow(key string, now time.Time) (bool, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.b[key]
