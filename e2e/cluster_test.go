@@ -68,7 +68,8 @@ type proc struct {
 	done chan struct{}
 }
 
-func newCluster(t *testing.T, servers int) *cluster {
+// newCluster starts servers instances (with extra flags) and a persister.
+func newCluster(t *testing.T, servers int, extra ...string) *cluster {
 	t.Helper()
 	c := &cluster{
 		t:        t,
@@ -89,7 +90,7 @@ func newCluster(t *testing.T, servers int) *cluster {
 		_ = mc.Disconnect(ctx)
 	})
 	for i := 0; i < servers; i++ {
-		c.servers = append(c.servers, c.startServer(i))
+		c.servers = append(c.servers, c.startServer(i, extra...))
 	}
 	c.startPersister()
 	for _, s := range c.servers {
@@ -157,18 +158,18 @@ func (p *proc) kill() {
 	<-p.done
 }
 
-func (c *cluster) startServer(i int) *proc {
+func (c *cluster) startServer(i int, extra ...string) *proc {
 	addr := freeAddr(c.t)
-	p := c.start(fmt.Sprintf("server%d", i), "server",
+	p := c.start(fmt.Sprintf("server%d", i), append([]string{"server",
 		"-addr", addr,
-		"-redis-url", c.redis, "-redis-prefix", c.name+":",
+		"-redis-url", c.redis, "-redis-prefix", c.name + ":",
 		"-kafka-brokers", c.brokers, "-topic", c.name, "-partitions", "4",
 		"-mongo-uri", c.mongoURI, "-database", c.name,
 		"-token-key", tokenKey,
 		"-argon2-memory-kib", "1024", "-argon2-time", "1",
 		"-send-rate", "100000", "-send-burst", "100000", "-frame-rate", "100000", "-frame-burst", "100000",
 		"-web-dir", "/nonexistent",
-		"-log-format", "text")
+		"-log-format", "text"}, extra...)...)
 	p.addr = addr
 	return p
 }

@@ -38,6 +38,7 @@ import (
 	"github.com/parleychat/parley/internal/config"
 	"github.com/parleychat/parley/internal/mongometrics"
 	"github.com/parleychat/parley/internal/msgstore"
+	"github.com/parleychat/parley/server/apidocs"
 	"github.com/parleychat/parley/server/apierr"
 	"github.com/parleychat/parley/server/auth"
 	"github.com/parleychat/parley/server/chat"
@@ -212,6 +213,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 	hub := fanout.NewHub(reg)
 	broker := fanout.NewRedis(rc, fanout.Options{Prefix: cfg.RedisPrefix}, log, reg)
 	roomSvc := rooms.NewService(st, broker, broker)
+	cfg.Chat.SendTimeout = cfg.SendTimeout
 	chatSvc, err := chat.NewService(cfg.Chat, broker, producer, msgs, st, hub, log, reg)
 	if err != nil {
 		return err
@@ -284,7 +286,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 			Gateway:        gw,
 			Metrics:        promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 			Ready:          readyFn,
-			Web:            webHandler(cfg.WebDir),
+			Web:            apidocs.Handler(webHandler(cfg.WebDir)), // /openapi.json, /docs/
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}

@@ -31,6 +31,10 @@ type Config struct {
 	// counter is re-created, leaving room for acknowledged messages still on
 	// their way to the store (default 1,000,000).
 	EpochSeqGap int64
+	// SendTimeout bounds how long a send waits for Kafka's acknowledgement
+	// while its record has not been sent yet (default 10s); past it the send
+	// fails with Unavailable and the message is withdrawn.
+	SendTimeout time.Duration
 	// MembershipTTL is how long a positive membership check is cached per
 	// instance (default 2s).
 	MembershipTTL time.Duration
@@ -67,6 +71,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.EpochSeqGap == 0 {
 		c.EpochSeqGap = 1_000_000
+	}
+	if c.SendTimeout == 0 {
+		c.SendTimeout = 10 * time.Second
 	}
 	if c.MembershipTTL == 0 {
 		c.MembershipTTL = 2 * time.Second

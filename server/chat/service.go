@@ -106,7 +106,7 @@ func NewService(cfg Config, broker Broker, log Log, history History, rooms Rooms
 		shutdown:    make(chan struct{}),
 		userStreams: make(map[string]int),
 		sends: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "parley", Subsystem: "chat",
-			Name: "sends_total", Help: "Send requests by result (ok, duplicate, invalid, denied, limited, unavailable)."}, []string{"result"}),
+			Name: "sends_total", Help: "Send requests by result (ok, duplicate, invalid, denied, limited, unavailable, uncertain)."}, []string{"result"}),
 		streams: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "parley", Subsystem: "chat",
 			Name: "streams", Help: "Open Connect and StreamRoom streams."}),
 		queue: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "parley", Subsystem: "chat",
@@ -199,20 +199,23 @@ func (s *Service) validateSend(req *parleyv1.SendMessageRequest) error {
 // message or the error. It returns after the message was published (or
 // refused); the durability wait is asynchronous.
 func (s *Service) send(ctx context.Context, me auth.Identity, req *parleyv1.SendMessageRequest, done func(*parleyv1.Message, error)) {
-	fail := func(result string, err error) {
-		s.sends.WithLabelValues(result).Inc()
-		done(nil, err)
+	var once sync.Once
+	finish := func(result string, m *parleyv1.Message, err error) {
+		once.Do(func() {
+			s.sends.WithLabelValues(result).Inc()
+			done(m, err)
+		})
 	}
 	if err := s.validateSend(req); err != nil {
-		fail("invalid", err)
+		finish("invalid", nil, err)
 		return
 	}
 	if err := s.checkMember(ctx, req.GetRoomId(), me.UserID); err != nil {
-		fail("denied", err)
+		finish("denied", nil, err)
 		return
 	}
 	if ok, wait := s.limiter.Allow(me.UserID, time.Now()); !ok {
-		fail("limited", &apierr.RateLimitError{Limit: fmt.Sprintf("send rate limit of %g messages/s per user", s.cfg.SendRate), RetryAfter: wait})
+		finish("limited", nil, &apierr.RateLimitError{Limit: fmt.Sprintf("send rate limit of %g messages/s per user", s.cfg.SendRate), RetryAfter: wait})
 		return
 	}
 	cmid := req.GetClientMsgId()
@@ -231,19 +234,30 @@ func (s *Service) send(ctx context.Context, me auth.Identity, req *parleyv1.Send
 	}
 	if err != nil {
 		s.logger.WarnContext(ctx, "publish failed", "room", m.RoomId, "err", err)
-		fail("unavailable", fmt.Errorf("cannot assign a position to the message: %w", apierr.ErrUnavailable))
+		finish("unavailable", nil, fmt.Errorf("cannot assign a position to the message: %w", apierr.ErrUnavailable))
 		return
 	}
-	// The log append must not be cancelled by the caller going away: the
-	// message is already live.
-	s.log.Append(context.WithoutCancel(ctx), out, func(err error) {
+	// The append must not be cancelled by the caller going away (the message
+	// is already live), only by the send timeout. The producer fails a record
+	// on that timeout only while it is still buffered, i.e. certainly not
+	// written: then the message is withdrawn. A record already sent to a
+	// broker that went away cannot be failed safely (idempotent producer): its
+	// outcome is unknown until the broker answers, so at the timeout the
+	// sender gets Unavailable without a withdrawal, and a retry with the same
+	// client_msg_id returns this message once it is durable.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.SendTimeout)
+	timer := time.AfterFunc(s.cfg.SendTimeout+100*time.Millisecond, func() {
+		finish("uncertain", nil, fmt.Errorf("Kafka has not acknowledged the message yet; retry with the same client_msg_id: %w", apierr.ErrUnavailable))
+	})
+	s.log.Append(pctx, out, func(err error) {
+		cancel()
+		timer.Stop()
 		if err == nil {
+			result := "ok"
 			if dup {
-				s.sends.WithLabelValues("duplicate").Inc()
-			} else {
-				s.sends.WithLabelValues("ok").Inc()
+				result = "duplicate"
 			}
-			done(out, nil)
+			finish(result, out, nil)
 			return
 		}
 		if !dup { // a duplicate's first copy may be durable already: never withdraw it
@@ -256,7 +270,7 @@ func (s *Service) send(ctx context.Context, me auth.Identity, req *parleyv1.Send
 			}()
 		}
 		s.logger.Warn("message not durable", "room", out.RoomId, "seq", out.Seq, "err", err)
-		fail("unavailable", fmt.Errorf("message could not be stored (Kafka did not acknowledge it); retry with the same client_msg_id: %w", apierr.ErrUnavailable))
+		finish("unavailable", nil, fmt.Errorf("message could not be stored (Kafka did not acknowledge it); retry with the same client_msg_id: %w", apierr.ErrUnavailable))
 	})
 }
 
