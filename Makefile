@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO    ?= go
 BUF   := tools/node_modules/.bin/buf
 
-.PHONY: run test build tools generate check-generate lint vet unit services-up services-down services-status clean
+.PHONY: bench run test build tools generate check-generate lint vet unit services-up services-down services-status clean
 
 ## run: Parley in one process on embedded stand-ins (in-process Redis, Kafka, FerretDB on SQLite under ./data)
 run:
@@ -12,6 +12,10 @@ run:
 ## test: install and start the real services, then every check and test (see scripts/test.sh)
 test:
 	bash scripts/test.sh
+
+## bench: fanout-v1 through Parley and on Redis alone; tables + JSON in docs/bench/ (ARGS="--rates 1000,2000")
+bench:
+	bash scripts/bench.sh $(ARGS)
 
 ## build: the parley binary in bin/
 build:

@@ -15,6 +15,7 @@ const usage = `usage: parley <command> [flags]
 commands:
   server      serve the gRPC, grpc-web, REST API and the web app
   persister   consume the message topic into the MongoDB-protocol store
+  bench       run a benchmark workload (bench fanout [--raw]; see docs/PERFORMANCE.md)
 
 Run "parley <command> -h" for the flags; each flag FOO-BAR is also read from
 the environment variable PARLEY_FOO_BAR.
@@ -39,6 +40,8 @@ func run(ctx context.Context, args []string) error {
 		return runServer(ctx, args[1:])
 	case "persister":
 		return runPersister(ctx, args[1:])
+	case "bench":
+		return runBench(ctx, args[1:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return nil

@@ -1,0 +1,494 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/rueidis"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+)
+
+func numCPU() int { return runtime.NumCPU() }
+
+// FanoutConfig configures fanout-v1.
+type FanoutConfig struct {
+	Addr        string        // Parley's address (parley mode)
+	RedisURL    string        // Redis (raw mode)
+	Raw         bool          // Redis pub/sub alone, no Parley
+	Rooms       int           // R (100)
+	Members     int           // S per room, the publisher included (10)
+	Rates       []int         // offered msgs/s in total, per step
+	Step        time.Duration // measured part of a step (10s)
+	Warmup      time.Duration // unmeasured start of a step (2s)
+	Grace       time.Duration // wait for stragglers after a step (5s)
+	BodyBytes   int           // 100
+	Conns       int           // gRPC connections the streams are spread over
+	Pids        map[string]int
+	ServerPid   int
+	Persistence string
+	StopAfter   int // stop after this many failing steps in a row (0: never)
+	Progress    io.Writer
+}
+
+// Validate names the bad field.
+func (c *FanoutConfig) Validate() error {
+	switch {
+	case c.Rooms < 1 || c.Members < 1:
+		return fmt.Errorf("rooms and members must be positive")
+	case len(c.Rates) == 0:
+		return fmt.Errorf("rates: at least one step")
+	case c.Step <= 0:
+		return fmt.Errorf("step must be positive")
+	case c.BodyBytes < 48:
+		return fmt.Errorf("body-bytes must be at least 48 (the header)")
+	case !c.Raw && c.Addr == "":
+		return fmt.Errorf("addr: the Parley server to load")
+	case c.Raw && c.RedisURL == "":
+		return fmt.Errorf("redis-url: the Redis server for --raw")
+	}
+	if c.Conns < 1 {
+		c.Conns = 1
+	}
+	return nil
+}
+
+// body header: "S<step>|M<0/1>|<seq>|<unixnano>|" padded to BodyBytes.
+func makeBody(buf []byte, step int, measured bool, seq int64, size int) string {
+	m := 0
+	if measured {
+		m = 1
+	}
+	b := buf[:0]
+	b = append(b, 'S')
+	b = strconv.AppendInt(b, int64(step), 10)
+	b = append(b, '|', 'M', byte('0'+m), '|')
+	b = strconv.AppendInt(b, seq, 10)
+	b = append(b, '|')
+	b = strconv.AppendInt(b, time.Now().UnixNano(), 10)
+	b = append(b, '|')
+	for len(b) < size {
+		b = append(b, 'x')
+	}
+	return string(b)
+}
+
+type parsed struct {
+	step     int
+	measured bool
+	seq      int64
+	sent     int64
+}
+
+func parseBody(s string) (p parsed, ok bool) {
+	if len(s) < 8 || s[0] != 'S' {
+		return p, false
+	}
+	i := 1
+	next := func() (int64, bool) {
+		j := i
+		for j < len(s) && s[j] != '|' {
+			j++
+		}
+		if j >= len(s) {
+			return 0, false
+		}
+		v, err := strconv.ParseInt(s[i:j], 10, 64)
+		i = j + 1
+		return v, err == nil
+	}
+	st, ok1 := next()
+	if !ok1 || i+2 >= len(s) || s[i] != 'M' {
+		return p, false
+	}
+	p.measured = s[i+1] == '1'
+	i += 3
+	seq, ok2 := next()
+	sent, ok3 := next()
+	p.step, p.seq, p.sent = int(st), seq, sent
+	return p, ok2 && ok3
+}
+
+// stepStats accumulates one step's deliveries.
+type stepStats struct {
+	hist      Hist
+	delivered atomic.Int64 // unique measured deliveries
+	dup       atomic.Int64
+	reordered atomic.Int64
+	failed    atomic.Int64
+	sent      atomic.Int64 // measured messages sent
+}
+
+// receiver is one member connection's view of its room.
+type receiver struct {
+	mu   sync.Mutex
+	seen map[int64]struct{}
+	last int64
+}
+
+func (r *receiver) record(p parsed, stats []*stepStats, now int64) {
+	if p.step < 0 || p.step >= len(stats) {
+		return
+	}
+	r.mu.Lock()
+	_, dup := r.seen[p.seq]
+	reordered := !dup && p.seq < r.last
+	r.seen[p.seq] = struct{}{}
+	r.last = max(r.last, p.seq)
+	r.mu.Unlock()
+	if !p.measured {
+		return
+	}
+	st := stats[p.step]
+	switch {
+	case dup:
+		st.dup.Add(1)
+		return
+	case reordered:
+		st.reordered.Add(1)
+	}
+	st.delivered.Add(1)
+	st.hist.Record(time.Duration(now - p.sent))
+}
+
+// publishFunc sends one message of room i.
+type publishFunc func(room int, seq int64, body string) error
+
+// runSteps drives the schedule and collects the report.
+func runSteps(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*stepStats, publish publishFunc) error {
+	seqs := make([]int64, cfg.Rooms)
+	buf := make([][]byte, cfg.Rooms)
+	for i := range buf {
+		buf[i] = make([]byte, 0, cfg.BodyBytes+32)
+	}
+	failing := 0
+	for si, rate := range cfg.Rates {
+		perRoom := float64(rate) / float64(cfg.Rooms)
+		meter := (*cpuMeter)(nil)
+		var phaseErr error
+		for _, measured := range []bool{false, true} {
+			d := cfg.Warmup
+			if measured {
+				d = cfg.Step
+				meter = newCPUMeter(cfg.Pids)
+			}
+			if d <= 0 {
+				continue
+			}
+			n := int64(perRoom * d.Seconds())
+			interval := time.Duration(float64(time.Second) / perRoom)
+			start := time.Now()
+			g, gctx := errgroup.WithContext(ctx)
+			for room := 0; room < cfg.Rooms; room++ {
+				g.Go(func() error {
+					var sent int64
+					for sent < n {
+						due := min(int64(time.Since(start)/interval)+1, n)
+						for ; sent < due; sent++ {
+							seqs[room]++
+							body := makeBody(buf[room], si, measured, seqs[room], cfg.BodyBytes)
+							if err := publish(room, seqs[room], body); err != nil {
+								stats[si].failed.Add(1)
+							} else if measured {
+								stats[si].sent.Add(1)
+							}
+						}
+						if sent < n {
+							wait := time.Until(start.Add(time.Duration(sent) * interval))
+							select {
+							case <-gctx.Done():
+								return gctx.Err()
+							case <-time.After(max(wait, 200*time.Microsecond)):
+							}
+						}
+					}
+					return nil
+				})
+			}
+			if err := g.Wait(); err != nil {
+				phaseErr = err
+				break
+			}
+		}
+		if phaseErr != nil {
+			return phaseErr
+		}
+		cpu := meter.percent()
+		cpu["loadgen"] = cpu["loadgen"] // keep the column even if unmeasured
+		// Stragglers: wait until everything sent was delivered, or Grace.
+		st := stats[si]
+		want := st.sent.Load() * int64(cfg.Members)
+		deadline := time.Now().Add(cfg.Grace)
+		for st.delivered.Load() < want && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		s := Step{
+			Offered:   rate,
+			Sent:      float64(st.sent.Load()) / cfg.Step.Seconds(),
+			Delivered: float64(st.delivered.Load()) / cfg.Step.Seconds(),
+			Lost:      max(want-st.delivered.Load(), 0),
+			Dup:       st.dup.Load(),
+			Reordered: st.reordered.Load(),
+			Failed:    st.failed.Load(),
+			P50:       ms(st.hist.Quantile(0.5)),
+			P99:       ms(st.hist.Quantile(0.99)),
+			Max:       ms(st.hist.Max()),
+			CPU:       cpu,
+		}
+		if cfg.ServerPid > 0 {
+			if rss, err := rssBytes(cfg.ServerPid); err == nil {
+				s.ServerRSSMB = float64(rss) / (1 << 20)
+			}
+		}
+		rep.Steps = append(rep.Steps, s)
+		fmt.Fprintf(cfg.Progress, "step %d/%d: offered %d/s sent %.0f/s delivered %.0f/s lost %d dup %d reord %d failed %d p50 %.1fms p99 %.1fms max %.1fms\n",
+			si+1, len(cfg.Rates), rate, s.Sent, s.Delivered, s.Lost, s.Dup, s.Reordered, s.Failed, s.P50, s.P99, s.Max)
+		if s.Lost > 0 || s.Failed > 0 || s.P99 >= 100 {
+			failing++
+			if cfg.StopAfter > 0 && failing >= cfg.StopAfter {
+				rep.Notes = append(rep.Notes, fmt.Sprintf("stopped after %d failing step(s) in a row", failing))
+				break
+			}
+		} else {
+			failing = 0
+		}
+	}
+	rep.computePeak()
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// RunFanout runs fanout-v1 against Parley, or on Redis alone with cfg.Raw.
+func RunFanout(ctx context.Context, cfg FanoutConfig) (*Report, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Progress == nil {
+		cfg.Progress = io.Discard
+	}
+	if cfg.Pids == nil {
+		cfg.Pids = map[string]int{}
+	}
+	cfg.Pids["loadgen"] = os.Getpid()
+	rep := &Report{Workload: "fanout-v1", Mode: "parley", Machine: machine(), Started: time.Now().UTC(),
+		Rooms: cfg.Rooms, Members: cfg.Members, BodyBytes: cfg.BodyBytes, StepSeconds: cfg.Step.Seconds(), Persistence: cfg.Persistence}
+	stats := make([]*stepStats, len(cfg.Rates))
+	for i := range stats {
+		stats[i] = &stepStats{}
+	}
+	if cfg.Raw {
+		rep.Mode, rep.Persistence = "raw", "n/a (Redis pub/sub only)"
+		return rep, runRaw(ctx, cfg, rep, stats)
+	}
+	return rep, runParley(ctx, cfg, rep, stats)
+}
+
+// runRaw: publishers PUBLISH, one PSUBSCRIBE connection dispatches in-process
+// to S receivers per room.
+func runRaw(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*stepStats) error {
+	opt, err := rueidis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	opt.DisableCache = true
+	client, err := rueidis.NewClient(opt)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	prefix := fmt.Sprintf("bench:%d:room:", time.Now().UnixNano())
+	recv := make([][]*receiver, cfg.Rooms)
+	for i := range recv {
+		for j := 0; j < cfg.Members; j++ {
+			recv[i] = append(recv[i], &receiver{seen: map[int64]struct{}{}})
+		}
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	subscribed := make(chan struct{})
+	subErr := make(chan error, 1)
+	go func() {
+		dc, release := client.Dedicate()
+		defer release()
+		wait := dc.SetPubSubHooks(rueidis.PubSubHooks{
+			OnMessage: func(m rueidis.PubSubMessage) {
+				room, err := strconv.Atoi(m.Channel[len(prefix):])
+				if err != nil || room < 0 || room >= cfg.Rooms {
+					return
+				}
+				p, ok := parseBody(m.Message)
+				if !ok {
+					return
+				}
+				now := time.Now().UnixNano()
+				for _, r := range recv[room] {
+					r.record(p, stats, now)
+				}
+			},
+		})
+		if err := dc.Do(sctx, dc.B().Psubscribe().Pattern(prefix+"*").Build()).Error(); err != nil {
+			subErr <- err
+			return
+		}
+		close(subscribed)
+		select {
+		case err := <-wait:
+			subErr <- err
+		case <-sctx.Done():
+		}
+	}()
+	select {
+	case <-subscribed:
+	case err := <-subErr:
+		return fmt.Errorf("psubscribe: %w", err)
+	}
+	fmt.Fprintf(cfg.Progress, "raw: %d rooms x %d members on one PSUBSCRIBE connection\n", cfg.Rooms, cfg.Members)
+	return runSteps(ctx, cfg, rep, stats, func(room int, _ int64, body string) error {
+		return client.Do(ctx, client.B().Publish().Channel(prefix+strconv.Itoa(room)).Message(body).Build()).Error()
+	})
+}
+
+// benchUser is one member connection's identity.
+type benchUser struct {
+	token string
+}
+
+func authCtx(ctx context.Context, tok string) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok)
+}
+
+// runParley: R*S users, one Connect stream each; the first member of each
+// room publishes on its stream.
+func runParley(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*stepStats) error {
+	conns := make([]*grpc.ClientConn, cfg.Conns)
+	for i := range conns {
+		cc, err := grpc.NewClient(cfg.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return err
+		}
+		defer cc.Close()
+		conns[i] = cc
+	}
+	run := strconv.FormatInt(time.Now().Unix()%1_000_000, 36)
+	users := make([][]benchUser, cfg.Rooms)
+	roomIDs := make([]string, cfg.Rooms)
+	t0 := time.Now()
+	fmt.Fprintf(cfg.Progress, "setup: signing up %d users, creating %d rooms\n", cfg.Rooms*cfg.Members, cfg.Rooms)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for r := 0; r < cfg.Rooms; r++ {
+		users[r] = make([]benchUser, cfg.Members)
+		g.Go(func() error {
+			cc := conns[r%len(conns)]
+			au, rs := parleyv1.NewAuthServiceClient(cc), parleyv1.NewRoomServiceClient(cc)
+			for m := 0; m < cfg.Members; m++ {
+				resp, err := au.SignUp(gctx, &parleyv1.SignUpRequest{Username: fmt.Sprintf("b%s-%d-%d", run, r, m), Password: "bench-password"})
+				if err != nil {
+					return fmt.Errorf("sign up: %w", err)
+				}
+				users[r][m] = benchUser{token: resp.Tokens.AccessToken}
+			}
+			room, err := rs.CreateRoom(authCtx(gctx, users[r][0].token), &parleyv1.CreateRoomRequest{Name: fmt.Sprintf("bench %s %d", run, r)})
+			if err != nil {
+				return fmt.Errorf("create room: %w", err)
+			}
+			roomIDs[r] = room.Room.RoomId
+			for m := 1; m < cfg.Members; m++ {
+				if _, err := rs.JoinRoom(authCtx(gctx, users[r][m].token), &parleyv1.JoinRoomRequest{RoomId: roomIDs[r]}); err != nil {
+					return fmt.Errorf("join room: %w", err)
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	fmt.Fprintf(cfg.Progress, "setup: done in %s; opening %d streams over %d connections\n", time.Since(t0).Round(time.Millisecond), cfg.Rooms*cfg.Members, len(conns))
+
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pubs := make([]parleyv1.ChatService_ConnectClient, cfg.Rooms)
+	var wg sync.WaitGroup
+	var streamErr atomic.Value
+	subscribed := make(chan struct{}, cfg.Rooms*cfg.Members)
+	i := 0
+	for r := 0; r < cfg.Rooms; r++ {
+		for m := 0; m < cfg.Members; m++ {
+			cc := conns[i%len(conns)]
+			i++
+			s, err := parleyv1.NewChatServiceClient(cc).Connect(authCtx(sctx, users[r][m].token))
+			if err != nil {
+				return fmt.Errorf("connect: %w", err)
+			}
+			if err := s.Send(&parleyv1.ConnectRequest{Frame: &parleyv1.ConnectRequest_Subscribe{Subscribe: &parleyv1.Subscribe{RoomId: roomIDs[r]}}}); err != nil {
+				return err
+			}
+			if m == 0 {
+				pubs[r] = s
+			}
+			rcv := &receiver{seen: map[int64]struct{}{}}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					f, err := s.Recv()
+					if err != nil {
+						if sctx.Err() == nil {
+							streamErr.Store(err)
+						}
+						return
+					}
+					switch v := f.Frame.(type) {
+					case *parleyv1.ConnectResponse_Message:
+						if p, ok := parseBody(v.Message.Body); ok {
+							rcv.record(p, stats, time.Now().UnixNano())
+						}
+					case *parleyv1.ConnectResponse_SendAck:
+						if v.SendAck.Error != nil {
+							if p, ok := parseBody(v.SendAck.ClientMsgId); ok && p.step < len(stats) {
+								stats[p.step].failed.Add(1)
+							}
+						}
+					case *parleyv1.ConnectResponse_Subscribed:
+						subscribed <- struct{}{}
+					case *parleyv1.ConnectResponse_SubscribeError:
+						streamErr.Store(errors.New(v.SubscribeError.GetError().GetMessage()))
+					}
+				}
+			}()
+		}
+	}
+	for n := 0; n < cfg.Rooms*cfg.Members; n++ {
+		select {
+		case <-subscribed:
+		case <-time.After(60 * time.Second):
+			return fmt.Errorf("only %d of %d streams subscribed after 60s", n, cfg.Rooms*cfg.Members)
+		}
+	}
+	fmt.Fprintf(cfg.Progress, "setup: %d streams subscribed\n", cfg.Rooms*cfg.Members)
+	err := runSteps(ctx, cfg, rep, stats, func(room int, seq int64, body string) error {
+		// The client_msg_id carries the step so a failed ack is counted there.
+		return pubs[room].Send(&parleyv1.ConnectRequest{Frame: &parleyv1.ConnectRequest_Send{Send: &parleyv1.SendMessageRequest{
+			RoomId: roomIDs[room], ClientMsgId: body[:min(len(body), 48)], Body: body}}})
+	})
+	if e, _ := streamErr.Load().(error); e != nil && err == nil {
+		rep.Notes = append(rep.Notes, "a stream failed during the run: "+e.Error())
+	}
+	cancel()
+	wg.Wait()
+	return err
+}

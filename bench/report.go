@@ -1,0 +1,118 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Step is one offered-load step's result.
+type Step struct {
+	Offered     int                `json:"offered_per_s"`
+	Sent        float64            `json:"sent_per_s"`
+	Delivered   float64            `json:"delivered_per_s"`
+	Lost        int64              `json:"lost"`
+	Dup         int64              `json:"dup"`
+	Reordered   int64              `json:"reordered"`
+	Failed      int64              `json:"send_failed"`
+	P50         float64            `json:"latency_p50_ms"`
+	P99         float64            `json:"latency_p99_ms"`
+	Max         float64            `json:"latency_max_ms"`
+	CPU         map[string]float64 `json:"cpu_percent"`
+	ServerRSSMB float64            `json:"server_rss_mb,omitempty"`
+}
+
+// Report is a whole run.
+type Report struct {
+	Workload    string    `json:"workload"`
+	Mode        string    `json:"mode"` // "parley" or "raw"
+	Machine     string    `json:"machine"`
+	Started     time.Time `json:"started"`
+	Rooms       int       `json:"rooms"`
+	Members     int       `json:"members_per_room"`
+	BodyBytes   int       `json:"body_bytes"`
+	StepSeconds float64   `json:"step_seconds"`
+	Persistence string    `json:"persistence"`
+	Steps       []Step    `json:"steps"`
+	Peak        int       `json:"peak_per_s"`
+	Notes       []string  `json:"notes,omitempty"`
+}
+
+// peak is the highest step with p99 < 100 ms and zero loss.
+func (r *Report) computePeak() {
+	r.Peak = 0
+	for _, s := range r.Steps {
+		if s.Lost == 0 && s.Failed == 0 && s.P99 < 100 && s.Offered > r.Peak {
+			r.Peak = s.Offered
+		}
+	}
+}
+
+// WriteTable prints the report as a table.
+func (r *Report) WriteTable(w io.Writer) {
+	fmt.Fprintf(w, "\n%s (%s), %d rooms x %d members, %d-byte bodies, %.0fs steps, persistence %s\nmachine: %s\n\n",
+		r.Workload, r.Mode, r.Rooms, r.Members, r.BodyBytes, r.StepSeconds, r.Persistence, r.Machine)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	var names []string
+	if len(r.Steps) > 0 {
+		for n := range r.Steps[0].CPU {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+	}
+	hdr := "offered/s\tsent/s\tdelivered/s\tlost\tdup\treord\tfailed\tp50 ms\tp99 ms\tmax ms\t"
+	for _, n := range names {
+		hdr += "cpu " + n + "\t"
+	}
+	hdr += "rss MB\t"
+	fmt.Fprintln(tw, hdr)
+	for _, s := range r.Steps {
+		line := fmt.Sprintf("%d\t%.0f\t%.0f\t%d\t%d\t%d\t%d\t%.1f\t%.1f\t%.1f\t", s.Offered, s.Sent, s.Delivered, s.Lost, s.Dup, s.Reordered, s.Failed, s.P50, s.P99, s.Max)
+		for _, n := range names {
+			line += fmt.Sprintf("%.0f%%\t", s.CPU[n])
+		}
+		line += fmt.Sprintf("%.0f\t", s.ServerRSSMB)
+		fmt.Fprintln(tw, line)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\npeak (p99 < 100 ms, no loss): %d msgs/s (%d deliveries/s)\n", r.Peak, r.Peak*r.Members)
+	for _, n := range r.Notes {
+		fmt.Fprintln(w, "note:", n)
+	}
+}
+
+// WriteJSON writes the report to path.
+func (r *Report) WriteJSON(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// machine describes this machine for the report.
+func machine() string {
+	cpu := "unknown cpu"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				cpu = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		if f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0]); len(f) >= 2 {
+			var kb int64
+			fmt.Sscan(f[1], &kb)
+			mem = fmt.Sprintf(", %.0f GiB", float64(kb)/(1<<20))
+		}
+	}
+	return fmt.Sprintf("%s, %d cores%s", cpu, numCPU(), mem)
+}
