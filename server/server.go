@@ -54,6 +54,7 @@ type Config struct {
 	Addr            string
 	RedisURL        string
 	RedisPrefix     string
+	DedupeTTL       time.Duration
 	KafkaBrokers    config.List
 	Topic           string
 	Partitions      int
@@ -81,6 +82,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8080", "listen address for gRPC, grpc-web, REST, metrics and the web app")
 	fs.StringVar(&c.RedisURL, "redis-url", "redis://127.0.0.1:6379", "Redis URL")
 	fs.StringVar(&c.RedisPrefix, "redis-prefix", "parley:", "prefix of Redis keys and channels")
+	fs.DurationVar(&c.DedupeTTL, "dedupe-ttl", 24*time.Hour, "how long a client_msg_id is remembered for retries")
 	c.KafkaBrokers = config.List{"127.0.0.1:9092"}
 	fs.Var(&c.KafkaBrokers, "kafka-brokers", "comma-separated Kafka seed brokers")
 	fs.StringVar(&c.Topic, "topic", "parley.messages", "Kafka topic of messages")
@@ -211,7 +213,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 		return err
 	}
 	hub := fanout.NewHub(reg)
-	broker := fanout.NewRedis(rc, fanout.Options{Prefix: cfg.RedisPrefix}, log, reg)
+	broker := fanout.NewRedis(rc, fanout.Options{Prefix: cfg.RedisPrefix, DedupeTTL: cfg.DedupeTTL}, log, reg)
 	roomSvc := rooms.NewService(st, broker, broker)
 	cfg.Chat.SendTimeout = cfg.SendTimeout
 	chatSvc, err := chat.NewService(cfg.Chat, broker, producer, msgs, st, hub, log, reg)
