@@ -23,7 +23,8 @@ bash scripts/services.sh start all
 eval "$(bash scripts/services.sh env)"
 go build -o "$work/parley" ./cmd/parley
 name="bench$(date +%s)"
-addr=127.0.0.1:18080
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+addr=127.0.0.1:$port
 "$work/parley" server -addr "$addr" -redis-url "$PARLEY_REDIS_URL" -redis-prefix "$name:" \
   -kafka-brokers "$PARLEY_KAFKA_BROKERS" -topic "$name" -partitions 12 \
   -mongo-uri "$PARLEY_MONGO_URI" -database "$name" -token-key "bench-token-key-0123456789abcdefghij" \
@@ -38,7 +39,7 @@ for _ in $(seq 1 300); do
   curl -fsS "http://$addr/readyz" >/dev/null 2>&1 && break
   sleep 0.2
 done
-curl -fsS "http://$addr/readyz" >/dev/null || { cat "$work/server.log"; echo "server not ready"; exit 1; }
+curl -fsS "http://$addr/readyz" >/dev/null && kill -0 "$server" || { cat "$work/server.log"; echo "server not ready"; exit 1; }
 
 redis_pid=$(cat "${PARLEY_SERVICES_DIR:-${TMPDIR:-/tmp}/parley-services}/redis/redis.pid" 2>/dev/null || pgrep -f "redis-server.*${PARLEY_REDIS_URL##*:}" | head -1)
 kafka_pid=$(pgrep -f 'kafka.Kafka' | head -1 || true)
