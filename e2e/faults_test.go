@@ -174,3 +174,98 @@ func TestKafkaOutage(t *testing.T) {
 		}
 	}
 }
+
+// TestServerKilledClientsResumeElsewhere: SIGKILL the instance a client is
+// connected to; the client reconnects to the other one with its last
+// position and receives exactly what was sent meanwhile.
+func TestServerKilledClientsResumeElsewhere(t *testing.T) {
+	faultTest(t)
+	c := newCluster(t, 2)
+	a, b := c.signUp(0, "mona"), c.signUp(1, "nick")
+	room := createRoom(t, b, parleyv1.RoomVisibility_ROOM_VISIBILITY_PUBLIC, a)
+	sa := connect(t, a)
+	sa.subscribe(room, nil)
+	ctx := context.Background()
+	sendB := func(cmid string) *parleyv1.Message {
+		t.Helper()
+		r, err := b.chat.SendMessage(b.ctx(ctx), &parleyv1.SendMessageRequest{RoomId: room, ClientMsgId: cmid, Body: cmid})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Message
+	}
+	for i := 0; i < 10; i++ {
+		sendB(fmt.Sprint("pre-", i))
+	}
+	sa.wait("10 messages", func() bool { return len(sa.msgs) == 10 })
+	c.servers[0].kill()
+	<-sa.ended
+	last := sa.messages()[9]
+	var missed []*parleyv1.Message
+	for i := 0; i < 25; i++ {
+		missed = append(missed, sendB(fmt.Sprint("while-", i)))
+	}
+	sa2 := connect(t, c.on(1, a))
+	sa2.subscribe(room, &parleyv1.RoomPosition{Epoch: last.Epoch, Seq: last.Seq})
+	sa2.wait("25 missed", func() bool { return len(sa2.msgs) >= 25 })
+	got := sa2.messages()
+	if len(got) != 25 {
+		t.Fatalf("resumed with %d messages, want 25", len(got))
+	}
+	for i := range missed {
+		if got[i].MessageId != missed[i].MessageId {
+			t.Fatalf("resumed message %d: %s, want %s", i, got[i].MessageId, missed[i].MessageId)
+		}
+	}
+}
+
+// TestStoreOutage: the store (FerretDB and PostgreSQL) stops for 10 s while
+// messages flow: sends keep being acknowledged (Kafka holds them), the
+// persister retries, and once the store is back every acked message is
+// stored exactly once.
+func TestStoreOutage(t *testing.T) {
+	faultTest(t)
+	c := newCluster(t, 1)
+	a := c.signUp(0, "olga")
+	room := createRoom(t, a, parleyv1.RoomVisibility_ROOM_VISIBILITY_PUBLIC)
+	ctx := context.Background()
+	acked := map[string]bool{}
+	send := func(cmid string) error {
+		r, err := a.chat.SendMessage(a.ctx(ctx), &parleyv1.SendMessageRequest{RoomId: room, ClientMsgId: cmid, Body: cmid})
+		if err == nil {
+			acked[r.Message.MessageId] = true
+		}
+		return err
+	}
+	for i := 0; i < 50; i++ {
+		if err := send(fmt.Sprint("pre-", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	services(t, "stop", "ferretdb", "postgres")
+	t.Cleanup(func() { services(t, "start", "ferretdb") })
+	stopped := time.Now()
+	for i := 0; time.Since(stopped) < 10*time.Second; i++ {
+		if err := send(fmt.Sprint("during-", i)); err != nil {
+			t.Fatalf("send %d while the store is down: %v (membership is cached; Kafka holds the message)", i, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	services(t, "start", "ferretdb")
+	for i := 0; i < 50; i++ {
+		if err := send(fmt.Sprint("post-", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.waitStored(room, int64(len(acked)), 120*time.Second)
+	time.Sleep(2 * time.Second)
+	docs, byID := c.stored(room)
+	if docs != int64(len(acked)) {
+		t.Fatalf("%d documents for %d acked messages", docs, len(acked))
+	}
+	for id := range acked {
+		if byID[id] != 1 {
+			t.Fatalf("acked message %s stored %d times", id, byID[id])
+		}
+	}
+}

@@ -31,7 +31,7 @@ step "go test (unit, integration, end-to-end; -race)"
 go test -race -count=1 -timeout 30m ./...
 
 step "fault tests (they stop and start Redis and Kafka, so they run alone)"
-PARLEY_TEST_FAULTS=1 go test -count=1 -timeout 15m -run 'TestRedisRestart|TestKafkaOutage' ./e2e/
+PARLEY_TEST_FAULTS=1 go test -count=1 -timeout 15m -run 'TestRedisRestart|TestKafkaOutage|TestServerKilled|TestStoreOutage' ./e2e/
 
 step "parley-dev (make run) tests"
 (cd devstack/parley-dev && go vet ./... && go test -count=1 ./...)

@@ -80,7 +80,7 @@ type Service struct {
 	hub     Hub
 	logger  *slog.Logger
 	limiter *ratelimit.Limiter
-	members sync.Map // "room/user" -> time.Time (expiry) of a positive check
+	members sync.Map // "room/user" -> memberEntry
 
 	streamsMu   sync.Mutex
 	userStreams map[string]int
@@ -143,14 +143,58 @@ func (s *Service) openStream(userID string) (func(), error) {
 
 // checkMember returns nil if user may read and write room: PermissionDenied
 // for a non-member of a public room, NotFound for a room the user cannot see.
+// A positive answer is cached for MembershipTTL; while the store is
+// unreachable a cached answer up to staleMembership old still counts, so a
+// store outage does not stop conversations that were already going on.
 func (s *Service) checkMember(ctx context.Context, roomID, userID string) error {
 	if err := rooms.ValidateRoomID("room_id", roomID); err != nil {
 		return err
 	}
 	key := roomID + "/" + userID
-	if exp, ok := s.members.Load(key); ok && time.Now().Before(exp.(time.Time)) {
+	now := time.Now()
+	var e memberEntry
+	if v, ok := s.members.Load(key); ok {
+		e = v.(memberEntry)
+	}
+	stale := !e.confirmed.IsZero() && now.Sub(e.confirmed) < staleMembership
+	if stale && (now.Sub(e.confirmed) < s.cfg.MembershipTTL || now.Before(e.retryAfter)) {
 		return nil
 	}
+	if !stale {
+		err := s.lookupMember(ctx, roomID, userID)
+		if err == nil {
+			s.members.Store(key, memberEntry{confirmed: now})
+		}
+		return err
+	}
+	// A stale positive answer: refresh it, but do not wait long for a store
+	// that may be down, and keep the old answer unless the store says no.
+	lctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	err := s.lookupMember(lctx, roomID, userID)
+	switch {
+	case err == nil:
+		s.members.Store(key, memberEntry{confirmed: now})
+	case errors.Is(err, apierr.ErrNotMember), errors.Is(err, apierr.ErrRoomNotFound):
+		return err
+	default:
+		s.members.Store(key, memberEntry{confirmed: e.confirmed, retryAfter: now.Add(s.cfg.MembershipTTL)})
+		s.logger.WarnContext(ctx, "membership check failed; using the cached answer", "room", roomID, "user", userID, "err", err)
+	}
+	return nil
+}
+
+// memberEntry is a cached positive membership check.
+type memberEntry struct {
+	confirmed  time.Time // when the store last said yes
+	retryAfter time.Time // the store failed: do not ask again before this
+}
+
+// staleMembership bounds how old a cached membership may be when the store
+// cannot be asked.
+const staleMembership = 10 * time.Minute
+
+func (s *Service) lookupMember(ctx context.Context, roomID, userID string) error {
 	r, err := s.rooms.Room(ctx, roomID)
 	if err != nil {
 		if errors.Is(err, apierr.ErrRoomNotFound) {
@@ -163,12 +207,12 @@ func (s *Service) checkMember(ctx context.Context, roomID, userID string) error 
 		return err
 	}
 	if !ok {
+		s.members.Delete(roomID + "/" + userID)
 		if r.Visibility == store.VisibilityPublic {
 			return fmt.Errorf("join room %q first: %w", roomID, apierr.ErrNotMember)
 		}
 		return fmt.Errorf("room %q: %w", roomID, apierr.ErrRoomNotFound)
 	}
-	s.members.Store(key, time.Now().Add(s.cfg.MembershipTTL))
 	return nil
 }
 
