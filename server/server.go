@@ -71,6 +71,7 @@ type Config struct {
 	WebDir          string
 	ShutdownGrace   time.Duration
 	RequestTimeout  time.Duration
+	Pprof           bool
 	LoginAttempts   int
 	AddressAttempts int
 	Chat            chat.Config
@@ -98,6 +99,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ProduceLinger, "produce-linger", 0, "Kafka producer linger")
 	fs.Var(&c.AllowedOrigins, "allowed-origins", "browser origins allowed to use grpc-web (comma-separated; * for any)")
 	fs.StringVar(&c.WebDir, "web-dir", "webclient/dist", "directory of the built web app served at /")
+	fs.BoolVar(&c.Pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ (for profiling; keep off in production)")
 	fs.DurationVar(&c.RequestTimeout, "request-timeout", 30*time.Second, "deadline of a unary call that brings none (or a later one)")
 	fs.IntVar(&c.LoginAttempts, "login-attempts", 10, "sign-up/login attempts per minute per username")
 	fs.IntVar(&c.AddressAttempts, "address-attempts", 60, "sign-up/login attempts per minute per client address")
@@ -288,6 +290,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 			Gateway:        gw,
 			Metrics:        promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 			Ready:          readyFn,
+			Pprof:          cfg.Pprof,
 			Web:            apidocs.Handler(webHandler(cfg.WebDir)), // /openapi.json, /docs/
 		}),
 		ReadHeaderTimeout: 10 * time.Second,

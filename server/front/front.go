@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -132,6 +133,8 @@ type Options struct {
 	Metrics        http.Handler // /metrics
 	Ready          func() error // /readyz
 	Web            http.Handler // everything else (the web app)
+	// Pprof serves net/http/pprof under /debug/pprof/ (off by default).
+	Pprof bool
 }
 
 // Handler returns the HTTP/1.1 handler.
@@ -170,6 +173,13 @@ func Handler(gs *grpc.Server, o Options) http.Handler {
 	}
 	if o.Gateway != nil {
 		mux.Handle("/v1/", o.Gateway)
+	}
+	if o.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	if o.Web != nil {
 		mux.Handle("/", o.Web)
