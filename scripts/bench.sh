@@ -30,7 +30,7 @@ addr=127.0.0.1:$port
   -mongo-uri "$PARLEY_MONGO_URI" -database "$name" -token-key "bench-token-key-0123456789abcdefghij" \
   -argon2-memory-kib 1024 -argon2-time 1 -send-rate 100000 -send-burst 100000 \
   -frame-rate 100000 -frame-burst 100000 -max-streams-per-user 100 -address-attempts 100000 -login-attempts 100000 \
-  -dedupe-ttl 10m -web-dir /nonexistent -log-level warn >"$work/server.log" 2>&1 &
+  -dedupe-ttl 10m -pprof -web-dir /nonexistent -log-level warn >"$work/server.log" 2>&1 &
 server=$!; pids+=("$server")
 "$work/parley" persister -kafka-brokers "$PARLEY_KAFKA_BROKERS" -topic "$name" -dlq-topic "$name.dlq" -group "$name" \
   -mongo-uri "$PARLEY_MONGO_URI" -database "$name" -metrics-addr "" -log-level warn >"$work/persister.log" 2>&1 &
