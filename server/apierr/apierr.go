@@ -13,13 +13,14 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strings"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"time"
 )
 
 // Domain errors. Wrap them with fmt.Errorf("...: %w", ErrX) to add context.
@@ -107,6 +108,15 @@ func Status(err error) *status.Status {
 		}
 		return s
 	}
+	if errors.Is(err, ErrUnavailable) {
+		// The wrapped detail names backend internals: it goes to the log
+		// (the interceptor logs every Unavailable), not to the caller.
+		msg := err.Error()
+		if i := strings.Index(msg, ErrUnavailable.Error()); i >= 0 {
+			msg = msg[:i+len(ErrUnavailable.Error())]
+		}
+		return status.New(codes.Unavailable, msg)
+	}
 	for _, c := range codeOf {
 		if errors.Is(err, c.err) {
 			return status.New(c.code, err.Error())
@@ -132,8 +142,11 @@ func Interceptors(log *slog.Logger) (grpc.UnaryServerInterceptor, grpc.StreamSer
 			return nil
 		}
 		s := Status(err)
-		if s.Code() == codes.Internal || s.Code() == codes.Unknown {
+		switch s.Code() {
+		case codes.Internal, codes.Unknown:
 			log.ErrorContext(ctx, "rpc failed", "method", method, "err", err)
+		case codes.Unavailable:
+			log.WarnContext(ctx, "rpc unavailable", "method", method, "err", err)
 		}
 		return s.Err()
 	}

@@ -141,8 +141,8 @@ func (s *Service) SignUp(ctx context.Context, req *parleyv1.SignUpRequest) (*par
 	if display == "" {
 		display = username
 	}
-	if !utf8.ValidString(display) || utf8.RuneCountInString(display) > 64 {
-		return nil, apierr.Invalid("display_name", "must be valid UTF-8 of at most 64 characters")
+	if !utf8.ValidString(display) || utf8.RuneCountInString(display) > 64 || strings.ContainsRune(display, 0) {
+		return nil, apierr.Invalid("display_name", "must be valid UTF-8 of at most 64 characters without NUL")
 	}
 	hash, err := HashPassword(s.cfg.Argon2, req.GetPassword())
 	if err != nil {

@@ -235,6 +235,8 @@ func (s *Service) validateSend(req *parleyv1.SendMessageRequest) error {
 		return apierr.Invalid("body", "is %d bytes; the limit is %d bytes", len(body), s.cfg.MaxMessageBytes)
 	case !utf8.ValidString(body):
 		return apierr.Invalid("body", "must be valid UTF-8")
+	case strings.ContainsRune(body, 0):
+		return apierr.Invalid("body", "must not contain NUL characters")
 	}
 	return nil
 }

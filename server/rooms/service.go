@@ -81,7 +81,7 @@ func ValidateRoomID(field, id string) error {
 	if id == "" {
 		return apierr.Invalid(field, "is required")
 	}
-	if len(id) > 128 || !utf8.ValidString(id) || strings.ContainsAny(id, "*?[]{}/ \t\r\n") {
+	if len(id) > 128 || !utf8.ValidString(id) || strings.ContainsAny(id, "*?[]{}/ \t\r\n\x00") {
 		return apierr.Invalid(field, "is not a valid room id")
 	}
 	return nil
@@ -94,12 +94,12 @@ func (s *Service) CreateRoom(ctx context.Context, req *parleyv1.CreateRoomReques
 		return nil, err
 	}
 	name := strings.TrimSpace(req.GetName())
-	if n := utf8.RuneCountInString(name); n == 0 || n > 100 || !utf8.ValidString(name) {
-		return nil, apierr.Invalid("name", "must be 1-100 characters of valid UTF-8")
+	if n := utf8.RuneCountInString(name); n == 0 || n > 100 || !utf8.ValidString(name) || strings.ContainsRune(name, 0) {
+		return nil, apierr.Invalid("name", "must be 1-100 characters of valid UTF-8 without NUL")
 	}
 	topic := strings.TrimSpace(req.GetTopic())
-	if utf8.RuneCountInString(topic) > 500 || !utf8.ValidString(topic) {
-		return nil, apierr.Invalid("topic", "must be at most 500 characters of valid UTF-8")
+	if utf8.RuneCountInString(topic) > 500 || !utf8.ValidString(topic) || strings.ContainsRune(topic, 0) {
+		return nil, apierr.Invalid("topic", "must be at most 500 characters of valid UTF-8 without NUL")
 	}
 	vis := store.VisibilityPublic
 	switch req.GetVisibility() {
