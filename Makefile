@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO    ?= go
 BUF   := tools/node_modules/.bin/buf
 
-.PHONY: bench run test build tools generate check-generate lint vet unit services-up services-down services-status clean
+.PHONY: bench run test test-clients client-tools build tools generate check-generate lint vet unit services-up services-down services-status clean
 
 ## run: Parley in one process on embedded stand-ins (in-process Redis, Kafka, FerretDB on SQLite under ./data)
 run:
@@ -21,8 +21,13 @@ bench:
 build:
 	$(GO) build -o bin/parley ./cmd/parley
 
-## tools: the pinned code generators (npm devDependencies of tools/, Go tools of tools/go.mod)
-tools: tools/node_modules/.installed
+## tools: the pinned code generators (npm devDependencies of tools/, Go tools of tools/go.mod, grpcio-tools in tools/python/.venv)
+tools: tools/node_modules/.installed tools/python/.venv/.installed
+tools/python/.venv/.installed: tools/python/requirements.txt
+	rm -rf tools/python/.venv
+	python3 -m venv tools/python/.venv
+	tools/python/.venv/bin/pip install -q --disable-pip-version-check -r tools/python/requirements.txt
+	touch $@
 tools/node_modules/.installed: tools/package.json tools/package-lock.json
 	cd tools && npm ci --no-audit --no-fund
 	cd tools && $(GO) build -o /dev/null tool
@@ -32,11 +37,22 @@ tools/node_modules/.installed: tools/package.json tools/package-lock.json
 generate: tools
 	$(BUF) lint
 	$(BUF) generate
+	cp gen/openapi/parley.swagger.json server/apidocs/parley.swagger.json
+	cp tools/node_modules/swagger-ui-dist/{swagger-ui-bundle.js,swagger-ui-bundle.js.LICENSE.txt,swagger-ui.css,LICENSE,NOTICE} server/apidocs/swagger-ui/
 
-## check-generate: fail if gen/ differs from what `make generate` writes
+## check-generate: fail if gen/ or server/apidocs differ from what `make generate` writes
 check-generate: generate
-	@git diff --exit-code --stat -- gen || { echo "gen/ is stale: run 'make generate' and commit it"; exit 1; }
-	@test -z "$$(git status --porcelain -- gen)" || { git status --porcelain -- gen; echo "gen/ has untracked files: run 'make generate' and commit them"; exit 1; }
+	@git diff --exit-code --stat -- gen server/apidocs || { echo "gen/ is stale: run 'make generate' and commit it"; exit 1; }
+	@test -z "$$(git status --porcelain -- gen server/apidocs)" || { git status --porcelain -- gen server/apidocs; echo "gen/ has untracked files: run 'make generate' and commit them"; exit 1; }
+
+## client-tools: grpcurl and grpc-health-probe, pinned in tools/clients/go.mod, into bin/
+client-tools:
+	cd tools/clients && $(GO) build -o ../../bin/ -ldflags "-X main.version=$$($(GO) list -m -f '{{.Version}}' github.com/fullstorydev/grpcurl)" \
+		github.com/fullstorydev/grpcurl/cmd/grpcurl github.com/grpc-ecosystem/grpc-health-probe
+
+## test-clients: grpcurl, curl, grpc-health-probe, the examples and schemathesis against one Parley (services must run)
+test-clients:
+	bash scripts/test-clients.sh
 
 ## lint: buf lint, go vet
 lint: tools

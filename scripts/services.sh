@@ -181,10 +181,14 @@ install_packages() {
   local bindir
   bindir=$(pg_bindir)
   [[ -n $bindir && -x $bindir/initdb && -x $bindir/psql ]] || pkgs+=(postgresql)
+  # The client tests and code generation need these too.
+  command -v curl >/dev/null 2>&1 || pkgs+=(curl)
+  command -v jq >/dev/null 2>&1 || pkgs+=(jq)
+  python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || pkgs+=(python3-venv)
   if ((${#pkgs[@]})); then
     apt_install "${pkgs[@]}"
   else
-    log "redis-server and postgresql already installed"
+    log "redis-server, postgresql, curl, jq and python3-venv already installed"
   fi
 }
 

@@ -30,6 +30,9 @@ export PARLEY_TEST_REQUIRE_SERVICES=1
 step "go test (unit, integration, end-to-end; -race)"
 go test -race -count=1 -timeout 30m ./...
 
+step "clients: grpcurl, REST, health probe, examples, schemathesis (scripts/test-clients.sh)"
+bash scripts/test-clients.sh
+
 step "fault tests (they stop and start Redis and Kafka, so they run alone)"
 PARLEY_TEST_FAULTS=1 go test -count=1 -timeout 15m -run 'TestRedisRestart|TestKafkaOutage|TestServerKilled|TestStoreOutage' ./e2e/
 

@@ -28,11 +28,14 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
 	"github.com/parleychat/parley/internal/config"
@@ -266,7 +269,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 		return err
 	}
 	defer gwConn.Close()
-	gw := runtime.NewServeMux()
+	gw := runtime.NewServeMux(
+		// Unset message fields are left out instead of sent as null (which
+		// the OpenAPI schema does not allow); scalars and lists still appear.
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{Marshaler: &runtime.JSONPb{
+			MarshalOptions:   protojson.MarshalOptions{EmitDefaultValues: true},
+			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: true},
+		}}),
+		runtime.WithRoutingErrorHandler(routingError),
+	)
 	for _, register := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
 		parleyv1.RegisterAuthServiceHandler, parleyv1.RegisterRoomServiceHandler, parleyv1.RegisterChatServiceHandler,
 	} {
@@ -424,4 +435,21 @@ func webHandler(dir string) http.Handler {
 		}
 		files.ServeHTTP(w, r)
 	})
+}
+
+// routingError answers a wrong method on a known REST path with 405 and an
+// Allow header (grpc-gateway's default is 501 Unimplemented), and every other
+// routing error as the gateway does.
+func routingError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, code int) {
+	if code != http.StatusMethodNotAllowed {
+		runtime.DefaultRoutingErrorHandler(ctx, mux, m, w, r, code)
+		return
+	}
+	if allow := apidocs.Allow(r.URL.Path); allow != "" {
+		w.Header().Set("Allow", allow)
+	}
+	b, _ := m.Marshal(status.New(codes.Unimplemented, "method "+r.Method+" is not allowed here").Proto())
+	w.Header().Set("Content-Type", m.ContentType(nil))
+	w.WriteHeader(http.StatusMethodNotAllowed)
+	_, _ = w.Write(b)
 }

@@ -16,6 +16,7 @@ commands:
   server      serve the gRPC, grpc-web, REST API and the web app
   persister   consume the message topic into the MongoDB-protocol store
   bench       run a benchmark workload (bench fanout [--raw]; see docs/PERFORMANCE.md)
+  chat        terminal chat client: log in, pick a room, read and write in real time
 
 Run "parley <command> -h" for the flags; each flag FOO-BAR is also read from
 the environment variable PARLEY_FOO_BAR.
@@ -42,6 +43,8 @@ func run(ctx context.Context, args []string) error {
 		return runPersister(ctx, args[1:])
 	case "bench":
 		return runBench(ctx, args[1:])
+	case "chat":
+		return runChat(ctx, args[1:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return nil
