@@ -3,11 +3,21 @@ SHELL := /bin/bash
 GO    ?= go
 BUF   := tools/node_modules/.bin/buf
 
-.PHONY: bench run test test-clients client-tools build tools generate check-generate lint vet unit services-up services-down services-status clean
+.PHONY: web web-e2e bench run test test-clients client-tools build tools generate check-generate lint vet unit services-up services-down services-status clean
 
-## run: Parley in one process on embedded stand-ins (in-process Redis, Kafka, FerretDB on SQLite under ./data)
-run:
+## run: Parley in one process on embedded stand-ins (in-process Redis, Kafka, FerretDB on SQLite under ./data), web app included
+run: webclient/dist/index.html
 	cd devstack/parley-dev && $(GO) run .
+
+## web: build the web app (served by parley server from webclient/dist)
+web:
+	cd webclient && npm ci --no-audit --no-fund && npm run build
+webclient/dist/index.html: $(shell find webclient/src -type f 2>/dev/null) webclient/index.html webclient/package-lock.json $(wildcard gen/ts/parley/v1/*.ts)
+	$(MAKE) --no-print-directory web
+
+## web-e2e: web app unit tests, type check, build, end-to-end in headless Chromium on real services
+web-e2e:
+	bash scripts/web-e2e.sh
 
 ## test: install and start the real services, then every check and test (see scripts/test.sh)
 test:

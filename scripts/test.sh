@@ -30,6 +30,9 @@ export PARLEY_TEST_REQUIRE_SERVICES=1
 step "go test (unit, integration, end-to-end; -race)"
 go test -race -count=1 -timeout 30m ./...
 
+step "web app: vitest, type check, build, end-to-end in headless Chromium (scripts/web-e2e.sh)"
+bash scripts/web-e2e.sh
+
 step "clients: grpcurl, REST, health probe, examples, schemathesis (scripts/test-clients.sh)"
 bash scripts/test-clients.sh
 

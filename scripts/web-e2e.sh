@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# End-to-end tests of the web app in headless Chromium (Debian's package, driven
+# by playwright-core) against a real Parley on the real services.
+#
+#   bash scripts/web-e2e.sh
+#
+# Starts (idempotently) Redis, Kafka and FerretDB with scripts/services.sh and
+# leaves them running (the caller owns them); installs chromium from apt if it
+# is missing; builds the web app and the parley binary; runs `parley server`
+# (serving the built app) and `parley persister` on a free port with a unique
+# Redis prefix, topic and database; runs webclient/e2e with node's test runner;
+# stops the processes it started. The tests restart the server themselves
+# (same port, same flags) through $PARLEY_E2E_SERVER_SH / $PARLEY_E2E_SERVER_PIDFILE.
+#
+# Settings: PARLEY_E2E_KEEP=1 keeps the scratch dir (logs); PARLEY_E2E_SKIP_BUILD=1
+# reuses webclient/dist; PARLEY_E2E_SCREENSHOTS (default docs/screenshots).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+
+step() { printf '\n==> %s (%s)\n' "$*" "$(date +%T)"; }
+
+step "services (install, start: idempotent)"
+bash scripts/services.sh install
+bash scripts/services.sh start all
+eval "$(bash scripts/services.sh env)"
+: "${PARLEY_REDIS_URL:?}" "${PARLEY_KAFKA_BROKERS:?}" "${PARLEY_MONGO_URI:?}"
+
+# Chromium from Debian (never a downloaded browser); the emoji font makes the
+# screenshots show emoji as people see them.
+if [[ ! -x /usr/bin/chromium || ! -d /usr/share/fonts/truetype/noto ]]; then
+  step "installing chromium and fonts-noto-color-emoji (Debian)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null
+fi
+
+step "web app: npm ci, unit tests (vitest), type check + build"
+(
+  cd webclient
+  export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+  npm ci --no-audit --no-fund --loglevel=error
+  npm test --silent
+  if [[ "${PARLEY_E2E_SKIP_BUILD:-}" != 1 || ! -f dist/index.html ]]; then
+    npm run --silent build
+  fi
+)
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/parley-web-e2e.XXXXXX")"
+RUN_ID="webe2e$(date +%s)$$"
+step "building parley into $WORK"
+go build -o "$WORK/parley" ./cmd/parley
+
+PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+ADDR="127.0.0.1:$PORT"
+SERVER_PIDFILE="$WORK/server.pid"
+PERSISTER_PIDFILE="$WORK/persister.pid"
+
+# The server's command line as a script, so the tests can restart it as it was.
+cat >"$WORK/server.sh" <<EOF
+#!/usr/bin/env bash
+echo \$\$ > "$SERVER_PIDFILE"
+cd "$ROOT"
+exec "$WORK/parley" server \\
+  -addr "$ADDR" \\
+  -redis-url "$PARLEY_REDIS_URL" -redis-prefix "$RUN_ID:" \\
+  -kafka-brokers "$PARLEY_KAFKA_BROKERS" -topic "$RUN_ID.messages" -partitions 3 \\
+  -mongo-uri "$PARLEY_MONGO_URI" -database "$RUN_ID" \\
+  -token-key "web-e2e-token-key-0123456789abcdefghijklmnop" \\
+  -web-dir "$ROOT/webclient/dist" \\
+  -argon2-memory-kib 1024 -argon2-time 1 \\
+  -log-format text >>"$WORK/server.log" 2>&1
+EOF
+chmod +x "$WORK/server.sh"
+
+stop_pidfile() {
+  local f="$1" pid
+  [[ -f "$f" ]] || return 0
+  pid="$(cat "$f")"
+  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$?
+  step "stopping parley server and persister"
+  stop_pidfile "$SERVER_PIDFILE"
+  stop_pidfile "$PERSISTER_PIDFILE"
+  if [[ $rc -ne 0 ]]; then
+    echo "--- server.log (tail)"; tail -n 40 "$WORK/server.log" 2>/dev/null || true
+    echo "--- persister.log (tail)"; tail -n 20 "$WORK/persister.log" 2>/dev/null || true
+  fi
+  if [[ "${PARLEY_E2E_KEEP:-}" == 1 || $rc -ne 0 ]]; then
+    echo "logs kept in $WORK"
+  else
+    rm -rf "$WORK"
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+
+step "starting parley server on $ADDR and parley persister"
+bash "$WORK/server.sh" &
+(
+  echo $BASHPID >"$PERSISTER_PIDFILE"
+  exec "$WORK/parley" persister \
+    -kafka-brokers "$PARLEY_KAFKA_BROKERS" -topic "$RUN_ID.messages" -partitions 3 \
+    -dlq-topic "$RUN_ID.messages.dlq" -group "$RUN_ID-persister" \
+    -mongo-uri "$PARLEY_MONGO_URI" -database "$RUN_ID" \
+    -metrics-addr "" -log-format text >>"$WORK/persister.log" 2>&1
+) &
+
+for i in $(seq 1 120); do
+  if [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://$ADDR/readyz" || true)" == 200 ]]; then break; fi
+  if [[ $i == 120 ]]; then echo "parley server not ready after 60s"; exit 1; fi
+  sleep 0.5
+done
+echo "ready: http://$ADDR/"
+
+step "end-to-end tests in headless Chromium"
+export PARLEY_E2E_URL="http://$ADDR"
+export PARLEY_E2E_SERVER_SH="$WORK/server.sh"
+export PARLEY_E2E_SERVER_PIDFILE="$SERVER_PIDFILE"
+export PARLEY_E2E_SCREENSHOTS="${PARLEY_E2E_SCREENSHOTS:-$ROOT/docs/screenshots}"
+export PARLEY_E2E_TMP="$WORK"
+(cd webclient && node --test --test-concurrency=1 --test-reporter=spec e2e/)

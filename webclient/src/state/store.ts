@@ -1,0 +1,746 @@
+// The chat engine: one bidi Connect stream for every joined room, the rooms
+// with their unread counts, each room's timeline, own messages in flight,
+// typing and presence. React reads it through useSyncExternalStore.
+//
+// Never lose or double a message on screen: messages are placed by seq and
+// deduplicated (timeline.ts); every room keeps its resume position (epoch,
+// seq), sent as Subscribe.resume_from when the stream is re-opened after a
+// failure (exponential backoff), so the server replays what was missed; an
+// epoch change or ResyncRequired reloads the room from history.
+import { RpcError, type DuplexStreamingCall } from '@protobuf-ts/runtime-rpc';
+import type { ConnectRequest, ConnectResponse, RoomState } from '@gen/parley/v1/chat';
+import { RoomFilter, RoomVisibility, type Member, type Room } from '@gen/parley/v1/rooms';
+import type { User } from '@gen/parley/v1/auth';
+import { Timestamp } from '@gen/google/protobuf/timestamp';
+import { codeName } from '../transport/improbableTransport';
+import { accessToken, bearer, call, chatClient, describeError, refreshSession, roomClient, SessionExpired } from '../api';
+import {
+  applyHead,
+  applyMessage,
+  emptyTimeline,
+  fromProto,
+  mergeHistory,
+  newestSeq,
+  resetEpoch,
+  resumePosition,
+  withdraw,
+  type ChatMessage,
+  type Timeline,
+} from './timeline';
+
+export type ConnState = 'connecting' | 'online' | 'reconnecting';
+
+export interface RoomEntry {
+  room: Room;
+  unread: number;
+  /** The user's read position (seq). */
+  lastRead: number;
+  /** Highest seq accounted for in `unread`. */
+  counted: number;
+  lastMessage?: ChatMessage;
+}
+
+export interface PendingMessage {
+  clientMsgId: string;
+  roomId: string;
+  body: string;
+  state: 'sending' | 'failed';
+  error?: string;
+  time: number;
+}
+
+export interface TypingUser {
+  userId: string;
+  username: string;
+  expires: number;
+}
+
+export interface MemberEntry {
+  user: User;
+  online: boolean;
+}
+
+export interface ChatState {
+  conn: ConnState;
+  /** Set once the stream has been up at least once. */
+  everOnline: boolean;
+  rooms: Record<string, RoomEntry>;
+  roomsLoaded: boolean;
+  roomsError?: string;
+  timelines: Record<string, Timeline>;
+  /** Own messages not yet acknowledged, by room. */
+  pending: Record<string, PendingMessage[]>;
+  typing: Record<string, TypingUser[]>;
+  members: Record<string, MemberEntry[]>;
+  /** Live presence (userId → online) per room, from PresenceEvent frames. */
+  presence: Record<string, Record<string, boolean>>;
+  loadingOlder: Record<string, boolean>;
+  historyError: Record<string, string | undefined>;
+}
+
+const TYPING_EVERY_MS = 3000;
+const TYPING_AGAIN_MS = 1100;
+const SEND_TIMEOUT_MS = 20_000;
+const PING_EVERY_MS = 20_000;
+const PONG_TIMEOUT_MS = 10_000;
+const PAGE = 50;
+
+const newId = (): string =>
+  typeof crypto !== 'undefined' && 'randomUUID' in crypto
+    ? crypto.randomUUID()
+    : Math.random().toString(36).slice(2) + Date.now().toString(36);
+
+/** A direct room's name is "a, b": show the other person. */
+export function roomTitle(room: Room, me: string): string {
+  if (room.visibility !== RoomVisibility.DIRECT) return room.name;
+  const names = room.name.split(',').map((s) => s.trim());
+  return names.find((n) => n !== me) ?? room.name;
+}
+
+export class ChatStore {
+  private state: ChatState = {
+    conn: 'connecting',
+    everOnline: false,
+    rooms: {},
+    roomsLoaded: false,
+    timelines: {},
+    pending: {},
+    typing: {},
+    members: {},
+    presence: {},
+    loadingOlder: {},
+    historyError: {},
+  };
+  private listeners = new Set<() => void>();
+  private stream?: DuplexStreamingCall<ConnectRequest, ConnectResponse>;
+  private abort?: AbortController;
+  private attempt = 0;
+  private stopped = false;
+  private retryTimer?: ReturnType<typeof setTimeout>;
+  private pingTimer?: ReturnType<typeof setInterval>;
+  private pongDeadline?: ReturnType<typeof setTimeout>;
+  private sendTimers = new Map<string, ReturnType<typeof setTimeout>>();
+  private typingSent: Record<string, number> = {};
+  /** Rooms where a message was sent since the last typing frame: typing may be told again sooner. */
+  private typingAgain = new Set<string>();
+  private typingTimer?: ReturnType<typeof setInterval>;
+  private subscribed = new Set<string>();
+  private viewing: string | null = null;
+  private markTimer?: ReturnType<typeof setTimeout>;
+  private loadingLatest = new Set<string>();
+  /** Rooms opened in this session. */
+  private opened = new Set<string>();
+  private statesSupported = true;
+  private nonce = 0;
+
+  constructor(readonly me: User) {}
+
+  // ---------------------------------------------------------------- React glue
+
+  getState = (): ChatState => this.state;
+
+  subscribe = (l: () => void): (() => void) => {
+    this.listeners.add(l);
+    return () => this.listeners.delete(l);
+  };
+
+  private set(patch: Partial<ChatState>) {
+    this.state = { ...this.state, ...patch };
+    for (const l of this.listeners) l();
+  }
+
+  private setRoom(id: string, f: (e: RoomEntry) => RoomEntry) {
+    const e = this.state.rooms[id];
+    if (e) this.set({ rooms: { ...this.state.rooms, [id]: f(e) } });
+  }
+
+  private setTimeline(id: string, tl: Timeline) {
+    this.set({ timelines: { ...this.state.timelines, [id]: tl } });
+  }
+
+  private timeline(id: string): Timeline {
+    return this.state.timelines[id] ?? emptyTimeline();
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  start() {
+    this.stopped = false;
+    void this.loadRooms();
+    void this.connect();
+    this.typingTimer = setInterval(() => this.expireTyping(), 1000);
+    window.addEventListener('online', this.onOnline);
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    clearInterval(this.typingTimer);
+    clearTimeout(this.markTimer);
+    clearTimeout(this.staleTimer);
+    this.stopPing();
+    for (const t of this.sendTimers.values()) clearTimeout(t);
+    window.removeEventListener('online', this.onOnline);
+    this.abort?.abort();
+    this.stream = undefined;
+  }
+
+  private onOnline = () => {
+    if (this.state.conn !== 'online') {
+      clearTimeout(this.retryTimer);
+      this.attempt = 0;
+      void this.connect();
+    }
+  };
+
+  // ---------------------------------------------------------------- rooms
+
+  async loadRooms() {
+    try {
+      const rooms: Room[] = [];
+      let pageToken = '';
+      do {
+        const r = await call((o) => roomClient.listRooms({ filter: RoomFilter.JOINED, pageSize: 100, pageToken }, o));
+        rooms.push(...r.rooms);
+        pageToken = r.nextPageToken;
+      } while (pageToken && rooms.length < 1000);
+      const next: Record<string, RoomEntry> = {};
+      for (const room of rooms) {
+        next[room.roomId] = this.state.rooms[room.roomId] ?? { room, unread: 0, lastRead: 0, counted: 0 };
+        next[room.roomId] = { ...next[room.roomId], room };
+      }
+      this.set({ rooms: next, roomsLoaded: true, roomsError: undefined });
+      this.subscribeAll();
+      await this.loadStates();
+    } catch (e) {
+      if (e instanceof SessionExpired) return;
+      this.set({ roomsError: describeError(e) });
+      if (!this.stopped) setTimeout(() => void this.loadRooms(), 3000);
+    }
+  }
+
+  /** Unread counts and last messages from the server (ListRoomStates), or a local fallback. */
+  async loadStates(ids: string[] = []) {
+    if (this.statesSupported) {
+      try {
+        const r = await call((o) => chatClient.listRoomStates({ roomIds: ids }, o));
+        for (const st of r.states) this.applyRoomState(st);
+        return;
+      } catch (e) {
+        if (!(e instanceof RpcError) || e.code !== 'UNIMPLEMENTED') return;
+        this.statesSupported = false;
+      }
+    }
+    // Older server: last message from history; unread counts only from what arrives live.
+    const targets = ids.length ? ids : Object.keys(this.state.rooms);
+    await Promise.all(
+      targets.slice(0, 50).map(async (id) => {
+        try {
+          const r = await call((o) => chatClient.listMessages({ roomId: id, pageSize: 1, pageToken: '', afterSeq: '0' }, o));
+          const m = r.messages[0];
+          if (m) this.noteLast(id, fromProto(m), false);
+        } catch {
+          /* best effort */
+        }
+      }),
+    );
+  }
+
+  private staleStates = new Set<string>();
+  private staleTimer?: ReturnType<typeof setTimeout>;
+
+  /** Batches rooms whose counts need the server's view into one ListRoomStates call. */
+  private refreshStateSoon(id: string) {
+    this.staleStates.add(id);
+    clearTimeout(this.staleTimer);
+    this.staleTimer = setTimeout(() => {
+      const ids = [...this.staleStates].slice(0, 200);
+      this.staleStates.clear();
+      void this.loadStates(ids);
+    }, 300);
+  }
+
+  private applyRoomState(st: RoomState) {
+    const head = Number(st.head?.seq ?? 0);
+    const lastRead = Number(st.lastRead?.seq ?? 0);
+    this.setRoom(st.roomId, (e) => {
+      // Live messages counted past this snapshot stay counted.
+      const extra = e.counted > head ? this.countUnread(st.roomId, Math.max(head, lastRead)) : 0;
+      return {
+        ...e,
+        lastRead: Math.max(lastRead, this.viewing === st.roomId ? e.lastRead : 0),
+        unread: this.viewing === st.roomId ? 0 : Number(st.unreadCount) + extra,
+        counted: Math.max(e.counted, head),
+        lastMessage: st.lastMessage && (!e.lastMessage || Number(st.lastMessage.seq) >= e.lastMessage.seq) ? fromProto(st.lastMessage) : e.lastMessage,
+      };
+    });
+    if (this.viewing === st.roomId && lastRead < head) this.scheduleMarkRead();
+  }
+
+  /** Messages of others after seq that this client holds. */
+  private countUnread(id: string, after: number): number {
+    return this.timeline(id).messages.filter((m) => m.seq > after && m.senderId !== this.me.userId).length;
+  }
+
+  addRoom(room: Room) {
+    if (!this.state.rooms[room.roomId]) {
+      this.set({ rooms: { ...this.state.rooms, [room.roomId]: { room, unread: 0, lastRead: 0, counted: 0 } } });
+    }
+    this.subscribeRoom(room.roomId);
+    void this.loadStates([room.roomId]);
+  }
+
+  async leaveRoom(id: string) {
+    await call((o) => roomClient.leaveRoom({ roomId: id }, o));
+    this.send({ oneofKind: 'unsubscribe', unsubscribe: { roomId: id } });
+    this.subscribed.delete(id);
+    const rooms = { ...this.state.rooms };
+    delete rooms[id];
+    this.set({ rooms });
+  }
+
+  // ---------------------------------------------------------------- the stream
+
+  private async connect() {
+    if (this.stopped) return;
+    this.set({ conn: this.state.everOnline ? 'reconnecting' : 'connecting' });
+    let token: string;
+    try {
+      token = await accessToken();
+    } catch (e) {
+      if (e instanceof SessionExpired) return; // signed out: the app shows the login screen
+      this.retry();
+      return;
+    }
+    if (this.stopped) return;
+    const ac = new AbortController();
+    this.abort = ac;
+    const stream = chatClient.connect({ ...bearer(token), abort: ac.signal });
+    this.stream = stream;
+    this.subscribed.clear();
+    stream.responses.onMessage((f) => {
+      if (this.stream === stream) this.onFrame(f);
+    });
+    stream.responses.onError((e) => this.onStreamEnd(stream, token, e));
+    stream.responses.onComplete(() => this.onStreamEnd(stream, token, undefined));
+    this.ping();
+    this.subscribeAll();
+    for (const list of Object.values(this.state.pending)) {
+      for (const p of list) if (p.state === 'sending') this.sendPending(p);
+    }
+    this.stopPing();
+    this.pingTimer = setInterval(() => this.ping(), PING_EVERY_MS);
+  }
+
+  private onStreamEnd(stream: DuplexStreamingCall<ConnectRequest, ConnectResponse>, token: string, e: Error | undefined) {
+    if (this.stream !== stream) return;
+    this.stream = undefined;
+    this.subscribed.clear();
+    this.stopPing();
+    if (this.stopped) return;
+    this.set({ conn: this.state.everOnline ? 'reconnecting' : 'connecting' });
+    if (e instanceof RpcError && e.code === 'UNAUTHENTICATED') {
+      refreshSession(token).then(
+        () => this.retry(0),
+        (err) => {
+          if (!(err instanceof SessionExpired)) this.retry();
+        },
+      );
+      return;
+    }
+    this.retry();
+  }
+
+  /** Reconnects after an exponential backoff with jitter (250 ms doubling to 8 s). */
+  private retry(delay?: number) {
+    if (this.stopped) return;
+    clearTimeout(this.retryTimer);
+    const d = delay ?? Math.min(8000, 250 * 2 ** this.attempt) * (0.75 + Math.random() * 0.5);
+    this.attempt++;
+    this.retryTimer = setTimeout(() => void this.connect(), d);
+  }
+
+  private ping() {
+    this.send({ oneofKind: 'ping', ping: { nonce: String(++this.nonce) } });
+    clearTimeout(this.pongDeadline);
+    this.pongDeadline = setTimeout(() => {
+      // No answer: the connection is dead even if the socket has not noticed.
+      const s = this.stream;
+      if (s) {
+        this.abort?.abort();
+        this.onStreamEnd(s, '', new RpcError('no pong', 'UNAVAILABLE'));
+      }
+    }, PONG_TIMEOUT_MS);
+  }
+
+  private stopPing() {
+    clearInterval(this.pingTimer);
+    clearTimeout(this.pongDeadline);
+  }
+
+  private send(frame: ConnectRequest['frame']): boolean {
+    const s = this.stream;
+    if (!s) return false;
+    s.requests.send({ frame }).catch(() => {
+      /* the stream ended; onStreamEnd reconnects and resends what is pending */
+    });
+    return true;
+  }
+
+  private subscribeRoom(id: string, resumeFrom = resumePosition(this.timeline(id))) {
+    if (!this.stream) return;
+    this.subscribed.add(id);
+    this.send({ oneofKind: 'subscribe', subscribe: { roomId: id, resumeFrom } });
+  }
+
+  private subscribeAll() {
+    for (const id of Object.keys(this.state.rooms)) {
+      if (!this.subscribed.has(id)) this.subscribeRoom(id);
+    }
+  }
+
+  private online() {
+    if (this.state.conn !== 'online') {
+      this.attempt = 0;
+      const wasReconnect = this.state.everOnline;
+      this.set({ conn: 'online', everOnline: true });
+      if (wasReconnect) {
+        // Rooms, counts and members may have moved while we were away.
+        void this.loadRooms();
+        if (this.viewing) void this.loadMembers(this.viewing);
+      }
+    }
+  }
+
+  private onFrame(f: ConnectResponse) {
+    const fr = f.frame;
+    switch (fr.oneofKind) {
+      case 'pong':
+        clearTimeout(this.pongDeadline);
+        this.online();
+        return;
+      case 'subscribed': {
+        this.online();
+        const id = fr.subscribed.roomId;
+        const head = fr.subscribed.head;
+        if (!head) return;
+        const before = this.timeline(id);
+        const r = applyHead(before, head.epoch, Number(head.seq));
+        this.setTimeline(id, r.timeline);
+        if (r.epochChanged) this.reload(id, before);
+        // Messages before the subscription took effect were not counted live:
+        // ask the server for the room's count.
+        const e = this.state.rooms[id];
+        if (r.epochChanged || (e && Number(head.seq) > e.counted)) this.refreshStateSoon(id);
+        return;
+      }
+      case 'message':
+        this.online();
+        this.onMessage(fromProto(fr.message));
+        return;
+      case 'sendAck': {
+        const ack = fr.sendAck;
+        const p = this.findPending(ack.clientMsgId);
+        if (ack.message) {
+          this.onMessage(fromProto(ack.message));
+          if (p) this.dropPending(p);
+        } else if (p) {
+          const err = ack.error;
+          this.updatePending(p, {
+            state: 'failed',
+            error: err ? describeError(new RpcError(err.message, codeName(err.code))) : 'Not sent',
+          });
+        }
+        return;
+      }
+      case 'resyncRequired': {
+        const id = fr.resyncRequired.roomId;
+        const head = fr.resyncRequired.head;
+        const before = this.timeline(id);
+        this.setTimeline(id, resetEpoch(before, head?.epoch ?? '', Number(head?.seq ?? 0)));
+        this.reload(id, before);
+        void this.loadStates([id]);
+        return;
+      }
+      case 'messageWithdrawn': {
+        const w = fr.messageWithdrawn;
+        const tl = withdraw(this.timeline(w.roomId), Number(w.seq), w.messageId);
+        this.setTimeline(w.roomId, tl);
+        this.setRoom(w.roomId, (e) => {
+          const wasLast = e.lastMessage?.seq === Number(w.seq);
+          const unread = e.unread > 0 && Number(w.seq) > e.lastRead ? e.unread - 1 : e.unread;
+          return { ...e, unread, lastMessage: wasLast ? tl.messages[tl.messages.length - 1] : e.lastMessage };
+        });
+        return;
+      }
+      case 'subscribeError': {
+        const id = fr.subscribeError.roomId;
+        this.subscribed.delete(id);
+        const code = fr.subscribeError.error?.code;
+        if (code === 5 || code === 7) {
+          // No longer a member (left elsewhere, removed): drop it from the list.
+          const rooms = { ...this.state.rooms };
+          delete rooms[id];
+          this.set({ rooms });
+        }
+        return;
+      }
+      case 'typing': {
+        const t = fr.typing;
+        if (t.userId === this.me.userId) return;
+        const expires = t.expireTime ? Timestamp.toDate(t.expireTime).getTime() : Date.now() + 5000;
+        // Clamp to a sane window whatever the clocks say.
+        const until = Math.min(Math.max(expires, Date.now() + 1000), Date.now() + 10_000);
+        const list = (this.state.typing[t.roomId] ?? []).filter((u) => u.userId !== t.userId);
+        this.set({ typing: { ...this.state.typing, [t.roomId]: [...list, { userId: t.userId, username: t.username, expires: until }] } });
+        return;
+      }
+      case 'presence': {
+        const p = fr.presence;
+        this.set({ presence: { ...this.state.presence, [p.roomId]: { ...(this.state.presence[p.roomId] ?? {}), [p.userId]: p.online } } });
+        const members = this.state.members[p.roomId];
+        if (members && p.online && !members.some((m) => m.user?.userId === p.userId)) void this.loadMembers(p.roomId);
+        return;
+      }
+      case 'readMarker': {
+        const rm = fr.readMarker;
+        const seq = Number(rm.position?.seq ?? 0);
+        const e = this.state.rooms[rm.roomId];
+        if (!e || seq <= e.lastRead) return;
+        // Read on another device or tab.
+        this.setRoom(rm.roomId, (x) => ({ ...x, lastRead: seq, unread: seq >= x.counted ? 0 : this.countUnread(rm.roomId, seq) }));
+        if (seq < e.counted) void this.loadStates([rm.roomId]);
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  private onMessage(m: ChatMessage) {
+    const before = this.timeline(m.roomId);
+    const r = applyMessage(before, m);
+    if (r.epochChanged) {
+      this.setTimeline(m.roomId, applyMessage(r.timeline, m).timeline);
+      this.reload(m.roomId, before);
+    } else if (r.timeline !== before) {
+      this.setTimeline(m.roomId, r.timeline);
+    }
+    // The author stopped typing.
+    const typing = this.state.typing[m.roomId];
+    if (typing?.some((u) => u.userId === m.senderId)) {
+      this.set({ typing: { ...this.state.typing, [m.roomId]: typing.filter((u) => u.userId !== m.senderId) } });
+    }
+    this.noteLast(m.roomId, m, true);
+  }
+
+  private noteLast(id: string, m: ChatMessage, live: boolean) {
+    const mine = m.senderId === this.me.userId;
+    this.setRoom(id, (e) => {
+      const isNew = live && m.seq > e.counted;
+      const seen = this.viewing === id || mine;
+      return {
+        ...e,
+        lastMessage: !e.lastMessage || m.seq >= e.lastMessage.seq ? m : e.lastMessage,
+        counted: Math.max(e.counted, live ? m.seq : e.counted),
+        unread: isNew && !seen && m.seq > e.lastRead ? e.unread + 1 : e.unread,
+      };
+    });
+    if (live && this.viewing === id) this.scheduleMarkRead();
+  }
+
+  // ---------------------------------------------------------------- history
+
+  /** Loads the newest page of a room (first open, epoch change), then closes any gap with a resumed subscription. */
+  async loadLatest(id: string) {
+    if (this.loadingLatest.has(id)) return;
+    this.loadingLatest.add(id);
+    try {
+      const r = await call((o) => chatClient.listMessages({ roomId: id, pageSize: PAGE, pageToken: '', afterSeq: '0' }, o));
+      const page = r.messages.map(fromProto);
+      const tl = mergeHistory(this.timeline(id), page, r.nextPageToken, true);
+      this.setTimeline(id, tl);
+      this.set({ historyError: { ...this.state.historyError, [id]: undefined } });
+      const newest = page.reduce((a, m) => Math.max(a, m.epoch === tl.epoch ? m.seq : 0), 0);
+      if (tl.epoch && newest < tl.pos) {
+        // Stored history lags the live head (the persister writes
+        // asynchronously): replay what lies between from the server's cache.
+        this.subscribeRoom(id, { epoch: tl.epoch, seq: String(newest) });
+      }
+      const last = tl.messages[tl.messages.length - 1];
+      if (last) this.noteLast(id, last, false);
+      if (this.viewing === id) this.scheduleMarkRead();
+    } catch (e) {
+      if (!(e instanceof SessionExpired)) this.set({ historyError: { ...this.state.historyError, [id]: describeError(e) } });
+    } finally {
+      this.loadingLatest.delete(id);
+    }
+  }
+
+  /** After an epoch change: reload the history of a room that had been loaded (or is on screen). */
+  private reload(id: string, before: Timeline) {
+    if (before.loaded || this.viewing === id || this.opened.has(id)) void this.loadLatest(id);
+  }
+
+  async loadOlder(id: string) {
+    const tl = this.timeline(id);
+    if (!tl.olderToken || this.state.loadingOlder[id]) return;
+    this.set({ loadingOlder: { ...this.state.loadingOlder, [id]: true } });
+    try {
+      const r = await call((o) => chatClient.listMessages({ roomId: id, pageSize: PAGE, pageToken: tl.olderToken, afterSeq: '0' }, o));
+      this.setTimeline(id, mergeHistory(this.timeline(id), r.messages.map(fromProto), r.nextPageToken, false));
+    } catch (e) {
+      this.set({ historyError: { ...this.state.historyError, [id]: describeError(e) } });
+    } finally {
+      this.set({ loadingOlder: { ...this.state.loadingOlder, [id]: false } });
+    }
+  }
+
+  async loadMembers(id: string) {
+    try {
+      const all: Member[] = [];
+      let pageToken = '';
+      do {
+        const r = await call((o) => roomClient.listMembers({ roomId: id, pageSize: 500, pageToken }, o));
+        all.push(...r.members);
+        pageToken = r.nextPageToken;
+      } while (pageToken && all.length < 2000);
+      const members = all.filter((m) => m.user).map((m) => ({ user: m.user!, online: m.online }));
+      // The snapshot supersedes earlier presence events.
+      const live = { ...(this.state.presence[id] ?? {}) };
+      for (const m of members) delete live[m.user.userId];
+      this.set({ members: { ...this.state.members, [id]: members }, presence: { ...this.state.presence, [id]: live } });
+    } catch {
+      /* the panel shows what it has */
+    }
+  }
+
+  // ---------------------------------------------------------------- the open room
+
+  /** The room on screen; `atBottom` when its newest message is visible. */
+  setViewing(id: string | null, atBottom: boolean) {
+    const prev = this.viewing;
+    this.viewing = id && atBottom && document.visibilityState === 'visible' ? id : null;
+    if (this.viewing && this.viewing !== prev) this.scheduleMarkRead();
+  }
+
+  /** The view of a room went away (unmounted); a newer view may already have taken over. */
+  leaveView(id: string) {
+    if (this.viewing === id) this.viewing = null;
+  }
+
+  /** Called when a room is opened. */
+  open(id: string) {
+    this.opened.add(id);
+    if (!this.timeline(id).loaded) void this.loadLatest(id);
+    void this.loadMembers(id);
+  }
+
+  private scheduleMarkRead() {
+    clearTimeout(this.markTimer);
+    this.markTimer = setTimeout(() => this.markRead(), 250);
+  }
+
+  private markRead() {
+    const id = this.viewing;
+    if (!id) return;
+    const tl = this.timeline(id);
+    const seq = newestSeq(tl);
+    const e = this.state.rooms[id];
+    if (!e || (seq <= e.lastRead && e.unread === 0) || !tl.epoch) return;
+    this.setRoom(id, (x) => ({ ...x, lastRead: Math.max(x.lastRead, seq), unread: 0 }));
+    if (seq <= e.lastRead) return;
+    const position = { epoch: tl.epoch, seq: String(seq) };
+    // The RPC (rather than the stream's mark_read frame) is answered, so a
+    // marker sent just before the page goes away is known to be stored.
+    const attempt = (n: number): void => {
+      call((o) => chatClient.markRead({ roomId: id, position }, o)).catch((e) => {
+        if (e instanceof RpcError && e.code === 'UNIMPLEMENTED') {
+          this.send({ oneofKind: 'markRead', markRead: { roomId: id, position } });
+        } else if (n < 3 && !(e instanceof SessionExpired) && !(e instanceof RpcError && ['INVALID_ARGUMENT', 'FAILED_PRECONDITION', 'NOT_FOUND'].includes(e.code))) {
+          setTimeout(() => attempt(n + 1), 1000 * (n + 1));
+        }
+      });
+    };
+    attempt(0);
+  }
+
+  // ---------------------------------------------------------------- sending and typing
+
+  sendMessage(roomId: string, body: string) {
+    const p: PendingMessage = { clientMsgId: newId(), roomId, body, state: 'sending', time: Date.now() };
+    this.set({ pending: { ...this.state.pending, [roomId]: [...(this.state.pending[roomId] ?? []), p] } });
+    this.typingAgain.add(roomId);
+    this.sendPending(p);
+  }
+
+  /** Sends again with the same client_msg_id: the server never makes a second message of it. */
+  retry_(p: PendingMessage) {
+    const cur = this.findPending(p.clientMsgId);
+    if (!cur) return;
+    this.updatePending(cur, { state: 'sending', error: undefined });
+    this.sendPending({ ...cur, state: 'sending' });
+  }
+
+  discard(p: PendingMessage) {
+    const cur = this.findPending(p.clientMsgId);
+    if (cur) this.dropPending(cur);
+  }
+
+  private sendPending(p: PendingMessage) {
+    this.send({ oneofKind: 'send', send: { roomId: p.roomId, clientMsgId: p.clientMsgId, body: p.body } });
+    clearTimeout(this.sendTimers.get(p.clientMsgId));
+    this.sendTimers.set(
+      p.clientMsgId,
+      setTimeout(() => {
+        const cur = this.findPending(p.clientMsgId);
+        if (cur?.state === 'sending') this.updatePending(cur, { state: 'failed', error: 'Not sent: no answer from the server.' });
+      }, SEND_TIMEOUT_MS),
+    );
+  }
+
+  private findPending(clientMsgId: string): PendingMessage | undefined {
+    for (const list of Object.values(this.state.pending)) {
+      const p = list.find((x) => x.clientMsgId === clientMsgId);
+      if (p) return p;
+    }
+    return undefined;
+  }
+
+  private updatePending(p: PendingMessage, patch: Partial<PendingMessage>) {
+    const list = (this.state.pending[p.roomId] ?? []).map((x) => (x.clientMsgId === p.clientMsgId ? { ...x, ...patch } : x));
+    this.set({ pending: { ...this.state.pending, [p.roomId]: list } });
+  }
+
+  private dropPending(p: PendingMessage) {
+    clearTimeout(this.sendTimers.get(p.clientMsgId));
+    this.sendTimers.delete(p.clientMsgId);
+    const list = (this.state.pending[p.roomId] ?? []).filter((x) => x.clientMsgId !== p.clientMsgId);
+    this.set({ pending: { ...this.state.pending, [p.roomId]: list } });
+  }
+
+  /** The user typed in a room's composer: tell the room, at most every 3 s. */
+  typing(roomId: string) {
+    const now = Date.now();
+    const since = now - (this.typingSent[roomId] ?? 0);
+    // After a send the next message is being typed: say so as soon as the
+    // server takes it again (it keeps at most one typing event a second).
+    if (since < TYPING_EVERY_MS && !(this.typingAgain.has(roomId) && since >= TYPING_AGAIN_MS)) return;
+    if (this.send({ oneofKind: 'typing', typing: { roomId } })) {
+      this.typingSent[roomId] = now;
+      this.typingAgain.delete(roomId);
+    }
+  }
+
+  private expireTyping() {
+    const now = Date.now();
+    let changed = false;
+    const next: Record<string, TypingUser[]> = {};
+    for (const [room, list] of Object.entries(this.state.typing)) {
+      const keep = list.filter((u) => u.expires > now);
+      if (keep.length !== list.length) changed = true;
+      if (keep.length) next[room] = keep;
+    }
+    if (changed) this.set({ typing: next });
+  }
+}
