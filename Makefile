@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO    ?= go
 BUF   := tools/node_modules/.bin/buf
 
-.PHONY: web web-e2e bench run test test-clients client-tools build tools generate check-generate lint vet unit services-up services-down services-status clean
+.PHONY: fuzz web web-e2e bench run test test-clients client-tools build tools generate check-generate lint vet unit services-up services-down services-status clean
 
 ## run: Parley in one process on embedded stand-ins (in-process Redis, Kafka, FerretDB on SQLite under ./data), web app included
 run: webclient/dist/index.html
@@ -68,6 +68,10 @@ test-clients:
 lint: tools
 	$(BUF) lint
 	$(GO) vet ./...
+
+## fuzz: every Go fuzz target for FUZZTIME (default 10s) each
+fuzz:
+	bash scripts/fuzz.sh
 
 ## unit: the fast tests only (in-process stand-ins, no services)
 unit:

@@ -18,6 +18,9 @@ make --no-print-directory check-generate
 step "go vet"
 go vet ./...
 
+step "fuzzing every decoder of network input (10s per target)"
+bash scripts/fuzz.sh
+
 step "starting Redis, Kafka, PostgreSQL + FerretDB"
 bash scripts/services.sh start all
 trap 'step "stopping services"; bash scripts/services.sh stop all' EXIT

@@ -2,6 +2,7 @@ package config
 
 import (
 	"flag"
+	"strings"
 	"testing"
 )
 
@@ -30,4 +31,22 @@ func TestParseBadEnv(t *testing.T) {
 	if err := Parse(fs, nil); err == nil {
 		t.Fatal("want an error naming PARLEY_PORT")
 	}
+}
+
+// FuzzList parses arbitrary comma-separated values (from flags and the
+// environment): no panic, no empty or padded entries.
+func FuzzList(f *testing.F) {
+	f.Add("a:1,b:2")
+	f.Add(" , ,x")
+	f.Fuzz(func(t *testing.T, s string) {
+		var l List
+		if err := l.Set(s); err != nil {
+			return
+		}
+		for _, e := range l {
+			if e == "" || strings.TrimSpace(e) != e {
+				t.Fatalf("entry %q from %q", e, s)
+			}
+		}
+	})
 }
