@@ -29,6 +29,8 @@ const ann = `ann${suffix}`;
 const bob = `bob${suffix}`;
 const general = `general ${suffix}`;
 const random = `random ${suffix}`;
+const secret = `secret ${suffix}`;
+const history = `history ${suffix}`;
 const PASSWORD = 'correct-horse-battery';
 
 const dirs = [];
@@ -99,6 +101,14 @@ async function createRoom(page, name) {
   await page.getByRole('heading', { level: 1, name }).waitFor();
 }
 
+async function createPrivateRoom(page, name) {
+  await page.getByRole('button', { name: 'New room' }).first().click();
+  await page.getByLabel('Room name').fill(name);
+  await page.getByRole('radio', { name: /Private/ }).check();
+  await page.getByRole('button', { name: 'Create room' }).click();
+  await page.getByRole('heading', { level: 1, name }).waitFor();
+}
+
 async function joinRoom(page, name) {
   await page.getByRole('button', { name: 'Browse', exact: true }).click();
   await page.getByRole('button', { name: `Join ${name}` }).click();
@@ -108,6 +118,89 @@ async function joinRoom(page, name) {
 async function openRoom(page, name) {
   await page.locator('.room-item', { hasText: name }).click();
   await page.getByRole('heading', { level: 1, name }).waitFor();
+}
+
+/** The open room's id (from the URL). */
+async function roomIdOf(page) {
+  const m = /#\/room\/([^/?#]+)/.exec(page.url());
+  assert.ok(m, `no room open: ${page.url()}`);
+  return decodeURIComponent(m[1]);
+}
+
+/** Opens the members panel of the open room (if it is not open yet). */
+async function membersPanel(page) {
+  const panel = page.locator('#members-panel');
+  if ((await panel.count()) === 0) await page.getByRole('button', { name: 'Members', exact: true }).click();
+  await panel.waitFor();
+  return panel;
+}
+
+/** Leaves the open room through the members panel and its confirmation. */
+async function leaveOpenRoom(page) {
+  const panel = await membersPanel(page);
+  await panel.getByRole('button', { name: 'Leave room' }).click();
+  const dialog = page.getByRole('dialog');
+  await dialog.getByText('It disappears from your rooms').waitFor();
+  await dialog.getByRole('button', { name: 'Leave room' }).click();
+  await dialog.waitFor({ state: 'detached' });
+}
+
+/** Calls the REST API (the server's /v1 gateway) with the page's session. */
+async function api(page, method, path, body) {
+  return page.evaluate(
+    async ({ method, path, body }) => {
+      const s = JSON.parse(localStorage.getItem('parley.session'));
+      const r = await fetch(path, {
+        method,
+        headers: { authorization: `Bearer ${s.accessToken}`, 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      return { status: r.status, body: await r.json().catch(() => null) };
+    },
+    { method, path, body },
+  );
+}
+
+/**
+ * Sends the bodies one by one with the unary SendMessage (its REST mapping),
+ * from the page with its session; paced by the server's rate limit: a 429
+ * is retried with the same client_msg_id (never a second copy).
+ */
+async function sendMany(page, roomId, bodies) {
+  return page.evaluate(
+    async ({ roomId, bodies }) => {
+      const token = () => JSON.parse(localStorage.getItem('parley.session')).accessToken;
+      let limited = 0;
+      for (let i = 0; i < bodies.length; i++) {
+        const r = await fetch(`/v1/rooms/${encodeURIComponent(roomId)}/messages`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${token()}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ clientMsgId: `bulk-${roomId}-${i}`, body: bodies[i] }),
+        });
+        if (r.status === 429 || r.status === 503) {
+          if (++limited > 2000) throw new Error('still rate limited');
+          await new Promise((res) => setTimeout(res, 60));
+          i--;
+          continue;
+        }
+        if (!r.ok) throw new Error(`send ${i}: HTTP ${r.status} ${await r.text()}`);
+      }
+      return limited;
+    },
+    { roomId, bodies },
+  );
+}
+
+/** Whether a bubble with exactly `text` is inside the message list's visible area. */
+async function inView(page, text) {
+  return page.evaluate((text) => {
+    const list = document.querySelector('.messages');
+    const b = [...document.querySelectorAll('.messages .bubble')].find((el) => el.textContent === text);
+    if (!list || !b) return false;
+    const l = list.getBoundingClientRect();
+    const r = b.getBoundingClientRect();
+    return r.top >= l.top - 1 && r.bottom <= l.bottom + 1;
+  }, text);
 }
 
 function serverPid() {
@@ -337,6 +430,133 @@ describe('Parley web app', { concurrency: false }, () => {
     assert.equal(await B.page.getByRole('navigation', { name: 'Your rooms' }).isVisible(), false);
     await until('no horizontal scroll (room)', async () => B.page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth));
     await B.page.screenshot({ path: join(SHOTS, 'phone-room.png') });
+  });
+
+  test('a private room: Ann adds Bob by username, Bob reads and writes, then leaves it', async () => {
+    // Bob is on the phone layout since the screenshots; Ann on the desktop.
+    await createPrivateRoom(A.page, secret);
+    await send(A.page, 'Only for invited people');
+    await A.page.locator('.group.mine .status.sent').last().waitFor({ timeout: 5000 });
+    const panel = await membersPanel(A.page);
+    const addMember = async (username) => {
+      await panel.getByRole('button', { name: 'Add member' }).click();
+      const dialog = A.page.getByRole('dialog', { name: 'Add member' });
+      await dialog.getByLabel('Username').fill(username);
+      await dialog.getByRole('button', { name: 'Add', exact: true }).click();
+      return dialog;
+    };
+    // errors in words: NotFound names the user, InvalidArgument gives the field's message
+    let dialog = await addMember(`nobody${suffix}`);
+    await dialog.getByText(`No user named “nobody${suffix}”.`).waitFor();
+    await dialog.getByLabel('Username').fill('no way!');
+    await dialog.getByRole('button', { name: 'Add', exact: true }).click();
+    const invalid = dialog.locator('#add-member-error');
+    await until('the field message', async () => /^Must be 3-32 characters/.test(await invalid.innerText()));
+    await dialog.getByRole('button', { name: 'Cancel' }).click();
+    await dialog.waitFor({ state: 'detached' });
+    // and Bob by his username (with an @, in capitals: as people type it)
+    dialog = await addMember(`@${bob.toUpperCase()}`);
+    await dialog.waitFor({ state: 'detached' });
+    await panel.getByRole('status').getByText(`Added ${bob}.`).waitFor();
+    await panel.locator('li', { hasText: `@${bob}` }).waitFor({ timeout: 5000 });
+
+    // Bob sees the room in his list when he comes back to the tab (no push for that)
+    await B.page.getByRole('button', { name: 'Back to rooms' }).click();
+    const item = B.page.locator('.room-item', { hasText: secret });
+    await until('the private room in bob\'s list', async () => {
+      if (await item.count()) return true;
+      await B.page.evaluate(() => window.dispatchEvent(new Event('focus')));
+      return false;
+    }, 15_000, 500);
+    await item.getByRole('img', { name: 'private' }).waitFor();
+    // he reads its history and writes
+    await openRoom(B.page, secret);
+    await sees(B.page, 'Only for invited people', 5000);
+    await send(B.page, 'Thanks for adding me!');
+    await sees(A.page, 'Thanks for adding me!', 2000);
+    const bobRow = panel.locator('li', { hasText: `@${bob}` });
+    await until('bob online in the private room', async () => (await bobRow.getAttribute('data-online')) === 'true', 10_000);
+
+    // Bob leaves: confirmed, gone from his list, back to the list (phone)
+    await leaveOpenRoom(B.page);
+    await B.page.getByRole('navigation', { name: 'Your rooms' }).waitFor();
+    assert.ok(await B.page.getByRole('navigation', { name: 'Your rooms' }).isVisible());
+    assert.ok(B.page.url().endsWith('#/'), B.page.url());
+    await item.waitFor({ state: 'detached', timeout: 5000 });
+    // unsubscribed on the stream (he is offline there), and no longer a member for Ann
+    await bobRow.waitFor({ state: 'detached', timeout: 10_000 });
+    // and ListRooms agrees after a reload
+    await B.page.reload();
+    await B.page.locator('.room-item', { hasText: general }).waitFor();
+    assert.equal(await item.count(), 0, 'the left room stays gone after a reload');
+    const listed = await api(B.page, 'GET', '/v1/rooms');
+    assert.equal(listed.status, 200);
+    const names = (listed.body.rooms ?? []).map((r) => r.name);
+    assert.ok(names.includes(general) && !names.includes(secret), `ListRooms: ${JSON.stringify(names)}`);
+    // Ann still has it and can write to it
+    await send(A.page, 'Just us again');
+    await sees(A.page, 'Just us again', 2000);
+  });
+
+  test('leaving a room on the desktop shows the first room of the list', async () => {
+    await openRoom(A.page, random);
+    await leaveOpenRoom(A.page);
+    await A.page.locator('.room-item', { hasText: random }).waitFor({ state: 'detached', timeout: 5000 });
+    const first = A.page.locator('.room-item').first();
+    const title = await first.getAttribute('data-room');
+    await A.page.getByRole('heading', { level: 1, name: title }).waitFor();
+    assert.equal(await first.getAttribute('aria-current'), 'page');
+    // Bob is still in it: nothing changed for him
+    assert.equal(await B.page.locator('.room-item', { hasText: random }).count(), 1);
+  });
+
+  test('scroll-back: 120 messages load page by page, in order, once each', async () => {
+    await B.page.setViewportSize({ width: 1280, height: 800 });
+    await createRoom(A.page, history);
+    const roomId = await roomIdOf(A.page);
+    const bodies = Array.from({ length: 120 }, (_, i) => `history ${String(i + 1).padStart(3, '0')}`);
+    const t0 = Date.now();
+    const limited = await sendMany(A.page, roomId, bodies);
+    console.log(`sent 120 messages in ${Date.now() - t0} ms (${limited} rate-limited attempts retried)`);
+    await sees(A.page, 'history 120', 10_000);
+    // stored history has caught up (the persister writes asynchronously)
+    await until('120 messages stored', async () => {
+      const r = await api(A.page, 'GET', `/v1/rooms/${encodeURIComponent(roomId)}/messages?pageSize=1`);
+      return r.status === 200 && r.body.messages?.[0]?.body === 'history 120';
+    }, 20_000, 200);
+
+    let pages = 0;
+    const onRequest = (r) => {
+      if (r.url().endsWith('/parley.v1.ChatService/ListMessages')) pages++;
+    };
+    B.page.on('request', onRequest);
+    try {
+      await joinRoom(B.page, history);
+      await sees(B.page, 'history 120', 5000);
+      assert.equal(await B.page.locator('.messages .bubble', { hasText: 'history 001' }).count(), 0, 'only the newest page at first');
+      // at the bottom: read
+      const badge = B.page.locator('.room-item', { hasText: history }).locator('.badge');
+      await badge.waitFor({ state: 'detached', timeout: 5000 });
+      // scroll to the top until the first message shows
+      const list = B.page.locator('.messages');
+      await until('the first message in view after scrolling back', async () => {
+        if (await inView(B.page, 'history 001')) return true;
+        await list.evaluate((el) => {
+          el.scrollTop = 0;
+        });
+        return false;
+      }, 30_000, 250);
+      await B.page.getByText('This is the beginning of the room.').waitFor();
+    } finally {
+      B.page.off('request', onRequest);
+    }
+    assert.ok(pages >= 3, `the history came in pages (${pages} ListMessages calls)`);
+    assert.equal(await B.page.locator('.room-item', { hasText: history }).locator('.badge').count(), 0, 'still read after scrolling back');
+    const shown = (await bubbles(B.page)).filter((t) => t.startsWith('history '));
+    assertNoDuplicates(shown, 'bob');
+    assert.deepEqual(shown, bodies, 'every message once, in order');
+    const seqs = await B.page.locator('.messages .bubble-row[data-seq]').evaluateAll((els) => els.map((e) => Number(e.dataset.seq)));
+    assert.deepEqual(seqs, Array.from({ length: 120 }, (_, i) => seqs[0] + i), 'consecutive seqs, ascending');
   });
 
   test('log out returns to the sign-in screen', async () => {

@@ -84,6 +84,10 @@ const SEND_TIMEOUT_MS = 20_000;
 const PING_EVERY_MS = 20_000;
 const PONG_TIMEOUT_MS = 10_000;
 const PAGE = 50;
+/** Being added to a room is not pushed: the list is re-read this often while the page is visible… */
+const ROOMS_REFRESH_MS = 30_000;
+/** …and when the user comes back to the page, at most this often. */
+const ROOMS_REFRESH_MIN_MS = 3000;
 
 const newId = (): string =>
   typeof crypto !== 'undefined' && 'randomUUID' in crypto
@@ -95,6 +99,40 @@ export function roomTitle(room: Room, me: string): string {
   if (room.visibility !== RoomVisibility.DIRECT) return room.name;
   const names = room.name.split(',').map((s) => s.trim());
   return names.find((n) => n !== me) ?? room.name;
+}
+
+/** When a room last saw activity (its last message, else its creation), in ms. */
+export const roomActivity = (e: RoomEntry): number =>
+  e.lastMessage?.time ?? (e.room.createTime ? Number(e.room.createTime.seconds) * 1000 : 0);
+
+/** The room list's order: most recent activity first (ties by name, so the order is stable). */
+export function roomsByActivity(rooms: Record<string, RoomEntry>): RoomEntry[] {
+  return Object.values(rooms).sort((a, b) => roomActivity(b) - roomActivity(a) || a.room.name.localeCompare(b.room.name) || a.room.roomId.localeCompare(b.room.roomId));
+}
+
+/**
+ * The state without everything known about a room (the user left it, or is no
+ * longer a member): its list entry, timeline, own messages in flight, typing,
+ * members and presence.
+ */
+export function withoutRoom(s: ChatState, id: string): ChatState {
+  const drop = <T>(r: Record<string, T>): Record<string, T> => {
+    if (!(id in r)) return r;
+    const next = { ...r };
+    delete next[id];
+    return next;
+  };
+  return {
+    ...s,
+    rooms: drop(s.rooms),
+    timelines: drop(s.timelines),
+    pending: drop(s.pending),
+    typing: drop(s.typing),
+    members: drop(s.members),
+    presence: drop(s.presence),
+    loadingOlder: drop(s.loadingOlder),
+    historyError: drop(s.historyError),
+  };
 }
 
 export class ChatStore {
@@ -127,11 +165,22 @@ export class ChatStore {
   private subscribed = new Set<string>();
   private viewing: string | null = null;
   private markTimer?: ReturnType<typeof setTimeout>;
+  /** The room (and newest seq) seen at the bottom, waiting for the MarkRead timer. */
+  private markSeen: { id: string; seq: number } | null = null;
   private loadingLatest = new Set<string>();
   /** Rooms opened in this session. */
   private opened = new Set<string>();
   private statesSupported = true;
   private nonce = 0;
+  /** Counts room list changes made here (added, left), to tell them from older ListRooms answers. */
+  private gen = 0;
+  /** Rooms left (or lost) in this session → gen; their late frames are ignored. */
+  private left = new Map<string, number>();
+  /** Rooms added here (created, joined) → gen. */
+  private added = new Map<string, number>();
+  private lastRoomsLoad = 0;
+  private membersTimers = new Map<string, ReturnType<typeof setTimeout>>();
+  private roomsTimer?: ReturnType<typeof setInterval>;
 
   constructor(readonly me: User) {}
 
@@ -169,18 +218,27 @@ export class ChatStore {
     void this.loadRooms();
     void this.connect();
     this.typingTimer = setInterval(() => this.expireTyping(), 1000);
+    this.roomsTimer = setInterval(() => {
+      if (document.visibilityState === 'visible') this.refreshRooms();
+    }, ROOMS_REFRESH_MS);
     window.addEventListener('online', this.onOnline);
+    window.addEventListener('focus', this.onComeBack);
+    document.addEventListener('visibilitychange', this.onComeBack);
   }
 
   stop() {
     this.stopped = true;
     clearTimeout(this.retryTimer);
     clearInterval(this.typingTimer);
+    clearInterval(this.roomsTimer);
     clearTimeout(this.markTimer);
     clearTimeout(this.staleTimer);
     this.stopPing();
     for (const t of this.sendTimers.values()) clearTimeout(t);
+    for (const t of this.membersTimers.values()) clearTimeout(t);
     window.removeEventListener('online', this.onOnline);
+    window.removeEventListener('focus', this.onComeBack);
+    document.removeEventListener('visibilitychange', this.onComeBack);
     this.abort?.abort();
     this.stream = undefined;
   }
@@ -193,9 +251,30 @@ export class ChatStore {
     }
   };
 
+  private onComeBack = () => {
+    if (document.visibilityState === 'visible') this.refreshRooms();
+  };
+
   // ---------------------------------------------------------------- rooms
 
-  async loadRooms() {
+  /**
+   * Re-reads the room list, to pick up rooms the user was added to (or removed
+   * from) elsewhere: nothing is pushed for that. Skipped when the list was read
+   * moments ago.
+   */
+  refreshRooms() {
+    if (this.stopped || !this.state.roomsLoaded || Date.now() - this.lastRoomsLoad < ROOMS_REFRESH_MIN_MS) return;
+    void this.loadRooms(false);
+  }
+
+  /**
+   * Reads the joined rooms (ListRooms), follows new ones on the stream and
+   * forgets the ones no longer listed. `allStates`: also re-read every room's
+   * unread count (first load, reconnect); otherwise only the new rooms'.
+   */
+  async loadRooms(allStates = true) {
+    const gen = this.gen;
+    this.lastRoomsLoad = Date.now();
     try {
       const rooms: Room[] = [];
       let pageToken = '';
@@ -204,14 +283,28 @@ export class ChatStore {
         rooms.push(...r.rooms);
         pageToken = r.nextPageToken;
       } while (pageToken && rooms.length < 1000);
+      if (this.stopped) return;
       const next: Record<string, RoomEntry> = {};
+      const fresh: string[] = [];
       for (const room of rooms) {
-        next[room.roomId] = this.state.rooms[room.roomId] ?? { room, unread: 0, lastRead: 0, counted: 0 };
-        next[room.roomId] = { ...next[room.roomId], room };
+        // Left here after the list was asked for: the list is older news.
+        if ((this.left.get(room.roomId) ?? -1) >= gen) continue;
+        this.left.delete(room.roomId);
+        const had = this.state.rooms[room.roomId];
+        if (!had) fresh.push(room.roomId);
+        next[room.roomId] = { ...(had ?? { room, unread: 0, lastRead: 0, counted: 0 }), room };
+      }
+      for (const id of Object.keys(this.state.rooms)) {
+        if (next[id]) continue;
+        // Added here after the list was asked for: keep it.
+        if ((this.added.get(id) ?? -1) >= gen || pageToken) next[id] = this.state.rooms[id];
+        // No longer a member (left in another tab, removed): stop following it.
+        else this.forget(id);
       }
       this.set({ rooms: next, roomsLoaded: true, roomsError: undefined });
       this.subscribeAll();
-      await this.loadStates();
+      if (allStates) await this.loadStates();
+      else if (fresh.length) await this.loadStates(fresh);
     } catch (e) {
       if (e instanceof SessionExpired) return;
       this.set({ roomsError: describeError(e) });
@@ -266,10 +359,13 @@ export class ChatStore {
     this.setRoom(st.roomId, (e) => {
       // Live messages counted past this snapshot stay counted.
       const extra = e.counted > head ? this.countUnread(st.roomId, Math.max(head, lastRead)) : 0;
+      // Read positions only move forward: a snapshot taken before this
+      // client's MarkRead was stored must not make read messages unread again.
+      const readHere = e.lastRead > lastRead;
       return {
         ...e,
-        lastRead: Math.max(lastRead, this.viewing === st.roomId ? e.lastRead : 0),
-        unread: this.viewing === st.roomId ? 0 : Number(st.unreadCount) + extra,
+        lastRead: Math.max(lastRead, e.lastRead),
+        unread: this.viewing === st.roomId ? 0 : readHere ? this.countUnread(st.roomId, e.lastRead) : Number(st.unreadCount) + extra,
         counted: Math.max(e.counted, head),
         lastMessage: st.lastMessage && (!e.lastMessage || Number(st.lastMessage.seq) >= e.lastMessage.seq) ? fromProto(st.lastMessage) : e.lastMessage,
       };
@@ -283,6 +379,8 @@ export class ChatStore {
   }
 
   addRoom(room: Room) {
+    this.left.delete(room.roomId);
+    this.added.set(room.roomId, this.gen++);
     if (!this.state.rooms[room.roomId]) {
       this.set({ rooms: { ...this.state.rooms, [room.roomId]: { room, unread: 0, lastRead: 0, counted: 0 } } });
     }
@@ -290,13 +388,60 @@ export class ChatStore {
     void this.loadStates([room.roomId]);
   }
 
+  /**
+   * Leaves a room (LeaveRoom), stops following it on the stream and forgets
+   * it. Not being a member any more (left in another tab) counts as done.
+   */
   async leaveRoom(id: string) {
-    await call((o) => roomClient.leaveRoom({ roomId: id }, o));
-    this.send({ oneofKind: 'unsubscribe', unsubscribe: { roomId: id } });
+    try {
+      await call((o) => roomClient.leaveRoom({ roomId: id }, o));
+    } catch (e) {
+      if (!(e instanceof RpcError && (e.code === 'PERMISSION_DENIED' || e.code === 'NOT_FOUND'))) throw e;
+    }
+    this.forget(id);
+  }
+
+  /** Drops a room from the list and everything about it, and unsubscribes it. */
+  private forget(id: string) {
+    if (this.subscribed.has(id) || this.state.rooms[id]) this.send({ oneofKind: 'unsubscribe', unsubscribe: { roomId: id } });
     this.subscribed.delete(id);
-    const rooms = { ...this.state.rooms };
-    delete rooms[id];
-    this.set({ rooms });
+    for (const p of this.state.pending[id] ?? []) {
+      clearTimeout(this.sendTimers.get(p.clientMsgId));
+      this.sendTimers.delete(p.clientMsgId);
+    }
+    this.opened.delete(id);
+    this.staleStates.delete(id);
+    clearTimeout(this.membersTimers.get(id));
+    this.membersTimers.delete(id);
+    this.typingAgain.delete(id);
+    delete this.typingSent[id];
+    if (this.viewing === id) this.viewing = null;
+    if (this.markSeen?.id === id) this.markSeen = null;
+    this.added.delete(id);
+    this.left.set(id, this.gen++);
+    this.state = withoutRoom(this.state, id);
+    for (const l of this.listeners) l();
+  }
+
+  /** A frame about a room left in this session (sent before the unsubscribe took effect). */
+  private gone(id: string): boolean {
+    return this.left.has(id) && !this.state.rooms[id];
+  }
+
+  /**
+   * Adds a user to a room by username (AddMember); the member list shows them
+   * at once and is then re-read. `already`: they were a member before.
+   */
+  async addMember(roomId: string, username: string): Promise<{ member: MemberEntry; already: boolean }> {
+    const r = await call((o) => roomClient.addMember({ roomId, username }, o));
+    const user = r.member?.user;
+    if (!user) throw new Error('The server sent an incomplete answer.');
+    const member = { user, online: r.member!.online };
+    const list = this.state.members[roomId] ?? [];
+    const already = list.some((m) => m.user.userId === user.userId);
+    if (!already) this.set({ members: { ...this.state.members, [roomId]: [...list, member] } });
+    void this.loadMembers(roomId);
+    return { member, already };
   }
 
   // ---------------------------------------------------------------- the stream
@@ -423,7 +568,7 @@ export class ChatStore {
         this.online();
         const id = fr.subscribed.roomId;
         const head = fr.subscribed.head;
-        if (!head) return;
+        if (!head || this.gone(id)) return;
         const before = this.timeline(id);
         const r = applyHead(before, head.epoch, Number(head.seq));
         this.setTimeline(id, r.timeline);
@@ -455,6 +600,7 @@ export class ChatStore {
       }
       case 'resyncRequired': {
         const id = fr.resyncRequired.roomId;
+        if (this.gone(id)) return;
         const head = fr.resyncRequired.head;
         const before = this.timeline(id);
         this.setTimeline(id, resetEpoch(before, head?.epoch ?? '', Number(head?.seq ?? 0)));
@@ -464,6 +610,7 @@ export class ChatStore {
       }
       case 'messageWithdrawn': {
         const w = fr.messageWithdrawn;
+        if (this.gone(w.roomId)) return;
         const tl = withdraw(this.timeline(w.roomId), Number(w.seq), w.messageId);
         this.setTimeline(w.roomId, tl);
         this.setRoom(w.roomId, (e) => {
@@ -477,17 +624,13 @@ export class ChatStore {
         const id = fr.subscribeError.roomId;
         this.subscribed.delete(id);
         const code = fr.subscribeError.error?.code;
-        if (code === 5 || code === 7) {
-          // No longer a member (left elsewhere, removed): drop it from the list.
-          const rooms = { ...this.state.rooms };
-          delete rooms[id];
-          this.set({ rooms });
-        }
+        // No longer a member (left elsewhere, removed): drop it from the list.
+        if (code === 5 || code === 7) this.forget(id);
         return;
       }
       case 'typing': {
         const t = fr.typing;
-        if (t.userId === this.me.userId) return;
+        if (t.userId === this.me.userId || this.gone(t.roomId)) return;
         const expires = t.expireTime ? Timestamp.toDate(t.expireTime).getTime() : Date.now() + 5000;
         // Clamp to a sane window whatever the clocks say.
         const until = Math.min(Math.max(expires, Date.now() + 1000), Date.now() + 10_000);
@@ -497,9 +640,12 @@ export class ChatStore {
       }
       case 'presence': {
         const p = fr.presence;
+        if (this.gone(p.roomId)) return;
         this.set({ presence: { ...this.state.presence, [p.roomId]: { ...(this.state.presence[p.roomId] ?? {}), [p.userId]: p.online } } });
         const members = this.state.members[p.roomId];
         if (members && p.online && !members.some((m) => m.user?.userId === p.userId)) void this.loadMembers(p.roomId);
+        // Gone offline in a room opened here: they may have left it.
+        else if (members && !p.online && this.opened.has(p.roomId)) this.loadMembersSoon(p.roomId);
         return;
       }
       case 'readMarker': {
@@ -518,6 +664,7 @@ export class ChatStore {
   }
 
   private onMessage(m: ChatMessage) {
+    if (this.gone(m.roomId)) return;
     const before = this.timeline(m.roomId);
     const r = applyMessage(before, m);
     if (r.epochChanged) {
@@ -557,6 +704,7 @@ export class ChatStore {
     this.loadingLatest.add(id);
     try {
       const r = await call((o) => chatClient.listMessages({ roomId: id, pageSize: PAGE, pageToken: '', afterSeq: '0' }, o));
+      if (this.gone(id)) return;
       const page = r.messages.map(fromProto);
       const tl = mergeHistory(this.timeline(id), page, r.nextPageToken, true);
       this.setTimeline(id, tl);
@@ -588,12 +736,25 @@ export class ChatStore {
     this.set({ loadingOlder: { ...this.state.loadingOlder, [id]: true } });
     try {
       const r = await call((o) => chatClient.listMessages({ roomId: id, pageSize: PAGE, pageToken: tl.olderToken, afterSeq: '0' }, o));
+      if (this.gone(id)) return;
       this.setTimeline(id, mergeHistory(this.timeline(id), r.messages.map(fromProto), r.nextPageToken, false));
     } catch (e) {
       this.set({ historyError: { ...this.state.historyError, [id]: describeError(e) } });
     } finally {
       this.set({ loadingOlder: { ...this.state.loadingOlder, [id]: false } });
     }
+  }
+
+  /** Re-reads a room's members in a moment (once for a burst of presence changes). */
+  private loadMembersSoon(id: string) {
+    clearTimeout(this.membersTimers.get(id));
+    this.membersTimers.set(
+      id,
+      setTimeout(() => {
+        this.membersTimers.delete(id);
+        if (!this.stopped && this.state.rooms[id]) void this.loadMembers(id);
+      }, 1000),
+    );
   }
 
   async loadMembers(id: string) {
@@ -605,6 +766,7 @@ export class ChatStore {
         all.push(...r.members);
         pageToken = r.nextPageToken;
       } while (pageToken && all.length < 2000);
+      if (this.gone(id)) return;
       const members = all.filter((m) => m.user).map((m) => ({ user: m.user!, online: m.online }));
       // The snapshot supersedes earlier presence events.
       const live = { ...(this.state.presence[id] ?? {}) };
@@ -636,19 +798,34 @@ export class ChatStore {
     void this.loadMembers(id);
   }
 
+  /**
+   * Marks the room on screen read in a moment (one MarkRead for a burst).
+   * What was on screen now counts even if the view moves on before then
+   * (scrolled up, another room): it was seen.
+   */
   private scheduleMarkRead() {
+    const id = this.viewing;
+    if (!id) return;
+    if (this.markSeen && this.markSeen.id !== id) this.markRead();
+    const seq = newestSeq(this.timeline(id));
+    this.markSeen = { id, seq: Math.max(seq, this.markSeen?.seq ?? 0) };
     clearTimeout(this.markTimer);
     this.markTimer = setTimeout(() => this.markRead(), 250);
   }
 
   private markRead() {
-    const id = this.viewing;
-    if (!id) return;
+    const seen = this.markSeen;
+    this.markSeen = null;
+    if (!seen) return;
+    const id = seen.id;
     const tl = this.timeline(id);
-    const seq = newestSeq(tl);
+    const onScreen = this.viewing === id;
+    // Still at the bottom: up to the newest message, which is on screen.
+    const seq = onScreen ? Math.max(seen.seq, newestSeq(tl)) : seen.seq;
     const e = this.state.rooms[id];
     if (!e || (seq <= e.lastRead && e.unread === 0) || !tl.epoch) return;
-    this.setRoom(id, (x) => ({ ...x, lastRead: Math.max(x.lastRead, seq), unread: 0 }));
+    const lastRead = Math.max(e.lastRead, seq);
+    this.setRoom(id, (x) => ({ ...x, lastRead: Math.max(x.lastRead, seq), unread: onScreen ? 0 : this.countUnread(id, lastRead) }));
     if (seq <= e.lastRead) return;
     const position = { epoch: tl.epoch, seq: String(seq) };
     // The RPC (rather than the stream's mark_read frame) is answered, so a

@@ -2,7 +2,7 @@ import { useCallback, useEffect, useMemo, useState, useSyncExternalStore } from 
 import type { User } from '@gen/parley/v1/auth';
 import type { Room } from '@gen/parley/v1/rooms';
 import { logout } from '../api';
-import { ChatStore } from '../state/store';
+import { ChatStore, roomsByActivity } from '../state/store';
 import { Sidebar } from './Sidebar';
 import { RoomView } from './RoomView';
 import { BrowseDialog, DirectDialog, NewRoomDialog } from './Dialogs';
@@ -47,6 +47,12 @@ export function ChatApp({ me }: { me: User }) {
     go(room.roomId);
   };
 
+  // After leaving a room: the room list on a phone, the first room on a desktop.
+  const afterLeave = () => {
+    const phone = window.matchMedia('(max-width: 759px)').matches;
+    go(phone ? null : roomsByActivity(store.getState().rooms)[0]?.room.roomId ?? null);
+  };
+
   const current = roomId ? state.rooms[roomId] : undefined;
   const showBanner = state.everOnline && state.conn !== 'online';
 
@@ -73,7 +79,7 @@ export function ChatApp({ me }: { me: User }) {
       />
       <main className="main" aria-label="Conversation">
         {roomId && current ? (
-          <RoomView key={roomId} store={store} state={state} entry={current} me={me} onBack={() => go(null)} />
+          <RoomView key={roomId} store={store} state={state} entry={current} me={me} onBack={() => go(null)} onLeft={afterLeave} />
         ) : roomId && !state.roomsLoaded ? (
           <div className="empty">
             <span className="spinner" aria-hidden="true" /> Loading…

@@ -6,25 +6,29 @@ import { call, describeError, fieldError, roomClient } from '../api';
 import type { RoomEntry } from '../state/store';
 import { Avatar } from './Avatar';
 
-function Modal({ title, onClose, children }: { title: string; onClose: () => void; children: ReactNode }) {
+function Modal({ title, onClose, children, describedBy }: { title: string; onClose: () => void; children: ReactNode; describedBy?: string }) {
   const id = useId();
   const ref = useRef<HTMLDivElement>(null);
+  // The latest onClose, without re-running the focus effect when a parent
+  // re-renders with a new function (which would pull the focus back).
+  const close = useRef(onClose);
+  close.current = onClose;
   useEffect(() => {
     const prev = document.activeElement as HTMLElement | null;
     const first = ref.current?.querySelector<HTMLElement>('input, button:not(.close), select, textarea');
     first?.focus();
     const onKey = (e: KeyboardEvent) => {
-      if (e.key === 'Escape') onClose();
+      if (e.key === 'Escape') close.current();
     };
     window.addEventListener('keydown', onKey);
     return () => {
       window.removeEventListener('keydown', onKey);
-      prev?.focus?.();
+      if (prev?.isConnected) prev.focus?.();
     };
-  }, [onClose]);
+  }, []);
   return (
     <div className="overlay" onMouseDown={(e) => e.target === e.currentTarget && onClose()}>
-      <div className="modal" role="dialog" aria-modal="true" aria-labelledby={id} ref={ref}>
+      <div className="modal" role="dialog" aria-modal="true" aria-labelledby={id} aria-describedby={describedBy} ref={ref}>
         <header className="modal-head">
           <h2 id={id}>{title}</h2>
           <button className="ghost icon close" onClick={onClose} aria-label="Close">
@@ -240,6 +244,137 @@ export function DirectDialog({ me, onClose, onDone }: { me: User; onClose: () =>
           </button>
         </div>
       </form>
+    </Modal>
+  );
+}
+
+/** What AddMember's failure means, in words: NotFound names the user, InvalidArgument gives the field's message. */
+export function addMemberError(err: unknown, username: string): string {
+  if (err instanceof RpcError) {
+    if (err.code === 'NOT_FOUND' && !/\broom\b/i.test(err.message)) return `No user named “${username}”.`;
+    if (err.code === 'NOT_FOUND') return 'This room is gone, or you are no longer in it.';
+    if (err.code === 'PERMISSION_DENIED') return 'Only members can add people to this room.';
+    if (err.code === 'FAILED_PRECONDITION') return 'A direct conversation is for two people only.';
+    const f = fieldError(err);
+    if (f) return capitalize(f.reason.endsWith('.') ? f.reason : `${f.reason}.`);
+  }
+  return describeError(err);
+}
+
+const capitalize = (s: string) => (s ? s[0].toUpperCase() + s.slice(1) : s);
+
+export function AddMemberDialog({
+  roomName,
+  onClose,
+  add,
+  onDone,
+}: {
+  roomName: string;
+  onClose: () => void;
+  add: (username: string) => Promise<{ already: boolean }>;
+  onDone: (username: string, already: boolean) => void;
+}) {
+  const [username, setUsername] = useState('');
+  const [error, setError] = useState('');
+  const [busy, setBusy] = useState(false);
+
+  async function submit(e: FormEvent) {
+    e.preventDefault();
+    const u = username.trim().toLowerCase().replace(/^@/, '');
+    if (!u) return setError('Enter a username.');
+    setBusy(true);
+    setError('');
+    try {
+      const r = await add(u);
+      onDone(u, r.already);
+    } catch (err) {
+      setError(addMemberError(err, u));
+      setBusy(false);
+    }
+  }
+
+  return (
+    <Modal title="Add member" onClose={onClose} describedBy="add-member-help">
+      <form onSubmit={submit} noValidate>
+        <p className="muted small modal-text" id="add-member-help">
+          They will see <strong>{roomName}</strong> in their rooms and can read its history.
+        </p>
+        <div className={`field${error ? ' invalid' : ''}`}>
+          <label htmlFor="add-member-user">Username</label>
+          <input
+            id="add-member-user"
+            value={username}
+            onChange={(e) => {
+              setUsername(e.target.value);
+              setError('');
+            }}
+            autoCapitalize="none"
+            autoComplete="off"
+            spellCheck={false}
+            placeholder="e.g. bob"
+            aria-invalid={!!error || undefined}
+            aria-describedby={error ? 'add-member-error' : undefined}
+          />
+          {error && (
+            <p className="field-error" id="add-member-error" role="alert">
+              {error}
+            </p>
+          )}
+        </div>
+        <div className="modal-actions">
+          <button type="button" onClick={onClose}>
+            Cancel
+          </button>
+          <button className="primary" type="submit" disabled={busy}>
+            {busy ? 'Adding…' : 'Add'}
+          </button>
+        </div>
+      </form>
+    </Modal>
+  );
+}
+
+export function LeaveRoomDialog({ room, title, onClose, leave }: { room: Room; title: string; onClose: () => void; leave: () => Promise<void> }) {
+  const [error, setError] = useState('');
+  const [busy, setBusy] = useState(false);
+  const direct = room.visibility === RoomVisibility.DIRECT;
+  const what = direct ? 'conversation' : 'room';
+  const consequence =
+    room.visibility === RoomVisibility.PRIVATE
+      ? 'It is a private room: to come back, a member has to add you again.'
+      : direct
+        ? 'It comes back if either of you starts a direct conversation again.'
+        : 'You can join it again from Browse.';
+
+  const confirm = async () => {
+    setBusy(true);
+    setError('');
+    try {
+      await leave();
+    } catch (e) {
+      setError(describeError(e));
+      setBusy(false);
+    }
+  };
+
+  return (
+    <Modal title={`Leave ${title}?`} onClose={onClose} describedBy="leave-room-text">
+      <p className="modal-text" id="leave-room-text">
+        It disappears from your rooms and you stop getting its messages. {consequence}
+      </p>
+      {error && (
+        <p className="form-error" role="alert">
+          {error}
+        </p>
+      )}
+      <div className="modal-actions">
+        <button type="button" onClick={onClose}>
+          Cancel
+        </button>
+        <button className="primary danger" type="button" onClick={() => void confirm()} disabled={busy}>
+          {busy ? 'Leaving…' : `Leave ${what}`}
+        </button>
+      </div>
     </Modal>
   );
 }

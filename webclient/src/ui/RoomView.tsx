@@ -4,6 +4,7 @@ import { RoomVisibility } from '@gen/parley/v1/rooms';
 import { roomTitle, type ChatState, type ChatStore, type MemberEntry, type PendingMessage, type RoomEntry } from '../state/store';
 import { emptyTimeline, groupByAuthor, type ChatMessage } from '../state/timeline';
 import { Avatar } from './Avatar';
+import { AddMemberDialog, LeaveRoomDialog } from './Dialogs';
 import { formatDay, formatTime, sameDay } from './util';
 
 interface Props {
@@ -12,23 +13,29 @@ interface Props {
   entry: RoomEntry;
   me: User;
   onBack: () => void;
+  /** The room was left: show another one. */
+  onLeft: () => void;
 }
 
 const NEAR_BOTTOM_PX = 48;
 const NEAR_TOP_PX = 240;
 
-export function RoomView({ store, state, entry, me, onBack }: Props) {
+export function RoomView({ store, state, entry, me, onBack, onLeft }: Props) {
   const id = entry.room.roomId;
   const tl = state.timelines[id] ?? emptyTimeline();
   const pending = state.pending[id] ?? [];
   const typing = state.typing[id] ?? [];
   const title = roomTitle(entry.room, me.username);
   const [showMembers, setShowMembers] = useState(false);
+  const [dialog, setDialog] = useState<'add' | 'leave' | null>(null);
+  const [notice, setNotice] = useState('');
+  const direct = entry.room.visibility === RoomVisibility.DIRECT;
   const listRef = useRef<HTMLDivElement>(null);
   const atBottom = useRef(true);
   const [scrolledUp, setScrolledUp] = useState(false);
   const [unseen, setUnseen] = useState(0);
-  const prevFirst = useRef<{ seq: number; height: number } | null>(null);
+  /** The first message when older ones were asked for, and where it was on screen (px below the list's top). */
+  const prevFirst = useRef<{ seq: number; offset: number; height: number } | null>(null);
   const lastCount = useRef(0);
   const didInitialScroll = useRef(false);
 
@@ -57,7 +64,10 @@ export function RoomView({ store, state, entry, me, onBack }: Props) {
     if (bottom) setUnseen(0);
     store.setViewing(id, bottom);
     if (el.scrollTop < NEAR_TOP_PX && tl.olderToken && !state.loadingOlder[id]) {
-      prevFirst.current = { seq: tl.messages[0]?.seq ?? 0, height: el.scrollHeight };
+      const seq = tl.messages[0]?.seq ?? 0;
+      const row = el.querySelector(`.bubble-row[data-seq="${seq}"]`);
+      const offset = row ? row.getBoundingClientRect().top - el.getBoundingClientRect().top : 0;
+      prevFirst.current = { seq, offset, height: el.scrollHeight };
       void store.loadOlder(id);
     }
   }, [store, id, tl.olderToken, tl.messages, state.loadingOlder]);
@@ -83,7 +93,12 @@ export function RoomView({ store, state, entry, me, onBack }: Props) {
     const grew = count > lastCount.current;
     const first = tl.messages[0]?.seq ?? 0;
     if (prevFirst.current && first !== prevFirst.current.seq && first < prevFirst.current.seq) {
-      el.scrollTop += el.scrollHeight - prevFirst.current.height;
+      // Keep the message that was first where it was (whatever appeared or
+      // went away above it: the page, the loading line, the room's start).
+      const p = prevFirst.current;
+      const row = el.querySelector(`.bubble-row[data-seq="${p.seq}"]`);
+      if (row) el.scrollTop += row.getBoundingClientRect().top - el.getBoundingClientRect().top - p.offset;
+      else el.scrollTop += el.scrollHeight - p.height;
       prevFirst.current = null;
     } else if (!didInitialScroll.current && tl.loaded) {
       didInitialScroll.current = true;
@@ -121,6 +136,12 @@ export function RoomView({ store, state, entry, me, onBack }: Props) {
     return () => ro.disconnect();
   }, []);
 
+  useEffect(() => {
+    if (!notice) return;
+    const t = setTimeout(() => setNotice(''), 6000);
+    return () => clearTimeout(t);
+  }, [notice]);
+
   const jumpToBottom = () => {
     const el = listRef.current;
     if (el) el.scrollTo({ top: el.scrollHeight, behavior: 'smooth' });
@@ -155,7 +176,13 @@ export function RoomView({ store, state, entry, me, onBack }: Props) {
               {entry.room.topic && entry.room.visibility !== RoomVisibility.DIRECT ? ` · ${entry.room.topic}` : ''}
             </p>
           </div>
-          <button className={`ghost members-toggle${showMembers ? ' on' : ''}`} onClick={() => setShowMembers((v) => !v)} aria-expanded={showMembers} aria-controls="members-panel">
+          <button
+            className={`ghost members-toggle${showMembers ? ' on' : ''}`}
+            onClick={() => setShowMembers((v) => !v)}
+            aria-expanded={showMembers}
+            aria-controls="members-panel"
+            aria-label="Members"
+          >
             <svg viewBox="0 0 24 24" width="20" height="20" aria-hidden="true">
               <path d="M16 11a3 3 0 1 0 0-6 3 3 0 0 0 0 6zM8 11a3 3 0 1 0 0-6 3 3 0 0 0 0 6zm0 2c-2.7 0-6 1.3-6 3.5V19h12v-2.5C14 14.3 10.7 13 8 13zm8 0c-.3 0-.7 0-1 .1 1.2.8 2 2 2 3.4V19h5v-2.5c0-2.2-3.3-3.5-6-3.5z" fill="currentColor" />
             </svg>
@@ -259,6 +286,21 @@ export function RoomView({ store, state, entry, me, onBack }: Props) {
               ✕
             </button>
           </header>
+          {!direct && (
+            <div className="members-actions">
+              <button className="wide add-member" onClick={() => setDialog('add')}>
+                <svg viewBox="0 0 24 24" width="16" height="16" aria-hidden="true">
+                  <path d="M12 5v14M5 12h14" stroke="currentColor" strokeWidth="2.4" strokeLinecap="round" />
+                </svg>
+                Add member
+              </button>
+            </div>
+          )}
+          {notice && (
+            <p className="members-notice small" role="status">
+              {notice}
+            </p>
+          )}
           <ul className="member-list" aria-label="Online status">
             {members.map((m) => (
               <li key={m.user.userId} className={m.online ? 'online' : 'offline'} data-online={m.online ? 'true' : 'false'}>
@@ -273,7 +315,37 @@ export function RoomView({ store, state, entry, me, onBack }: Props) {
               </li>
             ))}
           </ul>
+          <div className="members-foot">
+            <button className="wide leave" onClick={() => setDialog('leave')}>
+              <svg viewBox="0 0 24 24" width="16" height="16" aria-hidden="true">
+                <path d="M15 4h3a2 2 0 0 1 2 2v12a2 2 0 0 1-2 2h-3M10 17l-5-5 5-5M5 12h11" fill="none" stroke="currentColor" strokeWidth="2" strokeLinecap="round" strokeLinejoin="round" />
+              </svg>
+              {direct ? 'Leave conversation' : 'Leave room'}
+            </button>
+          </div>
         </aside>
+      )}
+      {dialog === 'add' && (
+        <AddMemberDialog
+          roomName={title}
+          onClose={() => setDialog(null)}
+          add={(username) => store.addMember(id, username)}
+          onDone={(username, already) => {
+            setDialog(null);
+            setNotice(already ? `${username} is already a member.` : `Added ${username}.`);
+          }}
+        />
+      )}
+      {dialog === 'leave' && (
+        <LeaveRoomDialog
+          room={entry.room}
+          title={title}
+          onClose={() => setDialog(null)}
+          leave={async () => {
+            await store.leaveRoom(id);
+            onLeft();
+          }}
+        />
       )}
     </div>
   );

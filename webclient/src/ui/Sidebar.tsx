@@ -1,7 +1,7 @@
 import { useMemo, useState } from 'react';
 import type { User } from '@gen/parley/v1/auth';
 import { RoomVisibility } from '@gen/parley/v1/rooms';
-import { roomTitle, type ChatState, type RoomEntry } from '../state/store';
+import { roomsByActivity, roomTitle, type ChatState } from '../state/store';
 import { Avatar } from './Avatar';
 import { formatShort } from './util';
 
@@ -16,15 +16,11 @@ interface Props {
   onLogout: () => void;
 }
 
-const activity = (e: RoomEntry) => e.lastMessage?.time ?? (e.room.createTime ? Number(e.room.createTime.seconds) * 1000 : 0);
-
 export function Sidebar({ me, state, activeId, onOpen, onNewRoom, onBrowse, onDirect, onLogout }: Props) {
   const [filter, setFilter] = useState('');
   const rooms = useMemo(() => {
     const q = filter.trim().toLowerCase();
-    return Object.values(state.rooms)
-      .filter((e) => !q || roomTitle(e.room, me.username).toLowerCase().includes(q))
-      .sort((a, b) => activity(b) - activity(a));
+    return roomsByActivity(state.rooms).filter((e) => !q || roomTitle(e.room, me.username).toLowerCase().includes(q));
   }, [state.rooms, filter, me.username]);
   const totalUnread = Object.values(state.rooms).reduce((n, e) => n + e.unread, 0);
 
