@@ -225,6 +225,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 	if err != nil {
 		return err
 	}
+	roomSvc.OnLeave = chatSvc.ForgetMember
 
 	srvMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
 	reg.MustRegister(srvMetrics)

@@ -35,8 +35,8 @@ type Config struct {
 	// while its record has not been sent yet (default 10s); past it the send
 	// fails with Unavailable and the message is withdrawn.
 	SendTimeout time.Duration
-	// MembershipTTL is how long a positive membership check is cached per
-	// instance (default 2s).
+	// MembershipTTL is how long a positive membership check is used before
+	// it is refreshed in the background (default 5s).
 	MembershipTTL time.Duration
 }
 
@@ -76,7 +76,7 @@ func (c Config) WithDefaults() Config {
 		c.SendTimeout = 10 * time.Second
 	}
 	if c.MembershipTTL == 0 {
-		c.MembershipTTL = 2 * time.Second
+		c.MembershipTTL = 5 * time.Second
 	}
 	return c
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -143,51 +144,64 @@ func (s *Service) openStream(userID string) (func(), error) {
 
 // checkMember returns nil if user may read and write room: PermissionDenied
 // for a non-member of a public room, NotFound for a room the user cannot see.
-// A positive answer is cached for MembershipTTL; while the store is
-// unreachable a cached answer up to staleMembership old still counts, so a
-// store outage does not stop conversations that were already going on.
+//
+// It is on the send path, so a positive answer is cached and refreshed in the
+// background: younger than MembershipTTL it is used as is; older (up to
+// staleMembership) it is still used while one background lookup refreshes it,
+// and a "no longer a member" from that lookup removes it (so a removed member
+// can send for at most about one TTL more; LeaveRoom on this instance
+// forgets at once through ForgetMember). When the store cannot be asked, the
+// cached answer keeps counting, so a store outage does not stop conversations.
 func (s *Service) checkMember(ctx context.Context, roomID, userID string) error {
 	if err := rooms.ValidateRoomID("room_id", roomID); err != nil {
 		return err
 	}
 	key := roomID + "/" + userID
 	now := time.Now()
-	var e memberEntry
 	if v, ok := s.members.Load(key); ok {
-		e = v.(memberEntry)
-	}
-	stale := !e.confirmed.IsZero() && now.Sub(e.confirmed) < staleMembership
-	if stale && (now.Sub(e.confirmed) < s.cfg.MembershipTTL || now.Before(e.retryAfter)) {
-		return nil
-	}
-	if !stale {
-		err := s.lookupMember(ctx, roomID, userID)
-		if err == nil {
-			s.members.Store(key, memberEntry{confirmed: now})
+		e := v.(*memberEntry)
+		age := now.Sub(time.Unix(0, e.confirmed.Load()))
+		if age < staleMembership {
+			if age >= s.cfg.MembershipTTL && now.UnixNano() >= e.retryAfter.Load() && e.refreshing.CompareAndSwap(false, true) {
+				go s.refreshMember(key, roomID, userID, e)
+			}
+			return nil
 		}
-		return err
 	}
-	// A stale positive answer: refresh it, but do not wait long for a store
-	// that may be down, and keep the old answer unless the store says no.
-	lctx, cancel := context.WithTimeout(ctx, time.Second)
+	err := s.lookupMember(ctx, roomID, userID)
+	if err == nil {
+		e := &memberEntry{}
+		e.confirmed.Store(now.UnixNano())
+		s.members.Store(key, e)
+	}
+	return err
+}
+
+// refreshMember re-asks the store about a cached membership.
+func (s *Service) refreshMember(key, roomID, userID string, e *memberEntry) {
+	defer e.refreshing.Store(false)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	err := s.lookupMember(lctx, roomID, userID)
+	err := s.lookupMember(ctx, roomID, userID)
 	switch {
 	case err == nil:
-		s.members.Store(key, memberEntry{confirmed: now})
+		e.confirmed.Store(time.Now().UnixNano())
 	case errors.Is(err, apierr.ErrNotMember), errors.Is(err, apierr.ErrRoomNotFound):
-		return err
+		s.members.CompareAndDelete(key, e)
 	default:
-		s.members.Store(key, memberEntry{confirmed: e.confirmed, retryAfter: now.Add(s.cfg.MembershipTTL)})
-		s.logger.WarnContext(ctx, "membership check failed; using the cached answer", "room", roomID, "user", userID, "err", err)
+		e.retryAfter.Store(time.Now().Add(s.cfg.MembershipTTL).UnixNano())
+		s.logger.Warn("membership refresh failed; using the cached answer", "room", roomID, "user", userID, "err", err)
 	}
-	return nil
 }
+
+// ForgetMember drops the cached membership of user in room (after LeaveRoom).
+func (s *Service) ForgetMember(roomID, userID string) { s.members.Delete(roomID + "/" + userID) }
 
 // memberEntry is a cached positive membership check.
 type memberEntry struct {
-	confirmed  time.Time // when the store last said yes
-	retryAfter time.Time // the store failed: do not ask again before this
+	confirmed  atomic.Int64 // unix ns when the store last said yes
+	retryAfter atomic.Int64 // unix ns: the store failed, do not ask before
+	refreshing atomic.Bool
 }
 
 // staleMembership bounds how old a cached membership may be when the store

@@ -51,6 +51,9 @@ type Service struct {
 	store    Store
 	seq      Sequencer
 	presence Presence
+	// OnLeave, when set, is called after a user left a room (the chat
+	// service forgets its cached membership).
+	OnLeave func(roomID, userID string)
 }
 
 // NewService returns the RoomService.
@@ -247,6 +250,9 @@ func (s *Service) LeaveRoom(ctx context.Context, req *parleyv1.LeaveRoomRequest)
 	}
 	if err := s.store.RemoveMember(ctx, r.ID, me.UserID); err != nil {
 		return nil, err
+	}
+	if s.OnLeave != nil {
+		s.OnLeave(r.ID, me.UserID)
 	}
 	return &parleyv1.LeaveRoomResponse{}, nil
 }
