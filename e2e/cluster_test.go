@@ -287,3 +287,21 @@ func (c *cluster) waitStored(room string, n int64, timeout time.Duration) {
 		time.Sleep(250 * time.Millisecond)
 	}
 }
+
+// assertStoredOnce waits until the room holds as many documents as acked
+// messages, lets any late duplicate land, and checks that the store holds
+// exactly the acked messages, each once.
+func (c *cluster) assertStoredOnce(room string, acked map[string]bool, timeout time.Duration) {
+	c.t.Helper()
+	c.waitStored(room, int64(len(acked)), timeout)
+	time.Sleep(2 * time.Second)
+	docs, byID := c.stored(room)
+	if docs != int64(len(acked)) {
+		c.t.Fatalf("%d documents for %d acked messages", docs, len(acked))
+	}
+	for id := range acked {
+		if byID[id] != 1 {
+			c.t.Fatalf("acked message %s stored %d times", id, byID[id])
+		}
+	}
+}

@@ -162,17 +162,7 @@ func TestKafkaOutage(t *testing.T) {
 	})
 	services(t, "start", "kafka")
 	eventually(t, "retry succeeds", 90*time.Second, func() bool { return send("during") == nil })
-	c.waitStored(room, int64(len(acked)), 90*time.Second)
-	time.Sleep(2 * time.Second)
-	docs, byID := c.stored(room)
-	if docs != int64(len(acked)) {
-		t.Fatalf("%d documents for %d acked messages", docs, len(acked))
-	}
-	for id := range acked {
-		if byID[id] != 1 {
-			t.Fatalf("acked message %s stored %d times", id, byID[id])
-		}
-	}
+	c.assertStoredOnce(room, acked, 90*time.Second)
 }
 
 // TestServerKilledClientsResumeElsewhere: SIGKILL the instance a client is
@@ -257,15 +247,5 @@ func TestStoreOutage(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c.waitStored(room, int64(len(acked)), 120*time.Second)
-	time.Sleep(2 * time.Second)
-	docs, byID := c.stored(room)
-	if docs != int64(len(acked)) {
-		t.Fatalf("%d documents for %d acked messages", docs, len(acked))
-	}
-	for id := range acked {
-		if byID[id] != 1 {
-			t.Fatalf("acked message %s stored %d times", id, byID[id])
-		}
-	}
+	c.assertStoredOnce(room, acked, 120*time.Second)
 }

@@ -312,17 +312,7 @@ func TestPersisterKilledMidStream(t *testing.T) {
 	if len(ids) != total {
 		t.Fatalf("%d distinct acked messages, want %d", len(ids), total)
 	}
-	c.waitStored(room, total, 120*time.Second)
-	time.Sleep(2 * time.Second)
-	docs, byID := c.stored(room)
-	if docs != total {
-		t.Fatalf("%d documents for %d acked messages", docs, total)
-	}
-	for id := range ids {
-		if byID[id] != 1 {
-			t.Fatalf("message %s stored %d times", id, byID[id])
-		}
-	}
+	c.assertStoredOnce(room, ids, 120*time.Second)
 }
 
 var _ = codes.OK
