@@ -189,10 +189,16 @@ func runSteps(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*stepS
 			}
 			n := int64(perRoom * d.Seconds())
 			interval := time.Duration(float64(time.Second) / perRoom)
-			start := time.Now()
+			phaseStart := time.Now()
 			g, gctx := errgroup.WithContext(ctx)
 			for room := 0; room < cfg.Rooms; room++ {
 				g.Go(func() error {
+					// Rooms are phase-shifted across one interval so the total
+					// rate is spread evenly in time, not sent in bursts of R.
+					start := phaseStart.Add(interval * time.Duration(room) / time.Duration(cfg.Rooms))
+					if err := sleepUntil(gctx, start); err != nil {
+						return err
+					}
 					var sent int64
 					for sent < n {
 						due := min(int64(time.Since(start)/interval)+1, n)
@@ -267,6 +273,19 @@ func runSteps(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*stepS
 	}
 	rep.computePeak()
 	return nil
+}
+
+func sleepUntil(ctx context.Context, t time.Time) error {
+	d := time.Until(t)
+	if d <= 0 {
+		return nil
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
