@@ -172,7 +172,7 @@ func Handler(gs *grpc.Server, o Options) http.Handler {
 		mux.Handle("/metrics", o.Metrics)
 	}
 	if o.Gateway != nil {
-		mux.Handle("/v1/", o.Gateway)
+		mux.Handle("/v1/", cors(o.Gateway, allowed))
 	}
 	if o.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -194,6 +194,41 @@ func Handler(gs *grpc.Server, o Options) http.Handler {
 			return
 		}
 		mux.ServeHTTP(w, r)
+	})
+}
+
+// cors is the REST API's explicit CORS policy: a browser on an allowed
+// origin may call it with the Authorization and Content-Type headers; every
+// other origin gets no CORS headers (the browser refuses the response) and
+// its preflight is answered 403. Requests without an Origin header
+// (non-browser callers) and same-origin requests are unaffected.
+func cors(next http.Handler, allowed func(string) bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		if origin == "" || sameOrigin(r, origin) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		h := w.Header()
+		h.Add("Vary", "Origin")
+		if !allowed(origin) {
+			if r.Method == http.MethodOptions {
+				http.Error(w, "origin not allowed", http.StatusForbidden)
+				return
+			}
+			next.ServeHTTP(w, r)
+			return
+		}
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Set("Access-Control-Expose-Headers", "Grpc-Status, Grpc-Message, Retry-After")
+		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+			h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE")
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+			h.Set("Access-Control-Max-Age", "600")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 
