@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc/codes"
-
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
 )
 
@@ -314,5 +312,3 @@ func TestPersisterKilledMidStream(t *testing.T) {
 	}
 	c.assertStoredOnce(room, ids, 120*time.Second)
 }
-
-var _ = codes.OK
