@@ -25,19 +25,18 @@ func numCPU() int { return runtime.NumCPU() }
 
 // FanoutConfig configures fanout-v1.
 type FanoutConfig struct {
-	Addr        string        // Parley's address (parley mode)
-	RedisURL    string        // Redis (raw mode)
-	Raw         bool          // Redis pub/sub alone, no Parley
-	Rooms       int           // R (100)
-	Members     int           // S per room, the publisher included (10)
-	Rates       []int         // offered msgs/s in total, per step
-	Step        time.Duration // measured part of a step (10s)
-	Warmup      time.Duration // unmeasured start of a step (2s)
-	Grace       time.Duration // wait for stragglers after a step (5s)
-	BodyBytes   int           // 100
-	Conns       int           // gRPC connections the streams are spread over
-	Pids        map[string]int
-	ServerPid   int
+	Addr        string         // Parley's address (parley mode)
+	RedisURL    string         // Redis (raw mode)
+	Raw         bool           // Redis pub/sub alone, no Parley
+	Rooms       int            // R (100)
+	Members     int            // S per room, the publisher included (10)
+	Rates       []int          // offered msgs/s in total, per step
+	Step        time.Duration  // measured part of a step (10s)
+	Warmup      time.Duration  // unmeasured start of a step (2s)
+	Grace       time.Duration  // wait for stragglers after a step (5s)
+	BodyBytes   int            // 100
+	Conns       int            // gRPC connections the streams are spread over
+	Pids        map[string]int // processes whose CPU% is reported; "server" also gets RSS
 	Persistence string
 	StopAfter   int // stop after this many failing steps in a row (0: never)
 	Progress    io.Writer
@@ -232,7 +231,6 @@ func runSteps(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*stepS
 			return phaseErr
 		}
 		cpu := meter.percent()
-		cpu["loadgen"] = cpu["loadgen"] // keep the column even if unmeasured
 		// Stragglers: wait until everything sent was delivered, or Grace.
 		st := stats[si]
 		want := st.sent.Load() * int64(cfg.Members)
@@ -253,8 +251,8 @@ func runSteps(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*stepS
 			Max:       ms(st.hist.Max()),
 			CPU:       cpu,
 		}
-		if cfg.ServerPid > 0 {
-			if rss, err := rssBytes(cfg.ServerPid); err == nil {
+		if pid, ok := cfg.Pids["server"]; ok {
+			if rss, err := rssBytes(pid); err == nil {
 				s.ServerRSSMB = float64(rss) / (1 << 20)
 			}
 		}

@@ -22,7 +22,7 @@ func TestBenchFanoutSmoke(t *testing.T) {
 			Addr: c.servers[0].addr, RedisURL: c.redis, Raw: raw,
 			Rooms: 3, Members: 3, Rates: []int{30, 60}, Step: time.Second, Warmup: 200 * time.Millisecond,
 			Grace: 3 * time.Second, BodyBytes: 100, Conns: 2, Progress: io.Discard,
-			Pids: map[string]int{"server": c.servers[0].cmd.Process.Pid}, ServerPid: c.servers[0].cmd.Process.Pid,
+			Pids: map[string]int{"server": c.servers[0].cmd.Process.Pid},
 		}
 		rep, err := bench.RunFanout(context.Background(), cfg)
 		if err != nil {

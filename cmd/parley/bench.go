@@ -55,9 +55,6 @@ func runBench(ctx context.Context, args []string) error {
 			return fmt.Errorf("pids: %q is not name=pid", kv)
 		}
 		cfg.Pids[name] = pid
-		if name == "server" {
-			cfg.ServerPid = pid
-		}
 	}
 	cfg.Progress = os.Stderr
 	rep, err := bench.RunFanout(ctx, cfg)

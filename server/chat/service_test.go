@@ -339,7 +339,6 @@ func TestTwoStreamsSeeSameOrder(t *testing.T) {
 			t.Fatalf("position %d: a has seq %d (%s), b has %s", i, ma[i].Seq, ma[i].MessageId, mb[i].MessageId)
 		}
 	}
-	a.waitFor("acks", func(f []*parleyv1.ConnectResponse) bool { return len(acks(f)) == n })
 	for _, ack := range acks(a.waitFor("acks", func(f []*parleyv1.ConnectResponse) bool { return len(acks(f)) == n })) {
 		if ack.Error != nil || ack.Message.GetSeq() == 0 {
 			t.Fatalf("ack %v", ack)

@@ -297,8 +297,6 @@ func (b *Redis) Withdraw(ctx context.Context, m *parleyv1.Message) (err error) {
 	return nil
 }
 
-type rueidisCompleted = rueidis.Completed
-
 func protoVarint(n uint64) []byte {
 	var out []byte
 	for n >= 0x80 {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/rueidis"
 	"google.golang.org/protobuf/proto"
 
 	eventsv1 "github.com/parleychat/parley/gen/go/parley/events/v1"
@@ -71,10 +72,10 @@ func (b *Redis) PresenceJoin(ctx context.Context, roomID, userID, username, stre
 // PresenceRefresh extends a stream's entries in rooms (no events).
 func (b *Redis) PresenceRefresh(ctx context.Context, roomIDs []string, userID, streamID string, ttl time.Duration) (err error) {
 	defer func(start time.Time) { b.observe("presence_refresh", start, err) }(time.Now())
-	exp := ms(time.Now().Add(ttl))
-	cmds := make([]rueidisCompleted, 0, len(roomIDs))
+	exp := float64(time.Now().Add(ttl).UnixMilli())
+	cmds := make(rueidis.Commands, 0, len(roomIDs))
 	for _, r := range roomIDs {
-		cmds = append(cmds, b.client.B().Zadd().Key(b.onlineKey(r)).Xx().ScoreMember().ScoreMember(mustFloat(exp), userID+"/"+streamID).Build())
+		cmds = append(cmds, b.client.B().Zadd().Key(b.onlineKey(r)).Xx().ScoreMember().ScoreMember(exp, userID+"/"+streamID).Build())
 	}
 	for _, res := range b.client.DoMulti(ctx, cmds...) {
 		if err := res.Error(); err != nil {
@@ -146,8 +147,3 @@ func (b *Redis) PublishEvent(ctx context.Context, roomID string, ev *eventsv1.Ro
 }
 
 func ms(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
-
-func mustFloat(s string) float64 {
-	f, _ := strconv.ParseFloat(s, 64)
-	return f
-}
