@@ -1,10 +1,17 @@
 // Package front serves every protocol of a Parley server instance on one
-// address. Connections that open with the HTTP/2 client preface (native gRPC
-// over h2c: grpc-go, grpcurl, generated stubs) go straight to
+// address.
+//
+// In cleartext (Split), connections that open with the HTTP/2 client preface
+// (native gRPC over h2c: grpc-go, grpcurl, generated stubs) go straight to
 // grpc.Server.Serve, grpc-go's own transport; everything else is HTTP/1.1:
 // grpc-web and its WebSocket transport (improbable-eng wrapper, origin
 // allow-list), the REST gateway under /v1/, /metrics, /healthz, /readyz and
 // the web app.
+//
+// With TLS (SplitTLS), see routeTLS: the choice is made per connection by the
+// ALPN protocols the client offered, and the HTTP side (HTTP/2 or HTTP/1.1)
+// also passes native gRPC requests to grpc.Server.ServeHTTP, so every client
+// reaches the right server whichever way it was routed.
 package front
 
 import (
@@ -31,6 +38,12 @@ const http2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 // listeners by its first bytes: HTTP/2 preface → grpcL, anything else → httpL.
 // Closing ln (or ctx ending) closes both.
 func Split(ctx context.Context, ln net.Listener, log *slog.Logger) (grpcL, httpL net.Listener) {
+	return split(ctx, ln, func(c net.Conn, g, h *chanListener) { route(c, g, h, log) })
+}
+
+// split runs the accept loop of ln, routing each connection in its own
+// goroutine.
+func split(ctx context.Context, ln net.Listener, route func(c net.Conn, g, h *chanListener)) (grpcL, httpL net.Listener) {
 	g := newChanListener(ln.Addr())
 	h := newChanListener(ln.Addr())
 	go func() {
@@ -50,7 +63,7 @@ func Split(ctx context.Context, ln net.Listener, log *slog.Logger) (grpcL, httpL
 				}
 				return
 			}
-			go route(c, g, h, log)
+			go route(c, g, h)
 		}
 	}()
 	return g, h
@@ -137,7 +150,8 @@ type Options struct {
 	Pprof bool
 }
 
-// Handler returns the HTTP/1.1 handler.
+// Handler returns the handler of the HTTP side (HTTP/1.1, and HTTP/2 over
+// TLS).
 func Handler(gs *grpc.Server, o Options) http.Handler {
 	allowed := func(origin string) bool {
 		for _, a := range o.AllowedOrigins {
@@ -191,6 +205,13 @@ func Handler(gs *grpc.Server, o Options) http.Handler {
 				return
 			}
 			wrapped.ServeHTTP(w, r)
+			return
+		}
+		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+			// Native gRPC that reached the HTTP side: over TLS, a client
+			// that offered "http/1.1" too (see routeTLS). Never in
+			// cleartext, where HTTP/2 goes to grpc.Server.Serve.
+			gs.ServeHTTP(w, r)
 			return
 		}
 		mux.ServeHTTP(w, r)
