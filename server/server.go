@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -50,11 +51,13 @@ import (
 	"github.com/parleychat/parley/server/msglog"
 	"github.com/parleychat/parley/server/rooms"
 	"github.com/parleychat/parley/server/store"
+	"github.com/parleychat/parley/server/tlsconf"
 )
 
 // Config configures a server instance.
 type Config struct {
 	Addr            string
+	TLS             tlsconf.Files // --tls-cert, --tls-key: TLS on Addr (both or neither)
 	RedisURL        string
 	RedisPrefix     string
 	DedupeTTL       time.Duration
@@ -84,6 +87,7 @@ type Config struct {
 // PARLEY_* environment variable, see internal/config).
 func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8080", "listen address for gRPC, grpc-web, REST, metrics and the web app")
+	c.TLS.Flags(fs)
 	fs.StringVar(&c.RedisURL, "redis-url", "redis://127.0.0.1:6379", "Redis URL")
 	fs.StringVar(&c.RedisPrefix, "redis-prefix", "parley:", "prefix of Redis keys and channels")
 	fs.DurationVar(&c.DedupeTTL, "dedupe-ttl", 24*time.Hour, "how long a client_msg_id is remembered for retries")
@@ -119,6 +123,9 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 
 // Validate names the first bad field.
 func (c *Config) Validate() error {
+	if err := c.TLS.Validate(); err != nil {
+		return err
+	}
 	switch {
 	case len(c.TokenKey) < 32:
 		return fmt.Errorf("token-key (PARLEY_TOKEN_KEY) must be at least 32 bytes, got %d", len(c.TokenKey))
@@ -161,6 +168,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	var tlsCfg *tls.Config // nil: cleartext
+	if cfg.TLS.Enabled() {
+		var err error
+		if tlsCfg, err = cfg.TLS.ServerConfig(log, reg); err != nil {
+			return err
+		}
 	}
 
 	// Backends.
@@ -264,8 +278,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 	}
 	addr := ln.Addr().String()
 
-	// The REST gateway calls this instance's gRPC side over loopback.
-	gwConn, err := grpc.NewClient(dialAddr(addr), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// The REST gateway calls this instance's gRPC server in memory (the
+	// caller's address travels in X-Forwarded-For, see auth.ClientAddr).
+	gwPipe := front.NewPipe()
+	gwConn, err := grpc.NewClient("passthrough:///parley-gateway",
+		grpc.WithContextDialer(gwPipe.DialContext),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
 	}
@@ -311,15 +329,22 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 	g, gctx := errgroup.WithContext(ctx)
 	serveCtx, stopServing := context.WithCancel(context.Background())
 	defer stopServing()
-	grpcL, httpL := front.Split(serveCtx, ln, log)
+	var grpcL, httpL net.Listener
+	if tlsCfg != nil {
+		grpcL, httpL = front.SplitTLS(serveCtx, ln, tlsCfg, log)
+	} else {
+		grpcL, httpL = front.Split(serveCtx, ln, log)
+	}
 	g.Go(func() error { return broker.Run(gctx, hub) })
 	g.Go(func() error { return chatSvc.Run(gctx) })
-	g.Go(func() error {
-		if err := gs.Serve(grpcL); err != nil && !errors.Is(err, grpc.ErrServerStopped) && !errors.Is(err, net.ErrClosed) {
-			return fmt.Errorf("grpc serve: %w", err)
-		}
-		return nil
-	})
+	for _, l := range []net.Listener{grpcL, gwPipe} {
+		g.Go(func() error {
+			if err := gs.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) && !errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("grpc serve: %w", err)
+			}
+			return nil
+		})
+	}
 	g.Go(func() error {
 		if err := httpSrv.Serve(httpL); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 			return fmt.Errorf("http serve: %w", err)
@@ -371,7 +396,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 		producer.Close(sctx)
 		return nil
 	})
-	log.Info("parley server listening", "addr", addr)
+	log.Info("parley server listening", "addr", addr, "tls", tlsCfg != nil)
 	if deps.Started != nil {
 		deps.Started(addr)
 	}
@@ -400,18 +425,6 @@ func checkReady(ctx context.Context, b *fanout.Redis, p *msglog.Producer, mc *mo
 		return fmt.Errorf("store: %w", err)
 	}
 	return nil
-}
-
-// dialAddr turns a listen address into one to dial (0.0.0.0 / [::] → loopback).
-func dialAddr(addr string) string {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return addr
-	}
-	if host == "" || host == "0.0.0.0" || host == "::" {
-		host = "127.0.0.1"
-	}
-	return net.JoinHostPort(host, port)
 }
 
 // webHandler serves the built web app, falling back to index.html for client

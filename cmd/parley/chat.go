@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"context"
 	crand "crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"os"
 	"slices"
 	"strconv"
@@ -18,6 +21,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
@@ -43,10 +47,14 @@ type chatConfig struct {
 	SignUp   bool
 	Room     string
 	History  int
+	TLS      bool   // dial with TLS (system roots unless TLSCA)
+	TLSCA    string // PEM file of the CA(s) to trust; implies TLS
 }
 
 func (c *chatConfig) flags(fs *flag.FlagSet) {
-	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8080", "Parley server address (gRPC, plaintext)")
+	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8080", "Parley server address HOST:PORT (gRPC; cleartext unless -tls)")
+	fs.BoolVar(&c.TLS, "tls", false, "connect with TLS, verifying the server's certificate for HOST against the system's roots (or -tls-ca)")
+	fs.StringVar(&c.TLSCA, "tls-ca", "", "PEM file of the CA certificate(s) to trust instead of the system's (implies -tls)")
 	fs.StringVar(&c.User, "user", "", "username (required)")
 	fs.StringVar(&c.Password, "password", "", "password (better: the PARLEY_PASSWORD environment variable)")
 	fs.BoolVar(&c.SignUp, "signup", false, "sign the user up first (logs in if the name is taken)")
@@ -66,6 +74,30 @@ func (c *chatConfig) validate() error {
 	return nil
 }
 
+// transportCredentials is cleartext, or TLS verifying the certificate for
+// the host of Addr against the system's roots or the CA(s) of TLSCA.
+func (c *chatConfig) transportCredentials() (credentials.TransportCredentials, error) {
+	if !c.TLS && c.TLSCA == "" {
+		return insecure.NewCredentials(), nil
+	}
+	host, _, err := net.SplitHostPort(c.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("addr %q: %w", c.Addr, err)
+	}
+	tc := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+	if c.TLSCA != "" {
+		pem, err := os.ReadFile(c.TLSCA)
+		if err != nil {
+			return nil, fmt.Errorf("tls-ca: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls-ca %s: no PEM certificate in it", c.TLSCA)
+		}
+	}
+	return credentials.NewTLS(tc), nil
+}
+
 // runChat is `parley chat`: a line-oriented terminal client built on the
 // generated Go stubs. Messages go to stdout, one per line; status lines
 // (prefixed "* ") go to stderr.
@@ -77,7 +109,7 @@ func chatMain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	fs := flag.NewFlagSet("parley chat", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: parley chat -user NAME [-signup] [-room ID|NAME] [-addr HOST:PORT] (password in PARLEY_PASSWORD)")
+		fmt.Fprintln(stderr, "usage: parley chat -user NAME [-signup] [-room ID|NAME] [-addr HOST:PORT] [-tls [-tls-ca FILE]] (password in PARLEY_PASSWORD)")
 		fs.PrintDefaults()
 		fmt.Fprint(stderr, "\n"+chatHelp)
 	}
@@ -89,8 +121,12 @@ func chatMain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err := cfg.validate(); err != nil {
 		return err
 	}
+	creds, err := cfg.transportCredentials()
+	if err != nil {
+		return err
+	}
 	conn, err := grpc.NewClient(cfg.Addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		// Notice a dead connection within ~45 s so the stream reconnects.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 15 * time.Second}),
 	)

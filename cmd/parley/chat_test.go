@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +20,7 @@ import (
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
 	"github.com/parleychat/parley/internal/testenv"
+	"github.com/parleychat/parley/server/tlsconf/tlstest"
 )
 
 // lines collects what a writer receives, line by line, and lets a test wait
@@ -301,6 +305,10 @@ func TestChat(t *testing.T) {
 
 func TestChatFlags(t *testing.T) {
 	t.Setenv("PARLEY_PASSWORD", "")
+	notPEM := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tt := range []struct {
 		args []string
 		want string
@@ -308,10 +316,62 @@ func TestChatFlags(t *testing.T) {
 		{[]string{"-password", "x"}, "user is required"},
 		{[]string{"-user", "ann"}, "password is required"},
 		{[]string{"-user", "ann", "-password", "x", "-history", "500"}, "history must be 0-200"},
+		{[]string{"-user", "ann", "-password", "x", "-tls-ca", "/nonexistent/ca.pem"}, "tls-ca: open /nonexistent/ca.pem"},
+		{[]string{"-user", "ann", "-password", "x", "-tls-ca", notPEM}, "no PEM certificate"},
+		{[]string{"-user", "ann", "-password", "x", "-tls", "-addr", "no-port"}, `addr "no-port"`},
 	} {
 		err := chatMain(context.Background(), tt.args, strings.NewReader(""), io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%v: error %v, want %q", tt.args, err, tt.want)
 		}
+	}
+}
+
+// TestChatTLS: `parley chat -tls-ca` talks to a server started with
+// --tls-cert/--tls-key; without the CA (system roots) or without TLS it
+// fails at once with a message saying why.
+func TestChatTLS(t *testing.T) {
+	s := newChatStack(t)
+	cert := tlstest.Write(t, t.TempDir(), "localhost", "127.0.0.1")
+	addr := freePort(t)
+	s.run("server "+addr, append([]string{"server", "-addr", addr, "-tls-cert", cert.CertFile, "-tls-key", cert.KeyFile}, s.args...)...)
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: cert.Pool}}}
+	defer hc.CloseIdleConnections()
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		resp, err := hc.Get("https://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("TLS server %s not ready after 60s: %v", addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	t.Setenv("PARLEY_PASSWORD", "password-cleo")
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-tls"}, "certificate"}, // self-signed: not trusted by the system
+		{nil, "sign up: "},                // cleartext against TLS
+	} {
+		p := startChat(t, append([]string{"-addr", addr, "-user", "cleo", "-signup", "-room", "lobby"}, tt.args...)...)
+		err := p.exit(t, 30*time.Second)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("chat %v: %v, want an error with %q", tt.args, err, tt.want)
+		}
+	}
+
+	cleo := startChat(t, "-addr", addr, "-tls-ca", cert.CertFile, "-user", "cleo", "-signup", "-room", "lobby")
+	cleo.info.wait(t, "in #lobby", 30*time.Second)
+	cleo.typeLine(t, "hello over tls")
+	cleo.out.wait(t, "cleo: hello over tls", 10*time.Second)
+	cleo.stdin.Close()
+	if err := cleo.exit(t, 15*time.Second); err != nil {
+		t.Fatalf("chat exited with %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"github.com/parleychat/parley/internal/msgstore"
 	"github.com/parleychat/parley/persister"
 	"github.com/parleychat/parley/server"
+	"github.com/parleychat/parley/server/tlsconf"
 )
 
 func newLogger(format, level string) (*slog.Logger, error) {
@@ -76,6 +78,8 @@ func runPersister(ctx context.Context, args []string) error {
 	chunk := fs.Int("chunk-size", 40, "documents per insertMany (keep below FerretDB's SQL pool size)")
 	sessionTimeout := fs.Duration("session-timeout", 10*time.Second, "consumer group session timeout: how soon a crashed persister's partitions move to another")
 	metricsAddr := fs.String("metrics-addr", "127.0.0.1:9464", "address of /metrics and /healthz (empty: off)")
+	var tlsFiles tlsconf.Files // TLS on metrics-addr
+	tlsFiles.Flags(fs)
 	format, level := logFlags(fs)
 	if err := config.Parse(fs, args); err != nil {
 		return err
@@ -85,12 +89,21 @@ func runPersister(ctx context.Context, args []string) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	if err := tlsFiles.Validate(); err != nil {
+		return err
+	}
 	log, err := newLogger(*format, *level)
 	if err != nil {
 		return err
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var metricsTLS *tls.Config // nil: cleartext
+	if *metricsAddr != "" && tlsFiles.Enabled() {
+		if metricsTLS, err = tlsFiles.ServerConfig(log, reg); err != nil {
+			return err
+		}
+	}
 	mc, err := mongo.Connect(options.Client().ApplyURI(*mongoURI).SetTimeout(30 * time.Second).SetMonitor(mongometrics.Monitor(reg)))
 	if err != nil {
 		return fmt.Errorf("mongo-uri: %w", err)
@@ -110,14 +123,20 @@ func runPersister(ctx context.Context, args []string) error {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
-		srv := &http.Server{Addr: *metricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Addr: *metricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second, TLSConfig: metricsTLS}
 		go func() {
-			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			var err error
+			if metricsTLS != nil {
+				err = srv.ListenAndServeTLS("", "") // the certificate comes from metricsTLS.GetCertificate
+			} else {
+				err = srv.ListenAndServe()
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("metrics listener", "err", err)
 			}
 		}()
 		defer srv.Close()
 	}
-	log.Info("parley persister starting", "topic", cfg.Topic, "group", cfg.Group, "database", *database)
+	log.Info("parley persister starting", "topic", cfg.Topic, "group", cfg.Group, "database", *database, "metrics_addr", *metricsAddr, "metrics_tls", metricsTLS != nil)
 	return p.Run(ctx)
 }
