@@ -57,9 +57,10 @@ func SplitTLS(ctx context.Context, ln net.Listener, cfg *tls.Config, log *slog.L
 //
 // Why not simpler or finer. Serving everything through net/http, with
 // grpc.Server.ServeHTTP for gRPC, is the simplest, but ServeHTTP is much slower
-// than grpc-go's own transport and lacks some of its features (it ignores the
-// server's keepalive policy, for one); native clients would pay for it on
-// every message. Sniffing the content-type of the first request instead of
+// than grpc-go's own transport (BenchmarkUnaryOverTLS: a unary call took about
+// 3.5 times as long, 650 against 185 µs, on a busy 2-core machine) and lacks
+// some of its features (it ignores the server's keepalive policy, for one);
+// native clients would pay for it on every message. Sniffing the content-type of the first request instead of
 // ALPN would classify requests rather than clients, but it needs HPACK, and a
 // grpc-go client sends no request before it has the server's SETTINGS frame,
 // which only the chosen server can send. ALPN is known when the handshake

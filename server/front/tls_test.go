@@ -40,7 +40,7 @@ type testFront struct {
 	viaServeHTTP, calls atomic.Int32
 }
 
-func startFront(t *testing.T, useTLS bool) *testFront {
+func startFront(t testing.TB, useTLS bool) *testFront {
 	t.Helper()
 	f := &testFront{}
 	note := func(ctx context.Context) {
@@ -98,7 +98,7 @@ func startFront(t *testing.T, useTLS bool) *testFront {
 
 // grpcClient dials f with TLS offering protos by ALPN (grpc-go adds "h2"),
 // or in cleartext when tlsCfg is nil.
-func (f *testFront) grpcClient(t *testing.T, tlsCfg *tls.Config) healthpb.HealthClient {
+func (f *testFront) grpcClient(t testing.TB, tlsCfg *tls.Config) healthpb.HealthClient {
 	t.Helper()
 	creds := insecure.NewCredentials()
 	if tlsCfg != nil {
@@ -369,4 +369,32 @@ func readGRPCWeb(t *testing.T, resp *http.Response, m proto.Message) map[string]
 		}
 	}
 	return trailers
+}
+
+// BenchmarkUnaryOverTLS compares the two ways a native gRPC call is served
+// over TLS: grpc.Server.Serve (a client offering only "h2") and
+// grpc.Server.ServeHTTP (a client offering "http/1.1" too).
+func BenchmarkUnaryOverTLS(b *testing.B) {
+	for _, bc := range []struct {
+		name   string
+		protos []string
+	}{{"Serve", nil}, {"ServeHTTP", []string{"h2", "http/1.1"}}} {
+		b.Run(bc.name, func(b *testing.B) {
+			f := startFront(b, true)
+			hc := f.grpcClient(b, &tls.Config{RootCAs: f.cert.Pool, NextProtos: bc.protos})
+			ctx := context.Background()
+			if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
 }
