@@ -39,7 +39,10 @@ type FanoutConfig struct {
 	Pids        map[string]int // processes whose CPU% is reported; "server" also gets RSS
 	Persistence string
 	StopAfter   int // stop after this many failing steps in a row (0: never)
-	Progress    io.Writer
+	// OneFramePerMessage makes the member streams refuse MessageBatch frames
+	// (StreamOptions.message_batches false): one Message frame per delivery.
+	OneFramePerMessage bool
+	Progress           io.Writer
 }
 
 // Validate names the bad field.
@@ -310,6 +313,11 @@ func RunFanout(ctx context.Context, cfg FanoutConfig) (*Report, error) {
 		rep.Mode, rep.Persistence = "raw", "n/a (Redis pub/sub only)"
 		return rep, runRaw(ctx, cfg, rep, stats)
 	}
+	if cfg.OneFramePerMessage {
+		rep.Notes = append(rep.Notes, "member streams took one Message frame per delivery (no MessageBatch frames)")
+	} else {
+		rep.Notes = append(rep.Notes, "member streams accept MessageBatch frames (StreamOptions.message_batches): messages queued together for a stream go out in one frame")
+	}
 	return rep, runParley(ctx, cfg, rep, stats)
 }
 
@@ -451,6 +459,10 @@ func runParley(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*step
 			if err != nil {
 				return fmt.Errorf("connect: %w", err)
 			}
+			if err := s.Send(&parleyv1.ConnectRequest{Frame: &parleyv1.ConnectRequest_Options{Options: &parleyv1.StreamOptions{
+				MessageBatches: !cfg.OneFramePerMessage}}}); err != nil {
+				return err
+			}
 			if err := s.Send(&parleyv1.ConnectRequest{Frame: &parleyv1.ConnectRequest_Subscribe{Subscribe: &parleyv1.Subscribe{RoomId: roomIDs[r]}}}); err != nil {
 				return err
 			}
@@ -473,6 +485,13 @@ func runParley(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*step
 					case *parleyv1.ConnectResponse_Message:
 						if p, ok := parseBody(v.Message.Body); ok {
 							rcv.record(p, stats, time.Now().UnixNano())
+						}
+					case *parleyv1.ConnectResponse_MessageBatch:
+						now := time.Now().UnixNano()
+						for _, m := range v.MessageBatch.Messages {
+							if p, ok := parseBody(m.Body); ok {
+								rcv.record(p, stats, now)
+							}
 						}
 					case *parleyv1.ConnectResponse_SendAck:
 						if v.SendAck.Error != nil {

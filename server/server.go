@@ -261,6 +261,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.MaxRecvMsgSize(1<<20),
+		grpc.ForceServerCodecV2(chat.NewCodec()),
 	)
 	parleyv1.RegisterAuthServiceServer(gs, authSvc)
 	parleyv1.RegisterRoomServiceServer(gs, roomSvc)

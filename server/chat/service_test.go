@@ -178,7 +178,7 @@ func newTestEnv(tb testing.TB, cfg Config) *testEnv {
 	issuer, _ := auth.NewIssuer([]byte("0123456789abcdef0123456789abcdef"), time.Hour)
 	eu, es := apierr.Interceptors(logger)
 	au, as := issuer.Interceptors(nil)
-	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(eu, au), grpc.ChainStreamInterceptor(es, as))
+	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(eu, au), grpc.ChainStreamInterceptor(es, as), grpc.ForceServerCodecV2(NewCodec()))
 	parleyv1.RegisterChatServiceServer(gs, svc)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -302,6 +302,7 @@ func messages(f []*parleyv1.ConnectResponse) []*parleyv1.Message {
 		if m := x.GetMessage(); m != nil {
 			out = append(out, m)
 		}
+		out = append(out, x.GetMessageBatch().GetMessages()...)
 	}
 	return out
 }
@@ -321,9 +322,18 @@ func nMessages(n int) func([]*parleyv1.ConnectResponse) bool {
 }
 
 func TestTwoStreamsSeeSameOrder(t *testing.T) {
+	for _, batches := range []bool{false, true} {
+		t.Run(fmt.Sprintf("message_batches=%v", batches), func(t *testing.T) { testTwoStreamsSeeSameOrder(t, batches) })
+	}
+}
+
+func testTwoStreamsSeeSameOrder(t *testing.T, batches bool) {
 	e := newTestEnv(t, Config{SendRate: 1e6, SendBurst: 1e6, FrameRate: 1e6, FrameBurst: 1e6})
 	e.room(t, "r", store.VisibilityPublic, "a", "b")
 	a, b := e.connect(t, "a"), e.connect(t, "b")
+	for _, s := range []*stream{a, b} {
+		s.send(&parleyv1.ConnectRequest{Frame: &parleyv1.ConnectRequest_Options{Options: &parleyv1.StreamOptions{MessageBatches: batches}}})
+	}
 	a.subscribe("r", nil)
 	b.subscribe("r", nil)
 	const n = 200
@@ -334,9 +344,17 @@ func TestTwoStreamsSeeSameOrder(t *testing.T) {
 	fa := a.waitFor("all messages at a", nMessages(2*n))
 	fb := b.waitFor("all messages at b", nMessages(2*n))
 	ma, mb := messages(fa), messages(fb)
+	if len(ma) != 2*n || len(mb) != 2*n {
+		t.Fatalf("a got %d messages, b %d; want %d each", len(ma), len(mb), 2*n)
+	}
 	for i := range ma {
 		if ma[i].Seq != int64(i+1) || mb[i].MessageId != ma[i].MessageId {
 			t.Fatalf("position %d: a has seq %d (%s), b has %s", i, ma[i].Seq, ma[i].MessageId, mb[i].MessageId)
+		}
+	}
+	for _, f := range append(fa, fb...) {
+		if f.GetMessageBatch() != nil && !batches {
+			t.Fatal("a MessageBatch frame on a stream that did not ask for batches")
 		}
 	}
 	for _, ack := range acks(a.waitFor("acks", func(f []*parleyv1.ConnectResponse) bool { return len(acks(f)) == n })) {

@@ -18,14 +18,14 @@ import (
 	"github.com/parleychat/parley/internal/ratelimit"
 	"github.com/parleychat/parley/server/apierr"
 	"github.com/parleychat/parley/server/auth"
+	"github.com/parleychat/parley/server/fanout"
 )
 
 // item is one unit of work for a session's writer.
 type item struct {
 	frame  *parleyv1.ConnectResponse // send as is
-	room   string                    // with ev: a live event of room
-	ev     *eventsv1.RoomEvent
-	sub    *parleyv1.Subscribe // start a subscription (replay, then live)
+	ev     *fanout.Event             // a live event of a room
+	sub    *parleyv1.Subscribe       // start a subscription (replay, then live)
 	unsub  string              // stop a subscription
 	resync bool                // catch up every room from its last position
 	drain  bool                // everything before was sent: finish
@@ -38,14 +38,25 @@ type roomState struct {
 }
 
 // session is one Connect or StreamRoom stream.
+//
+// Everything the client gets goes through one queue and one writer
+// goroutine, in order. The queue is a slice under a mutex plus a wake-up
+// channel rather than a channel of items: the writer takes everything queued
+// at once, so a stream that is behind costs one wake-up and (with
+// StreamOptions.message_batches) one frame for many messages, not one each.
 type session struct {
-	svc    *Service
-	me     auth.Identity
-	id     string
-	send   func(*parleyv1.ConnectResponse) error
-	queue  chan item
-	ctx    context.Context
-	cancel context.CancelCauseFunc
+	svc     *Service
+	me      auth.Identity
+	id      string
+	send    func(*parleyv1.ConnectResponse) error
+	sendRaw func(EncodedFrame) error // nil: the stream takes no pre-encoded frames (StreamRoom)
+	batches atomic.Bool              // the client accepts MessageBatch frames
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+
+	qmu   sync.Mutex
+	queue []item
+	wake  chan struct{} // capacity 1: "the queue is not empty"
 
 	mu    sync.Mutex
 	rooms map[string]bool // subscribed rooms, as the reader sees them
@@ -58,7 +69,7 @@ func (s *Service) newSession(ctx context.Context, me auth.Identity, send func(*p
 	ctx, cancel := context.WithCancelCause(ctx)
 	return &session{
 		svc: s, me: me, id: ulid.Make().String(), send: send,
-		queue: make(chan item, s.cfg.StreamQueue), ctx: ctx, cancel: cancel,
+		wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
 		rooms: make(map[string]bool),
 	}
 }
@@ -67,23 +78,38 @@ var errSlowConsumer = status.Error(codes.ResourceExhausted, "stream is not readi
 
 // enqueue hands it to the writer without blocking; a full queue ends the session.
 func (ss *session) enqueue(it item) {
+	ss.qmu.Lock()
 	if ss.closed.Load() {
+		ss.qmu.Unlock()
 		return
 	}
-	select {
-	case ss.queue <- it:
-	default:
+	if len(ss.queue) >= ss.svc.cfg.StreamQueue {
+		ss.qmu.Unlock()
 		if ss.closed.CompareAndSwap(false, true) {
 			ss.svc.slow.Inc()
 			ss.cancel(errSlowConsumer)
 		}
+		return
+	}
+	ss.queue = append(ss.queue, it)
+	ss.qmu.Unlock()
+	select {
+	case ss.wake <- struct{}{}:
+	default: // already signalled
 	}
 }
 
-// Deliver implements fanout.Subscriber.
-func (ss *session) Deliver(roomID string, ev *eventsv1.RoomEvent) {
-	ss.enqueue(item{room: roomID, ev: ev})
+// takeQueued returns everything queued and leaves spare (emptied) in its place.
+func (ss *session) takeQueued(spare []item) []item {
+	ss.qmu.Lock()
+	defer ss.qmu.Unlock()
+	items := ss.queue
+	ss.queue = spare[:0]
+	return items
 }
+
+// Deliver implements fanout.Subscriber.
+func (ss *session) Deliver(ev *fanout.Event) { ss.enqueue(item{ev: ev}) }
 
 // Resync implements fanout.Subscriber.
 func (ss *session) Resync() { ss.enqueue(item{resync: true}) }
@@ -116,6 +142,7 @@ func (ss *session) writer() error {
 	defer ss.leaveAll(rooms)
 	heartbeat := time.NewTicker(presenceRefresh)
 	defer heartbeat.Stop()
+	var spare []item
 	for {
 		select {
 		case <-heartbeat.C:
@@ -132,12 +159,16 @@ func (ss *session) writer() error {
 			return ss.endStatus()
 		case <-ss.svc.shutdown:
 			return status.Error(codes.Unavailable, "server is shutting down; reconnect and resume")
-		case it := <-ss.queue:
-			ss.svc.queue.Observe(float64(len(ss.queue)))
-			if err := ss.handle(it, rooms); err != nil {
-				if errors.Is(err, errDrained) {
-					return nil
-				}
+		case <-ss.wake:
+			items := ss.takeQueued(spare)
+			ss.svc.queue.Observe(float64(len(items)))
+			err := ss.handleAll(items, rooms)
+			clear(items) // let the events go
+			spare = items[:0]
+			if errors.Is(err, errDrained) {
+				return nil
+			}
+			if err != nil {
 				return err
 			}
 		}
@@ -168,12 +199,80 @@ func (ss *session) endStatus() error {
 	return apierr.Err(cause)
 }
 
+// Batches are capped so that one frame stays well under a client's default
+// 4 MiB receive limit.
+const (
+	maxBatchBytes    = 1 << 20
+	maxBatchMessages = 1000
+)
+
+// handleAll handles items in order. Consecutive live messages are written
+// from their broker encoding, as one MessageBatch frame when the client
+// accepts them, else one Message frame each.
+func (ss *session) handleAll(items []item, rooms map[string]*roomState) error {
+	var pending [][]byte
+	size := 0
+	flush := func() error {
+		defer func() { pending, size = pending[:0], 0 }()
+		switch {
+		case len(pending) == 0:
+			return nil
+		case len(pending) == 1 || !ss.batches.Load():
+			for _, m := range pending {
+				if err := ss.sendRaw(messageFrame(make([]byte, 0, len(m)+8), m)); err != nil {
+					return err
+				}
+			}
+			return nil
+		default:
+			return ss.sendRaw(batchFrame(make([]byte, 0, size+16), pending))
+		}
+	}
+	for _, it := range items {
+		if ss.sendRaw != nil && it.ev != nil && it.ev.MessageBytes != nil {
+			st := rooms[it.ev.Room]
+			if st == nil {
+				continue // not (yet / any more) subscribed: replay covers it
+			}
+			m := it.ev.GetMessage()
+			if m.Epoch != st.epoch {
+				if err := flush(); err != nil {
+					return err
+				}
+				if err := ss.send(resyncFrame(it.ev.Room, m.Epoch, m.Seq-1, "room epoch changed")); err != nil {
+					return err
+				}
+				st.epoch, st.last = m.Epoch, m.Seq-1
+			}
+			if m.Seq <= st.last {
+				continue
+			}
+			st.last = m.Seq
+			if len(pending) == maxBatchMessages || size+len(it.ev.MessageBytes) > maxBatchBytes {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+			pending = append(pending, it.ev.MessageBytes)
+			size += len(it.ev.MessageBytes) + 8
+			continue
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+		if err := ss.handle(it, rooms); err != nil {
+			return err
+		}
+	}
+	return flush()
+}
+
 func (ss *session) handle(it item, rooms map[string]*roomState) error {
 	switch {
 	case it.frame != nil:
 		return ss.send(it.frame)
 	case it.ev != nil:
-		st := rooms[it.room]
+		st := rooms[it.ev.Room]
 		if st == nil {
 			return nil // not (yet / any more) subscribed: replay covers it
 		}
@@ -182,7 +281,7 @@ func (ss *session) handle(it item, rooms map[string]*roomState) error {
 			m := e.Message
 			if m.Epoch != st.epoch {
 				// The room's counter was re-created: positions restart under a new epoch.
-				if err := ss.send(resyncFrame(it.room, m.Epoch, m.Seq-1, "room epoch changed")); err != nil {
+				if err := ss.send(resyncFrame(it.ev.Room, m.Epoch, m.Seq-1, "room epoch changed")); err != nil {
 					return err
 				}
 				st.epoch, st.last = m.Epoch, m.Seq-1
@@ -274,17 +373,35 @@ func (ss *session) catchUp(room string, from *parleyv1.RoomPosition) (*roomState
 	if !complete {
 		return st, ss.send(resyncFrame(room, epoch, head, "too far behind to replay; reload history"))
 	}
+	var batch []*parleyv1.Message
 	for _, m := range msgs {
 		if m.Epoch != epoch || m.Seq <= from.Seq {
+			continue
+		}
+		st.last = max(st.last, m.Seq)
+		if ss.batches.Load() {
+			if batch = append(batch, m); len(batch) == replayBatch {
+				if err := ss.send(batchOf(batch)); err != nil {
+					return nil, err
+				}
+				batch = nil
+			}
 			continue
 		}
 		if err := ss.send(&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_Message{Message: m}}); err != nil {
 			return nil, err
 		}
-		st.last = max(st.last, m.Seq)
+	}
+	if len(batch) > 0 {
+		if err := ss.send(batchOf(batch)); err != nil {
+			return nil, err
+		}
 	}
 	return st, nil
 }
+
+// replayBatch is how many replayed messages go in one MessageBatch frame.
+const replayBatch = 200
 
 // replay returns the room's messages after seq, oldest first: from the
 // recent cache, and from the store for what the cache no longer holds.
@@ -378,6 +495,7 @@ func (s *Service) Connect(stream parleyv1.ChatService_ConnectServer) error {
 	}
 	defer release()
 	ss := s.newSession(stream.Context(), me, stream.Send)
+	ss.sendRaw = func(f EncodedFrame) error { return stream.SendMsg(f) }
 	wait := ss.run()
 	// The reader runs on its own goroutine so that the stream ends as soon as
 	// the writer does (slow consumer, shutdown), even while Recv is blocked.
@@ -442,6 +560,8 @@ func (ss *session) read(stream parleyv1.ChatService_ConnectServer) error {
 			if _, err := ss.svc.markRead(ctx, ss.me, f.MarkRead); err != nil {
 				ss.svc.logger.Debug("mark read refused", "room", f.MarkRead.GetRoomId(), "err", err)
 			}
+		case *parleyv1.ConnectRequest_Options:
+			ss.batches.Store(f.Options.GetMessageBatches())
 		case *parleyv1.ConnectRequest_Ping:
 			ss.enqueue(item{frame: &parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_Pong{Pong: &parleyv1.Pong{Nonce: f.Ping.GetNonce()}}}})
 		default:

@@ -330,12 +330,12 @@ func (b *Redis) Run(ctx context.Context, hub *Hub) error {
 				if !ok {
 					return
 				}
-				ev := &eventsv1.RoomEvent{}
-				if err := proto.Unmarshal([]byte(m.Message), ev); err != nil {
+				ev, err := DecodeEvent(roomID, []byte(m.Message))
+				if err != nil {
 					b.badEvents.Inc()
 					return
 				}
-				hub.Dispatch(roomID, ev)
+				hub.Dispatch(ev)
 			},
 		})
 		err := dc.Do(ctx, dc.B().Psubscribe().Pattern(pattern).Build()).Error()

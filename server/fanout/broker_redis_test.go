@@ -11,6 +11,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/rueidis"
+	"google.golang.org/protobuf/proto"
 
 	eventsv1 "github.com/parleychat/parley/gen/go/parley/events/v1"
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
@@ -29,15 +30,24 @@ func newMiniBroker(tb testing.TB, opts Options) (*Redis, *miniredis.Miniredis) {
 }
 
 type recorder struct {
-	mu     sync.Mutex
-	events []*eventsv1.RoomEvent
-	resync int
+	mu       sync.Mutex
+	events   []*eventsv1.RoomEvent
+	resync   int
+	badBytes int // events whose MessageBytes do not decode to their message
 }
 
-func (r *recorder) Deliver(_ string, ev *eventsv1.RoomEvent) {
+func (r *recorder) Deliver(ev *Event) {
 	r.mu.Lock()
-	r.events = append(r.events, ev)
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, ev.RoomEvent)
+	if m := ev.GetMessage(); m != nil {
+		got := &parleyv1.Message{}
+		if err := proto.Unmarshal(ev.MessageBytes, got); err != nil || !proto.Equal(got, m) {
+			r.badBytes++
+		}
+	} else if ev.MessageBytes != nil {
+		r.badBytes++
+	}
 }
 
 func (r *recorder) Resync() { r.mu.Lock(); r.resync++; r.mu.Unlock() }
@@ -150,6 +160,9 @@ func TestRunDispatchesAndWithdraws(t *testing.T) {
 	if other.count() != 0 {
 		t.Fatal("event leaked to another room")
 	}
+	if r1.badBytes != 0 {
+		t.Fatalf("%d events carried MessageBytes that are not their message", r1.badBytes)
+	}
 	if err := b.Withdraw(ctx, sent[19]); err != nil {
 		t.Fatal(err)
 	}
@@ -198,3 +211,37 @@ func TestRunResubscribesAfterRedisRestart(t *testing.T) {
 type testWriter struct{ tb testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) { w.tb.Log(string(p)); return len(p), nil }
+
+func TestDecodeEventCutsTheMessageOut(t *testing.T) {
+	m := msg("room", "u", "c1", "hello")
+	m.Epoch, m.Seq = "e1", 7
+	payload, err := proto.Marshal(&eventsv1.RoomEvent{Event: &eventsv1.RoomEvent_Message{Message: m}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := DecodeEvent("room", payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := proto.Marshal(m)
+	if string(ev.MessageBytes) != string(want) || ev.Room != "room" || !proto.Equal(ev.GetMessage(), m) {
+		t.Fatalf("decoded %v with %d message bytes", ev, len(ev.MessageBytes))
+	}
+	other, err := DecodeEvent("room", mustMarshal(t, &eventsv1.RoomEvent{Event: &eventsv1.RoomEvent_MessageWithdrawn{
+		MessageWithdrawn: &parleyv1.MessageWithdrawn{RoomId: "room", MessageId: "x"}}}))
+	if err != nil || other.MessageBytes != nil {
+		t.Fatalf("withdrawal: %v, %d message bytes", err, len(other.MessageBytes))
+	}
+	if _, err := DecodeEvent("room", []byte{0xff}); err == nil {
+		t.Fatal("garbage decoded")
+	}
+}
+
+func mustMarshal(t *testing.T, m proto.Message) []byte {
+	t.Helper()
+	b, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -4,15 +4,60 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	eventsv1 "github.com/parleychat/parley/gen/go/parley/events/v1"
 )
 
+// Event is one room event as this instance received it; the same Event is
+// handed to every local subscriber of the room and must not be modified.
+type Event struct {
+	Room string
+	*eventsv1.RoomEvent
+	// MessageBytes is the wire encoding of RoomEvent.message (nil for other
+	// events), cut out of the broker's payload, so that subscribers forward
+	// a message without encoding it once per stream.
+	MessageBytes []byte
+}
+
+// NewEvent returns the Event for ev of room, encoding its message if any.
+// Events received from the broker use DecodeEvent instead.
+func NewEvent(room string, ev *eventsv1.RoomEvent) (*Event, error) {
+	e := &Event{Room: room, RoomEvent: ev}
+	if m := ev.GetMessage(); m != nil {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			return nil, err
+		}
+		e.MessageBytes = b
+	}
+	return e, nil
+}
+
+// DecodeEvent decodes a RoomEvent payload of room. A message's bytes are
+// taken from the payload itself when it holds nothing but the message field.
+func DecodeEvent(room string, payload []byte) (*Event, error) {
+	ev := &eventsv1.RoomEvent{}
+	if err := proto.Unmarshal(payload, ev); err != nil {
+		return nil, err
+	}
+	if ev.GetMessage() == nil {
+		return &Event{Room: room, RoomEvent: ev}, nil
+	}
+	if num, typ, n := protowire.ConsumeTag(payload); n > 0 && num == 1 && typ == protowire.BytesType {
+		if v, m := protowire.ConsumeBytes(payload[n:]); m > 0 && n+m == len(payload) {
+			return &Event{Room: room, RoomEvent: ev, MessageBytes: v}, nil
+		}
+	}
+	return NewEvent(room, ev)
+}
+
 // Subscriber receives a room's events on this instance.
 type Subscriber interface {
-	// Deliver hands over an event of roomID. It must not block; ev is shared
-	// between subscribers and must not be modified.
-	Deliver(roomID string, ev *eventsv1.RoomEvent)
+	// Deliver hands over an event. It must not block; ev is shared between
+	// subscribers and must not be modified.
+	Deliver(ev *Event)
 	// Resync says events may have been missed (the broker subscription was
 	// interrupted); the subscriber should catch up from its last position.
 	Resync()
@@ -71,17 +116,17 @@ func (h *Hub) Remove(roomID string, s Subscriber) {
 	}
 }
 
-// Dispatch delivers ev to every local subscriber of roomID.
-func (h *Hub) Dispatch(roomID string, ev *eventsv1.RoomEvent) {
+// Dispatch delivers ev to every local subscriber of its room.
+func (h *Hub) Dispatch(ev *Event) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	subs := h.rooms[roomID]
+	subs := h.rooms[ev.Room]
 	if len(subs) == 0 {
 		h.dropped.Inc()
 		return
 	}
 	for s := range subs {
-		s.Deliver(roomID, ev)
+		s.Deliver(ev)
 	}
 	h.delivered.Add(float64(len(subs)))
 }

@@ -255,6 +255,7 @@ type ConnectRequest struct {
 	//	*ConnectRequest_Ping
 	//	*ConnectRequest_Typing
 	//	*ConnectRequest_MarkRead
+	//	*ConnectRequest_Options
 	Frame         isConnectRequest_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -351,6 +352,15 @@ func (x *ConnectRequest) GetMarkRead() *MarkReadRequest {
 	return nil
 }
 
+func (x *ConnectRequest) GetOptions() *StreamOptions {
+	if x != nil {
+		if x, ok := x.Frame.(*ConnectRequest_Options); ok {
+			return x.Options
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Frame interface {
 	isConnectRequest_Frame()
 }
@@ -380,6 +390,11 @@ type ConnectRequest_MarkRead struct {
 	MarkRead *MarkReadRequest `protobuf:"bytes,6,opt,name=mark_read,json=markRead,proto3,oneof"`
 }
 
+type ConnectRequest_Options struct {
+	// Options for this stream; send it first. A later one replaces it.
+	Options *StreamOptions `protobuf:"bytes,7,opt,name=options,proto3,oneof"`
+}
+
 func (*ConnectRequest_Subscribe) isConnectRequest_Frame() {}
 
 func (*ConnectRequest_Unsubscribe) isConnectRequest_Frame() {}
@@ -392,6 +407,57 @@ func (*ConnectRequest_Typing) isConnectRequest_Frame() {}
 
 func (*ConnectRequest_MarkRead) isConnectRequest_Frame() {}
 
+func (*ConnectRequest_Options) isConnectRequest_Frame() {}
+
+// StreamOptions tunes how the server writes to one Connect stream.
+type StreamOptions struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When true, the server may deliver live messages that are ready together
+	// as one MessageBatch frame instead of one Message frame each: fewer frames
+	// on a busy stream. Order is unchanged. Clients that leave it false get
+	// Message frames only.
+	MessageBatches bool `protobuf:"varint,1,opt,name=message_batches,json=messageBatches,proto3" json:"message_batches,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *StreamOptions) Reset() {
+	*x = StreamOptions{}
+	mi := &file_parley_v1_chat_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamOptions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamOptions) ProtoMessage() {}
+
+func (x *StreamOptions) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamOptions.ProtoReflect.Descriptor instead.
+func (*StreamOptions) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *StreamOptions) GetMessageBatches() bool {
+	if x != nil {
+		return x.MessageBatches
+	}
+	return false
+}
+
 // Typing says the user is typing in a room.
 type Typing struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -402,7 +468,7 @@ type Typing struct {
 
 func (x *Typing) Reset() {
 	*x = Typing{}
-	mi := &file_parley_v1_chat_proto_msgTypes[4]
+	mi := &file_parley_v1_chat_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -414,7 +480,7 @@ func (x *Typing) String() string {
 func (*Typing) ProtoMessage() {}
 
 func (x *Typing) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[4]
+	mi := &file_parley_v1_chat_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -427,7 +493,7 @@ func (x *Typing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Typing.ProtoReflect.Descriptor instead.
 func (*Typing) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{4}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Typing) GetRoomId() string {
@@ -451,7 +517,7 @@ type Subscribe struct {
 
 func (x *Subscribe) Reset() {
 	*x = Subscribe{}
-	mi := &file_parley_v1_chat_proto_msgTypes[5]
+	mi := &file_parley_v1_chat_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -463,7 +529,7 @@ func (x *Subscribe) String() string {
 func (*Subscribe) ProtoMessage() {}
 
 func (x *Subscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[5]
+	mi := &file_parley_v1_chat_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -476,7 +542,7 @@ func (x *Subscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscribe.ProtoReflect.Descriptor instead.
 func (*Subscribe) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{5}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Subscribe) GetRoomId() string {
@@ -503,7 +569,7 @@ type Unsubscribe struct {
 
 func (x *Unsubscribe) Reset() {
 	*x = Unsubscribe{}
-	mi := &file_parley_v1_chat_proto_msgTypes[6]
+	mi := &file_parley_v1_chat_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -515,7 +581,7 @@ func (x *Unsubscribe) String() string {
 func (*Unsubscribe) ProtoMessage() {}
 
 func (x *Unsubscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[6]
+	mi := &file_parley_v1_chat_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -528,7 +594,7 @@ func (x *Unsubscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Unsubscribe.ProtoReflect.Descriptor instead.
 func (*Unsubscribe) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{6}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Unsubscribe) GetRoomId() string {
@@ -548,7 +614,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_parley_v1_chat_proto_msgTypes[7]
+	mi := &file_parley_v1_chat_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -560,7 +626,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[7]
+	mi := &file_parley_v1_chat_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -573,7 +639,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{7}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Ping) GetNonce() int64 {
@@ -598,6 +664,7 @@ type ConnectResponse struct {
 	//	*ConnectResponse_Typing
 	//	*ConnectResponse_Presence
 	//	*ConnectResponse_ReadMarker
+	//	*ConnectResponse_MessageBatch
 	Frame         isConnectResponse_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -605,7 +672,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[8]
+	mi := &file_parley_v1_chat_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -617,7 +684,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[8]
+	mi := &file_parley_v1_chat_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -630,7 +697,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{8}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ConnectResponse) GetFrame() isConnectResponse_Frame {
@@ -730,6 +797,15 @@ func (x *ConnectResponse) GetReadMarker() *ReadMarker {
 	return nil
 }
 
+func (x *ConnectResponse) GetMessageBatch() *MessageBatch {
+	if x != nil {
+		if x, ok := x.Frame.(*ConnectResponse_MessageBatch); ok {
+			return x.MessageBatch
+		}
+	}
+	return nil
+}
+
 type isConnectResponse_Frame interface {
 	isConnectResponse_Frame()
 }
@@ -774,6 +850,12 @@ type ConnectResponse_ReadMarker struct {
 	ReadMarker *ReadMarker `protobuf:"bytes,10,opt,name=read_marker,json=readMarker,proto3,oneof"`
 }
 
+type ConnectResponse_MessageBatch struct {
+	// Several messages in order, as if each had come in its own Message
+	// frame (only on streams that asked for StreamOptions.message_batches).
+	MessageBatch *MessageBatch `protobuf:"bytes,11,opt,name=message_batch,json=messageBatch,proto3,oneof"`
+}
+
 func (*ConnectResponse_Message) isConnectResponse_Frame() {}
 
 func (*ConnectResponse_SendAck) isConnectResponse_Frame() {}
@@ -794,6 +876,54 @@ func (*ConnectResponse_Presence) isConnectResponse_Frame() {}
 
 func (*ConnectResponse_ReadMarker) isConnectResponse_Frame() {}
 
+func (*ConnectResponse_MessageBatch) isConnectResponse_Frame() {}
+
+// MessageBatch is consecutive messages of one stream, in delivery order;
+// they may belong to different rooms.
+type MessageBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Messages      []*Message             `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MessageBatch) Reset() {
+	*x = MessageBatch{}
+	mi := &file_parley_v1_chat_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MessageBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MessageBatch) ProtoMessage() {}
+
+func (x *MessageBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MessageBatch.ProtoReflect.Descriptor instead.
+func (*MessageBatch) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *MessageBatch) GetMessages() []*Message {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
 // TypingEvent says a member is typing; it expires at expire_time unless renewed.
 type TypingEvent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -807,7 +937,7 @@ type TypingEvent struct {
 
 func (x *TypingEvent) Reset() {
 	*x = TypingEvent{}
-	mi := &file_parley_v1_chat_proto_msgTypes[9]
+	mi := &file_parley_v1_chat_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -819,7 +949,7 @@ func (x *TypingEvent) String() string {
 func (*TypingEvent) ProtoMessage() {}
 
 func (x *TypingEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[9]
+	mi := &file_parley_v1_chat_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -832,7 +962,7 @@ func (x *TypingEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingEvent.ProtoReflect.Descriptor instead.
 func (*TypingEvent) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{9}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TypingEvent) GetRoomId() string {
@@ -877,7 +1007,7 @@ type PresenceEvent struct {
 
 func (x *PresenceEvent) Reset() {
 	*x = PresenceEvent{}
-	mi := &file_parley_v1_chat_proto_msgTypes[10]
+	mi := &file_parley_v1_chat_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +1019,7 @@ func (x *PresenceEvent) String() string {
 func (*PresenceEvent) ProtoMessage() {}
 
 func (x *PresenceEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[10]
+	mi := &file_parley_v1_chat_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +1032,7 @@ func (x *PresenceEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceEvent.ProtoReflect.Descriptor instead.
 func (*PresenceEvent) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{10}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PresenceEvent) GetRoomId() string {
@@ -945,7 +1075,7 @@ type ReadMarker struct {
 
 func (x *ReadMarker) Reset() {
 	*x = ReadMarker{}
-	mi := &file_parley_v1_chat_proto_msgTypes[11]
+	mi := &file_parley_v1_chat_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -957,7 +1087,7 @@ func (x *ReadMarker) String() string {
 func (*ReadMarker) ProtoMessage() {}
 
 func (x *ReadMarker) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[11]
+	mi := &file_parley_v1_chat_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -970,7 +1100,7 @@ func (x *ReadMarker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadMarker.ProtoReflect.Descriptor instead.
 func (*ReadMarker) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{11}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReadMarker) GetRoomId() string {
@@ -1008,7 +1138,7 @@ type SendAck struct {
 
 func (x *SendAck) Reset() {
 	*x = SendAck{}
-	mi := &file_parley_v1_chat_proto_msgTypes[12]
+	mi := &file_parley_v1_chat_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1150,7 @@ func (x *SendAck) String() string {
 func (*SendAck) ProtoMessage() {}
 
 func (x *SendAck) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[12]
+	mi := &file_parley_v1_chat_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1163,7 @@ func (x *SendAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendAck.ProtoReflect.Descriptor instead.
 func (*SendAck) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{12}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SendAck) GetClientMsgId() string {
@@ -1069,7 +1199,7 @@ type Subscribed struct {
 
 func (x *Subscribed) Reset() {
 	*x = Subscribed{}
-	mi := &file_parley_v1_chat_proto_msgTypes[13]
+	mi := &file_parley_v1_chat_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1081,7 +1211,7 @@ func (x *Subscribed) String() string {
 func (*Subscribed) ProtoMessage() {}
 
 func (x *Subscribed) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[13]
+	mi := &file_parley_v1_chat_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1094,7 +1224,7 @@ func (x *Subscribed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscribed.ProtoReflect.Descriptor instead.
 func (*Subscribed) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{13}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Subscribed) GetRoomId() string {
@@ -1122,7 +1252,7 @@ type SubscribeError struct {
 
 func (x *SubscribeError) Reset() {
 	*x = SubscribeError{}
-	mi := &file_parley_v1_chat_proto_msgTypes[14]
+	mi := &file_parley_v1_chat_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1134,7 +1264,7 @@ func (x *SubscribeError) String() string {
 func (*SubscribeError) ProtoMessage() {}
 
 func (x *SubscribeError) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[14]
+	mi := &file_parley_v1_chat_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1147,7 +1277,7 @@ func (x *SubscribeError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeError.ProtoReflect.Descriptor instead.
 func (*SubscribeError) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{14}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SubscribeError) GetRoomId() string {
@@ -1178,7 +1308,7 @@ type ResyncRequired struct {
 
 func (x *ResyncRequired) Reset() {
 	*x = ResyncRequired{}
-	mi := &file_parley_v1_chat_proto_msgTypes[15]
+	mi := &file_parley_v1_chat_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1190,7 +1320,7 @@ func (x *ResyncRequired) String() string {
 func (*ResyncRequired) ProtoMessage() {}
 
 func (x *ResyncRequired) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[15]
+	mi := &file_parley_v1_chat_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1203,7 +1333,7 @@ func (x *ResyncRequired) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncRequired.ProtoReflect.Descriptor instead.
 func (*ResyncRequired) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{15}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ResyncRequired) GetRoomId() string {
@@ -1241,7 +1371,7 @@ type MessageWithdrawn struct {
 
 func (x *MessageWithdrawn) Reset() {
 	*x = MessageWithdrawn{}
-	mi := &file_parley_v1_chat_proto_msgTypes[16]
+	mi := &file_parley_v1_chat_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1383,7 @@ func (x *MessageWithdrawn) String() string {
 func (*MessageWithdrawn) ProtoMessage() {}
 
 func (x *MessageWithdrawn) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[16]
+	mi := &file_parley_v1_chat_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1396,7 @@ func (x *MessageWithdrawn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageWithdrawn.ProtoReflect.Descriptor instead.
 func (*MessageWithdrawn) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{16}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *MessageWithdrawn) GetRoomId() string {
@@ -1307,7 +1437,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_parley_v1_chat_proto_msgTypes[17]
+	mi := &file_parley_v1_chat_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1319,7 +1449,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[17]
+	mi := &file_parley_v1_chat_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1332,7 +1462,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{17}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Pong) GetNonce() int64 {
@@ -1356,7 +1486,7 @@ type SendMessageRequest struct {
 
 func (x *SendMessageRequest) Reset() {
 	*x = SendMessageRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[18]
+	mi := &file_parley_v1_chat_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1368,7 +1498,7 @@ func (x *SendMessageRequest) String() string {
 func (*SendMessageRequest) ProtoMessage() {}
 
 func (x *SendMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[18]
+	mi := &file_parley_v1_chat_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1381,7 +1511,7 @@ func (x *SendMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMessageRequest.ProtoReflect.Descriptor instead.
 func (*SendMessageRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{18}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SendMessageRequest) GetRoomId() string {
@@ -1414,7 +1544,7 @@ type SendMessageResponse struct {
 
 func (x *SendMessageResponse) Reset() {
 	*x = SendMessageResponse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[19]
+	mi := &file_parley_v1_chat_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1426,7 +1556,7 @@ func (x *SendMessageResponse) String() string {
 func (*SendMessageResponse) ProtoMessage() {}
 
 func (x *SendMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[19]
+	mi := &file_parley_v1_chat_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1439,7 +1569,7 @@ func (x *SendMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMessageResponse.ProtoReflect.Descriptor instead.
 func (*SendMessageResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{19}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SendMessageResponse) GetMessage() *Message {
@@ -1465,7 +1595,7 @@ type ListMessagesRequest struct {
 
 func (x *ListMessagesRequest) Reset() {
 	*x = ListMessagesRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[20]
+	mi := &file_parley_v1_chat_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1477,7 +1607,7 @@ func (x *ListMessagesRequest) String() string {
 func (*ListMessagesRequest) ProtoMessage() {}
 
 func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[20]
+	mi := &file_parley_v1_chat_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1490,7 +1620,7 @@ func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesRequest.ProtoReflect.Descriptor instead.
 func (*ListMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{20}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListMessagesRequest) GetRoomId() string {
@@ -1533,7 +1663,7 @@ type ListMessagesResponse struct {
 
 func (x *ListMessagesResponse) Reset() {
 	*x = ListMessagesResponse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[21]
+	mi := &file_parley_v1_chat_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1545,7 +1675,7 @@ func (x *ListMessagesResponse) String() string {
 func (*ListMessagesResponse) ProtoMessage() {}
 
 func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[21]
+	mi := &file_parley_v1_chat_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1558,7 +1688,7 @@ func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesResponse.ProtoReflect.Descriptor instead.
 func (*ListMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{21}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListMessagesResponse) GetMessages() []*Message {
@@ -1585,7 +1715,7 @@ type StreamRoomRequest struct {
 
 func (x *StreamRoomRequest) Reset() {
 	*x = StreamRoomRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[22]
+	mi := &file_parley_v1_chat_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1597,7 +1727,7 @@ func (x *StreamRoomRequest) String() string {
 func (*StreamRoomRequest) ProtoMessage() {}
 
 func (x *StreamRoomRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[22]
+	mi := &file_parley_v1_chat_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1610,7 +1740,7 @@ func (x *StreamRoomRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamRoomRequest.ProtoReflect.Descriptor instead.
 func (*StreamRoomRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{22}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *StreamRoomRequest) GetRoomId() string {
@@ -1638,7 +1768,7 @@ type MarkReadRequest struct {
 
 func (x *MarkReadRequest) Reset() {
 	*x = MarkReadRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[23]
+	mi := &file_parley_v1_chat_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1650,7 +1780,7 @@ func (x *MarkReadRequest) String() string {
 func (*MarkReadRequest) ProtoMessage() {}
 
 func (x *MarkReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[23]
+	mi := &file_parley_v1_chat_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1663,7 +1793,7 @@ func (x *MarkReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkReadRequest.ProtoReflect.Descriptor instead.
 func (*MarkReadRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{23}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *MarkReadRequest) GetRoomId() string {
@@ -1689,7 +1819,7 @@ type MarkReadResponse struct {
 
 func (x *MarkReadResponse) Reset() {
 	*x = MarkReadResponse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[24]
+	mi := &file_parley_v1_chat_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1701,7 +1831,7 @@ func (x *MarkReadResponse) String() string {
 func (*MarkReadResponse) ProtoMessage() {}
 
 func (x *MarkReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[24]
+	mi := &file_parley_v1_chat_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1714,7 +1844,7 @@ func (x *MarkReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkReadResponse.ProtoReflect.Descriptor instead.
 func (*MarkReadResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{24}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MarkReadResponse) GetReadMarker() *ReadMarker {
@@ -1735,7 +1865,7 @@ type ListRoomStatesRequest struct {
 
 func (x *ListRoomStatesRequest) Reset() {
 	*x = ListRoomStatesRequest{}
-	mi := &file_parley_v1_chat_proto_msgTypes[25]
+	mi := &file_parley_v1_chat_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1747,7 +1877,7 @@ func (x *ListRoomStatesRequest) String() string {
 func (*ListRoomStatesRequest) ProtoMessage() {}
 
 func (x *ListRoomStatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[25]
+	mi := &file_parley_v1_chat_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1760,7 +1890,7 @@ func (x *ListRoomStatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoomStatesRequest.ProtoReflect.Descriptor instead.
 func (*ListRoomStatesRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{25}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListRoomStatesRequest) GetRoomIds() []string {
@@ -1787,7 +1917,7 @@ type RoomState struct {
 
 func (x *RoomState) Reset() {
 	*x = RoomState{}
-	mi := &file_parley_v1_chat_proto_msgTypes[26]
+	mi := &file_parley_v1_chat_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1799,7 +1929,7 @@ func (x *RoomState) String() string {
 func (*RoomState) ProtoMessage() {}
 
 func (x *RoomState) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[26]
+	mi := &file_parley_v1_chat_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1812,7 +1942,7 @@ func (x *RoomState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomState.ProtoReflect.Descriptor instead.
 func (*RoomState) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{26}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RoomState) GetRoomId() string {
@@ -1859,7 +1989,7 @@ type ListRoomStatesResponse struct {
 
 func (x *ListRoomStatesResponse) Reset() {
 	*x = ListRoomStatesResponse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[27]
+	mi := &file_parley_v1_chat_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1871,7 +2001,7 @@ func (x *ListRoomStatesResponse) String() string {
 func (*ListRoomStatesResponse) ProtoMessage() {}
 
 func (x *ListRoomStatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[27]
+	mi := &file_parley_v1_chat_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1884,7 +2014,7 @@ func (x *ListRoomStatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoomStatesResponse.ProtoReflect.Descriptor instead.
 func (*ListRoomStatesResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{27}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListRoomStatesResponse) GetStates() []*RoomState {
@@ -1908,7 +2038,7 @@ type StreamRoomResponse struct {
 
 func (x *StreamRoomResponse) Reset() {
 	*x = StreamRoomResponse{}
-	mi := &file_parley_v1_chat_proto_msgTypes[28]
+	mi := &file_parley_v1_chat_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1920,7 +2050,7 @@ func (x *StreamRoomResponse) String() string {
 func (*StreamRoomResponse) ProtoMessage() {}
 
 func (x *StreamRoomResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_proto_msgTypes[28]
+	mi := &file_parley_v1_chat_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1933,7 +2063,7 @@ func (x *StreamRoomResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamRoomResponse.ProtoReflect.Descriptor instead.
 func (*StreamRoomResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_proto_rawDescGZIP(), []int{28}
+	return file_parley_v1_chat_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *StreamRoomResponse) GetEvent() isStreamRoomResponse_Event {
@@ -2014,15 +2144,18 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\"6\n" +
 	"\x06Status\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xcf\x02\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\x85\x03\n" +
 	"\x0eConnectRequest\x124\n" +
 	"\tsubscribe\x18\x01 \x01(\v2\x14.parley.v1.SubscribeH\x00R\tsubscribe\x12:\n" +
 	"\vunsubscribe\x18\x02 \x01(\v2\x16.parley.v1.UnsubscribeH\x00R\vunsubscribe\x123\n" +
 	"\x04send\x18\x03 \x01(\v2\x1d.parley.v1.SendMessageRequestH\x00R\x04send\x12%\n" +
 	"\x04ping\x18\x04 \x01(\v2\x0f.parley.v1.PingH\x00R\x04ping\x12+\n" +
 	"\x06typing\x18\x05 \x01(\v2\x11.parley.v1.TypingH\x00R\x06typing\x129\n" +
-	"\tmark_read\x18\x06 \x01(\v2\x1a.parley.v1.MarkReadRequestH\x00R\bmarkReadB\a\n" +
-	"\x05frame\"!\n" +
+	"\tmark_read\x18\x06 \x01(\v2\x1a.parley.v1.MarkReadRequestH\x00R\bmarkRead\x124\n" +
+	"\aoptions\x18\a \x01(\v2\x18.parley.v1.StreamOptionsH\x00R\aoptionsB\a\n" +
+	"\x05frame\"8\n" +
+	"\rStreamOptions\x12'\n" +
+	"\x0fmessage_batches\x18\x01 \x01(\bR\x0emessageBatches\"!\n" +
 	"\x06Typing\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\"^\n" +
 	"\tSubscribe\x12\x17\n" +
@@ -2032,7 +2165,7 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"\vUnsubscribe\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\"\x1c\n" +
 	"\x04Ping\x12\x14\n" +
-	"\x05nonce\x18\x01 \x01(\x03R\x05nonce\"\xd7\x04\n" +
+	"\x05nonce\x18\x01 \x01(\x03R\x05nonce\"\x97\x05\n" +
 	"\x0fConnectResponse\x12.\n" +
 	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageH\x00R\amessage\x12/\n" +
 	"\bsend_ack\x18\x02 \x01(\v2\x12.parley.v1.SendAckH\x00R\asendAck\x127\n" +
@@ -2047,8 +2180,11 @@ const file_parley_v1_chat_proto_rawDesc = "" +
 	"\bpresence\x18\t \x01(\v2\x18.parley.v1.PresenceEventH\x00R\bpresence\x128\n" +
 	"\vread_marker\x18\n" +
 	" \x01(\v2\x15.parley.v1.ReadMarkerH\x00R\n" +
-	"readMarkerB\a\n" +
-	"\x05frame\"\x98\x01\n" +
+	"readMarker\x12>\n" +
+	"\rmessage_batch\x18\v \x01(\v2\x17.parley.v1.MessageBatchH\x00R\fmessageBatchB\a\n" +
+	"\x05frame\">\n" +
+	"\fMessageBatch\x12.\n" +
+	"\bmessages\x18\x01 \x03(\v2\x12.parley.v1.MessageR\bmessages\"\x98\x01\n" +
 	"\vTypingEvent\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1a\n" +
@@ -2149,94 +2285,99 @@ func file_parley_v1_chat_proto_rawDescGZIP() []byte {
 	return file_parley_v1_chat_proto_rawDescData
 }
 
-var file_parley_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_parley_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_parley_v1_chat_proto_goTypes = []any{
 	(*Message)(nil),                // 0: parley.v1.Message
 	(*RoomPosition)(nil),           // 1: parley.v1.RoomPosition
 	(*Status)(nil),                 // 2: parley.v1.Status
 	(*ConnectRequest)(nil),         // 3: parley.v1.ConnectRequest
-	(*Typing)(nil),                 // 4: parley.v1.Typing
-	(*Subscribe)(nil),              // 5: parley.v1.Subscribe
-	(*Unsubscribe)(nil),            // 6: parley.v1.Unsubscribe
-	(*Ping)(nil),                   // 7: parley.v1.Ping
-	(*ConnectResponse)(nil),        // 8: parley.v1.ConnectResponse
-	(*TypingEvent)(nil),            // 9: parley.v1.TypingEvent
-	(*PresenceEvent)(nil),          // 10: parley.v1.PresenceEvent
-	(*ReadMarker)(nil),             // 11: parley.v1.ReadMarker
-	(*SendAck)(nil),                // 12: parley.v1.SendAck
-	(*Subscribed)(nil),             // 13: parley.v1.Subscribed
-	(*SubscribeError)(nil),         // 14: parley.v1.SubscribeError
-	(*ResyncRequired)(nil),         // 15: parley.v1.ResyncRequired
-	(*MessageWithdrawn)(nil),       // 16: parley.v1.MessageWithdrawn
-	(*Pong)(nil),                   // 17: parley.v1.Pong
-	(*SendMessageRequest)(nil),     // 18: parley.v1.SendMessageRequest
-	(*SendMessageResponse)(nil),    // 19: parley.v1.SendMessageResponse
-	(*ListMessagesRequest)(nil),    // 20: parley.v1.ListMessagesRequest
-	(*ListMessagesResponse)(nil),   // 21: parley.v1.ListMessagesResponse
-	(*StreamRoomRequest)(nil),      // 22: parley.v1.StreamRoomRequest
-	(*MarkReadRequest)(nil),        // 23: parley.v1.MarkReadRequest
-	(*MarkReadResponse)(nil),       // 24: parley.v1.MarkReadResponse
-	(*ListRoomStatesRequest)(nil),  // 25: parley.v1.ListRoomStatesRequest
-	(*RoomState)(nil),              // 26: parley.v1.RoomState
-	(*ListRoomStatesResponse)(nil), // 27: parley.v1.ListRoomStatesResponse
-	(*StreamRoomResponse)(nil),     // 28: parley.v1.StreamRoomResponse
-	(*timestamppb.Timestamp)(nil),  // 29: google.protobuf.Timestamp
+	(*StreamOptions)(nil),          // 4: parley.v1.StreamOptions
+	(*Typing)(nil),                 // 5: parley.v1.Typing
+	(*Subscribe)(nil),              // 6: parley.v1.Subscribe
+	(*Unsubscribe)(nil),            // 7: parley.v1.Unsubscribe
+	(*Ping)(nil),                   // 8: parley.v1.Ping
+	(*ConnectResponse)(nil),        // 9: parley.v1.ConnectResponse
+	(*MessageBatch)(nil),           // 10: parley.v1.MessageBatch
+	(*TypingEvent)(nil),            // 11: parley.v1.TypingEvent
+	(*PresenceEvent)(nil),          // 12: parley.v1.PresenceEvent
+	(*ReadMarker)(nil),             // 13: parley.v1.ReadMarker
+	(*SendAck)(nil),                // 14: parley.v1.SendAck
+	(*Subscribed)(nil),             // 15: parley.v1.Subscribed
+	(*SubscribeError)(nil),         // 16: parley.v1.SubscribeError
+	(*ResyncRequired)(nil),         // 17: parley.v1.ResyncRequired
+	(*MessageWithdrawn)(nil),       // 18: parley.v1.MessageWithdrawn
+	(*Pong)(nil),                   // 19: parley.v1.Pong
+	(*SendMessageRequest)(nil),     // 20: parley.v1.SendMessageRequest
+	(*SendMessageResponse)(nil),    // 21: parley.v1.SendMessageResponse
+	(*ListMessagesRequest)(nil),    // 22: parley.v1.ListMessagesRequest
+	(*ListMessagesResponse)(nil),   // 23: parley.v1.ListMessagesResponse
+	(*StreamRoomRequest)(nil),      // 24: parley.v1.StreamRoomRequest
+	(*MarkReadRequest)(nil),        // 25: parley.v1.MarkReadRequest
+	(*MarkReadResponse)(nil),       // 26: parley.v1.MarkReadResponse
+	(*ListRoomStatesRequest)(nil),  // 27: parley.v1.ListRoomStatesRequest
+	(*RoomState)(nil),              // 28: parley.v1.RoomState
+	(*ListRoomStatesResponse)(nil), // 29: parley.v1.ListRoomStatesResponse
+	(*StreamRoomResponse)(nil),     // 30: parley.v1.StreamRoomResponse
+	(*timestamppb.Timestamp)(nil),  // 31: google.protobuf.Timestamp
 }
 var file_parley_v1_chat_proto_depIdxs = []int32{
-	29, // 0: parley.v1.Message.create_time:type_name -> google.protobuf.Timestamp
-	5,  // 1: parley.v1.ConnectRequest.subscribe:type_name -> parley.v1.Subscribe
-	6,  // 2: parley.v1.ConnectRequest.unsubscribe:type_name -> parley.v1.Unsubscribe
-	18, // 3: parley.v1.ConnectRequest.send:type_name -> parley.v1.SendMessageRequest
-	7,  // 4: parley.v1.ConnectRequest.ping:type_name -> parley.v1.Ping
-	4,  // 5: parley.v1.ConnectRequest.typing:type_name -> parley.v1.Typing
-	23, // 6: parley.v1.ConnectRequest.mark_read:type_name -> parley.v1.MarkReadRequest
-	1,  // 7: parley.v1.Subscribe.resume_from:type_name -> parley.v1.RoomPosition
-	0,  // 8: parley.v1.ConnectResponse.message:type_name -> parley.v1.Message
-	12, // 9: parley.v1.ConnectResponse.send_ack:type_name -> parley.v1.SendAck
-	13, // 10: parley.v1.ConnectResponse.subscribed:type_name -> parley.v1.Subscribed
-	15, // 11: parley.v1.ConnectResponse.resync_required:type_name -> parley.v1.ResyncRequired
-	16, // 12: parley.v1.ConnectResponse.message_withdrawn:type_name -> parley.v1.MessageWithdrawn
-	17, // 13: parley.v1.ConnectResponse.pong:type_name -> parley.v1.Pong
-	14, // 14: parley.v1.ConnectResponse.subscribe_error:type_name -> parley.v1.SubscribeError
-	9,  // 15: parley.v1.ConnectResponse.typing:type_name -> parley.v1.TypingEvent
-	10, // 16: parley.v1.ConnectResponse.presence:type_name -> parley.v1.PresenceEvent
-	11, // 17: parley.v1.ConnectResponse.read_marker:type_name -> parley.v1.ReadMarker
-	29, // 18: parley.v1.TypingEvent.expire_time:type_name -> google.protobuf.Timestamp
-	1,  // 19: parley.v1.ReadMarker.position:type_name -> parley.v1.RoomPosition
-	0,  // 20: parley.v1.SendAck.message:type_name -> parley.v1.Message
-	2,  // 21: parley.v1.SendAck.error:type_name -> parley.v1.Status
-	1,  // 22: parley.v1.Subscribed.head:type_name -> parley.v1.RoomPosition
-	2,  // 23: parley.v1.SubscribeError.error:type_name -> parley.v1.Status
-	1,  // 24: parley.v1.ResyncRequired.head:type_name -> parley.v1.RoomPosition
-	0,  // 25: parley.v1.SendMessageResponse.message:type_name -> parley.v1.Message
-	0,  // 26: parley.v1.ListMessagesResponse.messages:type_name -> parley.v1.Message
-	1,  // 27: parley.v1.StreamRoomRequest.resume_from:type_name -> parley.v1.RoomPosition
-	1,  // 28: parley.v1.MarkReadRequest.position:type_name -> parley.v1.RoomPosition
-	11, // 29: parley.v1.MarkReadResponse.read_marker:type_name -> parley.v1.ReadMarker
-	1,  // 30: parley.v1.RoomState.head:type_name -> parley.v1.RoomPosition
-	1,  // 31: parley.v1.RoomState.last_read:type_name -> parley.v1.RoomPosition
-	0,  // 32: parley.v1.RoomState.last_message:type_name -> parley.v1.Message
-	26, // 33: parley.v1.ListRoomStatesResponse.states:type_name -> parley.v1.RoomState
-	0,  // 34: parley.v1.StreamRoomResponse.message:type_name -> parley.v1.Message
-	15, // 35: parley.v1.StreamRoomResponse.resync_required:type_name -> parley.v1.ResyncRequired
-	16, // 36: parley.v1.StreamRoomResponse.message_withdrawn:type_name -> parley.v1.MessageWithdrawn
-	3,  // 37: parley.v1.ChatService.Connect:input_type -> parley.v1.ConnectRequest
-	18, // 38: parley.v1.ChatService.SendMessage:input_type -> parley.v1.SendMessageRequest
-	20, // 39: parley.v1.ChatService.ListMessages:input_type -> parley.v1.ListMessagesRequest
-	22, // 40: parley.v1.ChatService.StreamRoom:input_type -> parley.v1.StreamRoomRequest
-	23, // 41: parley.v1.ChatService.MarkRead:input_type -> parley.v1.MarkReadRequest
-	25, // 42: parley.v1.ChatService.ListRoomStates:input_type -> parley.v1.ListRoomStatesRequest
-	8,  // 43: parley.v1.ChatService.Connect:output_type -> parley.v1.ConnectResponse
-	19, // 44: parley.v1.ChatService.SendMessage:output_type -> parley.v1.SendMessageResponse
-	21, // 45: parley.v1.ChatService.ListMessages:output_type -> parley.v1.ListMessagesResponse
-	28, // 46: parley.v1.ChatService.StreamRoom:output_type -> parley.v1.StreamRoomResponse
-	24, // 47: parley.v1.ChatService.MarkRead:output_type -> parley.v1.MarkReadResponse
-	27, // 48: parley.v1.ChatService.ListRoomStates:output_type -> parley.v1.ListRoomStatesResponse
-	43, // [43:49] is the sub-list for method output_type
-	37, // [37:43] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	31, // 0: parley.v1.Message.create_time:type_name -> google.protobuf.Timestamp
+	6,  // 1: parley.v1.ConnectRequest.subscribe:type_name -> parley.v1.Subscribe
+	7,  // 2: parley.v1.ConnectRequest.unsubscribe:type_name -> parley.v1.Unsubscribe
+	20, // 3: parley.v1.ConnectRequest.send:type_name -> parley.v1.SendMessageRequest
+	8,  // 4: parley.v1.ConnectRequest.ping:type_name -> parley.v1.Ping
+	5,  // 5: parley.v1.ConnectRequest.typing:type_name -> parley.v1.Typing
+	25, // 6: parley.v1.ConnectRequest.mark_read:type_name -> parley.v1.MarkReadRequest
+	4,  // 7: parley.v1.ConnectRequest.options:type_name -> parley.v1.StreamOptions
+	1,  // 8: parley.v1.Subscribe.resume_from:type_name -> parley.v1.RoomPosition
+	0,  // 9: parley.v1.ConnectResponse.message:type_name -> parley.v1.Message
+	14, // 10: parley.v1.ConnectResponse.send_ack:type_name -> parley.v1.SendAck
+	15, // 11: parley.v1.ConnectResponse.subscribed:type_name -> parley.v1.Subscribed
+	17, // 12: parley.v1.ConnectResponse.resync_required:type_name -> parley.v1.ResyncRequired
+	18, // 13: parley.v1.ConnectResponse.message_withdrawn:type_name -> parley.v1.MessageWithdrawn
+	19, // 14: parley.v1.ConnectResponse.pong:type_name -> parley.v1.Pong
+	16, // 15: parley.v1.ConnectResponse.subscribe_error:type_name -> parley.v1.SubscribeError
+	11, // 16: parley.v1.ConnectResponse.typing:type_name -> parley.v1.TypingEvent
+	12, // 17: parley.v1.ConnectResponse.presence:type_name -> parley.v1.PresenceEvent
+	13, // 18: parley.v1.ConnectResponse.read_marker:type_name -> parley.v1.ReadMarker
+	10, // 19: parley.v1.ConnectResponse.message_batch:type_name -> parley.v1.MessageBatch
+	0,  // 20: parley.v1.MessageBatch.messages:type_name -> parley.v1.Message
+	31, // 21: parley.v1.TypingEvent.expire_time:type_name -> google.protobuf.Timestamp
+	1,  // 22: parley.v1.ReadMarker.position:type_name -> parley.v1.RoomPosition
+	0,  // 23: parley.v1.SendAck.message:type_name -> parley.v1.Message
+	2,  // 24: parley.v1.SendAck.error:type_name -> parley.v1.Status
+	1,  // 25: parley.v1.Subscribed.head:type_name -> parley.v1.RoomPosition
+	2,  // 26: parley.v1.SubscribeError.error:type_name -> parley.v1.Status
+	1,  // 27: parley.v1.ResyncRequired.head:type_name -> parley.v1.RoomPosition
+	0,  // 28: parley.v1.SendMessageResponse.message:type_name -> parley.v1.Message
+	0,  // 29: parley.v1.ListMessagesResponse.messages:type_name -> parley.v1.Message
+	1,  // 30: parley.v1.StreamRoomRequest.resume_from:type_name -> parley.v1.RoomPosition
+	1,  // 31: parley.v1.MarkReadRequest.position:type_name -> parley.v1.RoomPosition
+	13, // 32: parley.v1.MarkReadResponse.read_marker:type_name -> parley.v1.ReadMarker
+	1,  // 33: parley.v1.RoomState.head:type_name -> parley.v1.RoomPosition
+	1,  // 34: parley.v1.RoomState.last_read:type_name -> parley.v1.RoomPosition
+	0,  // 35: parley.v1.RoomState.last_message:type_name -> parley.v1.Message
+	28, // 36: parley.v1.ListRoomStatesResponse.states:type_name -> parley.v1.RoomState
+	0,  // 37: parley.v1.StreamRoomResponse.message:type_name -> parley.v1.Message
+	17, // 38: parley.v1.StreamRoomResponse.resync_required:type_name -> parley.v1.ResyncRequired
+	18, // 39: parley.v1.StreamRoomResponse.message_withdrawn:type_name -> parley.v1.MessageWithdrawn
+	3,  // 40: parley.v1.ChatService.Connect:input_type -> parley.v1.ConnectRequest
+	20, // 41: parley.v1.ChatService.SendMessage:input_type -> parley.v1.SendMessageRequest
+	22, // 42: parley.v1.ChatService.ListMessages:input_type -> parley.v1.ListMessagesRequest
+	24, // 43: parley.v1.ChatService.StreamRoom:input_type -> parley.v1.StreamRoomRequest
+	25, // 44: parley.v1.ChatService.MarkRead:input_type -> parley.v1.MarkReadRequest
+	27, // 45: parley.v1.ChatService.ListRoomStates:input_type -> parley.v1.ListRoomStatesRequest
+	9,  // 46: parley.v1.ChatService.Connect:output_type -> parley.v1.ConnectResponse
+	21, // 47: parley.v1.ChatService.SendMessage:output_type -> parley.v1.SendMessageResponse
+	23, // 48: parley.v1.ChatService.ListMessages:output_type -> parley.v1.ListMessagesResponse
+	30, // 49: parley.v1.ChatService.StreamRoom:output_type -> parley.v1.StreamRoomResponse
+	26, // 50: parley.v1.ChatService.MarkRead:output_type -> parley.v1.MarkReadResponse
+	29, // 51: parley.v1.ChatService.ListRoomStates:output_type -> parley.v1.ListRoomStatesResponse
+	46, // [46:52] is the sub-list for method output_type
+	40, // [40:46] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_chat_proto_init() }
@@ -2251,8 +2392,9 @@ func file_parley_v1_chat_proto_init() {
 		(*ConnectRequest_Ping)(nil),
 		(*ConnectRequest_Typing)(nil),
 		(*ConnectRequest_MarkRead)(nil),
+		(*ConnectRequest_Options)(nil),
 	}
-	file_parley_v1_chat_proto_msgTypes[8].OneofWrappers = []any{
+	file_parley_v1_chat_proto_msgTypes[9].OneofWrappers = []any{
 		(*ConnectResponse_Message)(nil),
 		(*ConnectResponse_SendAck)(nil),
 		(*ConnectResponse_Subscribed)(nil),
@@ -2263,8 +2405,9 @@ func file_parley_v1_chat_proto_init() {
 		(*ConnectResponse_Typing)(nil),
 		(*ConnectResponse_Presence)(nil),
 		(*ConnectResponse_ReadMarker)(nil),
+		(*ConnectResponse_MessageBatch)(nil),
 	}
-	file_parley_v1_chat_proto_msgTypes[28].OneofWrappers = []any{
+	file_parley_v1_chat_proto_msgTypes[30].OneofWrappers = []any{
 		(*StreamRoomResponse_Message)(nil),
 		(*StreamRoomResponse_ResyncRequired)(nil),
 		(*StreamRoomResponse_MessageWithdrawn)(nil),
@@ -2275,7 +2418,7 @@ func file_parley_v1_chat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_chat_proto_rawDesc), len(file_parley_v1_chat_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

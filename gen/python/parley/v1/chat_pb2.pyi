@@ -48,20 +48,28 @@ class Status(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ConnectRequest(_message.Message):
-    __slots__ = ("subscribe", "unsubscribe", "send", "ping", "typing", "mark_read")
+    __slots__ = ("subscribe", "unsubscribe", "send", "ping", "typing", "mark_read", "options")
     SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
     UNSUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
     SEND_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
     TYPING_FIELD_NUMBER: _ClassVar[int]
     MARK_READ_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
     subscribe: Subscribe
     unsubscribe: Unsubscribe
     send: SendMessageRequest
     ping: Ping
     typing: Typing
     mark_read: MarkReadRequest
-    def __init__(self, subscribe: _Optional[_Union[Subscribe, _Mapping]] = ..., unsubscribe: _Optional[_Union[Unsubscribe, _Mapping]] = ..., send: _Optional[_Union[SendMessageRequest, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., typing: _Optional[_Union[Typing, _Mapping]] = ..., mark_read: _Optional[_Union[MarkReadRequest, _Mapping]] = ...) -> None: ...
+    options: StreamOptions
+    def __init__(self, subscribe: _Optional[_Union[Subscribe, _Mapping]] = ..., unsubscribe: _Optional[_Union[Unsubscribe, _Mapping]] = ..., send: _Optional[_Union[SendMessageRequest, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., typing: _Optional[_Union[Typing, _Mapping]] = ..., mark_read: _Optional[_Union[MarkReadRequest, _Mapping]] = ..., options: _Optional[_Union[StreamOptions, _Mapping]] = ...) -> None: ...
+
+class StreamOptions(_message.Message):
+    __slots__ = ("message_batches",)
+    MESSAGE_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    message_batches: bool
+    def __init__(self, message_batches: _Optional[bool] = ...) -> None: ...
 
 class Typing(_message.Message):
     __slots__ = ("room_id",)
@@ -90,7 +98,7 @@ class Ping(_message.Message):
     def __init__(self, nonce: _Optional[int] = ...) -> None: ...
 
 class ConnectResponse(_message.Message):
-    __slots__ = ("message", "send_ack", "subscribed", "resync_required", "message_withdrawn", "pong", "subscribe_error", "typing", "presence", "read_marker")
+    __slots__ = ("message", "send_ack", "subscribed", "resync_required", "message_withdrawn", "pong", "subscribe_error", "typing", "presence", "read_marker", "message_batch")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     SEND_ACK_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBED_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +109,7 @@ class ConnectResponse(_message.Message):
     TYPING_FIELD_NUMBER: _ClassVar[int]
     PRESENCE_FIELD_NUMBER: _ClassVar[int]
     READ_MARKER_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_BATCH_FIELD_NUMBER: _ClassVar[int]
     message: Message
     send_ack: SendAck
     subscribed: Subscribed
@@ -111,7 +120,14 @@ class ConnectResponse(_message.Message):
     typing: TypingEvent
     presence: PresenceEvent
     read_marker: ReadMarker
-    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., send_ack: _Optional[_Union[SendAck, _Mapping]] = ..., subscribed: _Optional[_Union[Subscribed, _Mapping]] = ..., resync_required: _Optional[_Union[ResyncRequired, _Mapping]] = ..., message_withdrawn: _Optional[_Union[MessageWithdrawn, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., subscribe_error: _Optional[_Union[SubscribeError, _Mapping]] = ..., typing: _Optional[_Union[TypingEvent, _Mapping]] = ..., presence: _Optional[_Union[PresenceEvent, _Mapping]] = ..., read_marker: _Optional[_Union[ReadMarker, _Mapping]] = ...) -> None: ...
+    message_batch: MessageBatch
+    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., send_ack: _Optional[_Union[SendAck, _Mapping]] = ..., subscribed: _Optional[_Union[Subscribed, _Mapping]] = ..., resync_required: _Optional[_Union[ResyncRequired, _Mapping]] = ..., message_withdrawn: _Optional[_Union[MessageWithdrawn, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., subscribe_error: _Optional[_Union[SubscribeError, _Mapping]] = ..., typing: _Optional[_Union[TypingEvent, _Mapping]] = ..., presence: _Optional[_Union[PresenceEvent, _Mapping]] = ..., read_marker: _Optional[_Union[ReadMarker, _Mapping]] = ..., message_batch: _Optional[_Union[MessageBatch, _Mapping]] = ...) -> None: ...
+
+class MessageBatch(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[Message]
+    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ...) -> None: ...
 
 class TypingEvent(_message.Message):
     __slots__ = ("room_id", "user_id", "username", "expire_time")

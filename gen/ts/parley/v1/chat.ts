@@ -145,8 +145,32 @@ export interface ConnectRequest {
          */
         markRead: MarkReadRequest;
     } | {
+        oneofKind: "options";
+        /**
+         * Options for this stream; send it first. A later one replaces it.
+         *
+         * @generated from protobuf field: parley.v1.StreamOptions options = 7
+         */
+        options: StreamOptions;
+    } | {
         oneofKind: undefined;
     };
+}
+/**
+ * StreamOptions tunes how the server writes to one Connect stream.
+ *
+ * @generated from protobuf message parley.v1.StreamOptions
+ */
+export interface StreamOptions {
+    /**
+     * When true, the server may deliver live messages that are ready together
+     * as one MessageBatch frame instead of one Message frame each: fewer frames
+     * on a busy stream. Order is unchanged. Clients that leave it false get
+     * Message frames only.
+     *
+     * @generated from protobuf field: bool message_batches = 1
+     */
+    messageBatches: boolean;
 }
 /**
  * Typing says the user is typing in a room.
@@ -270,8 +294,29 @@ export interface ConnectResponse {
          */
         readMarker: ReadMarker;
     } | {
+        oneofKind: "messageBatch";
+        /**
+         * Several messages in order, as if each had come in its own Message
+         * frame (only on streams that asked for StreamOptions.message_batches).
+         *
+         * @generated from protobuf field: parley.v1.MessageBatch message_batch = 11
+         */
+        messageBatch: MessageBatch;
+    } | {
         oneofKind: undefined;
     };
+}
+/**
+ * MessageBatch is consecutive messages of one stream, in delivery order;
+ * they may belong to different rooms.
+ *
+ * @generated from protobuf message parley.v1.MessageBatch
+ */
+export interface MessageBatch {
+    /**
+     * @generated from protobuf field: repeated parley.v1.Message messages = 1
+     */
+    messages: Message[];
 }
 /**
  * TypingEvent says a member is typing; it expires at expire_time unless renewed.
@@ -875,7 +920,8 @@ class ConnectRequest$Type extends MessageType<ConnectRequest> {
             { no: 3, name: "send", kind: "message", oneof: "frame", T: () => SendMessageRequest },
             { no: 4, name: "ping", kind: "message", oneof: "frame", T: () => Ping },
             { no: 5, name: "typing", kind: "message", oneof: "frame", T: () => Typing },
-            { no: 6, name: "mark_read", kind: "message", oneof: "frame", T: () => MarkReadRequest }
+            { no: 6, name: "mark_read", kind: "message", oneof: "frame", T: () => MarkReadRequest },
+            { no: 7, name: "options", kind: "message", oneof: "frame", T: () => StreamOptions }
         ]);
     }
     create(value?: PartialMessage<ConnectRequest>): ConnectRequest {
@@ -926,6 +972,12 @@ class ConnectRequest$Type extends MessageType<ConnectRequest> {
                         markRead: MarkReadRequest.internalBinaryRead(reader, reader.uint32(), options, (message.frame as any).markRead)
                     };
                     break;
+                case /* parley.v1.StreamOptions options */ 7:
+                    message.frame = {
+                        oneofKind: "options",
+                        options: StreamOptions.internalBinaryRead(reader, reader.uint32(), options, (message.frame as any).options)
+                    };
+                    break;
                 default:
                     let u = options.readUnknownField;
                     if (u === "throw")
@@ -956,6 +1008,9 @@ class ConnectRequest$Type extends MessageType<ConnectRequest> {
         /* parley.v1.MarkReadRequest mark_read = 6; */
         if (message.frame.oneofKind === "markRead")
             MarkReadRequest.internalBinaryWrite(message.frame.markRead, writer.tag(6, WireType.LengthDelimited).fork(), options).join();
+        /* parley.v1.StreamOptions options = 7; */
+        if (message.frame.oneofKind === "options")
+            StreamOptions.internalBinaryWrite(message.frame.options, writer.tag(7, WireType.LengthDelimited).fork(), options).join();
         let u = options.writeUnknownFields;
         if (u !== false)
             (u == true ? UnknownFieldHandler.onWrite : u)(this.typeName, message, writer);
@@ -966,6 +1021,53 @@ class ConnectRequest$Type extends MessageType<ConnectRequest> {
  * @generated MessageType for protobuf message parley.v1.ConnectRequest
  */
 export const ConnectRequest = new ConnectRequest$Type();
+// @generated message type with reflection information, may provide speed optimized methods
+class StreamOptions$Type extends MessageType<StreamOptions> {
+    constructor() {
+        super("parley.v1.StreamOptions", [
+            { no: 1, name: "message_batches", kind: "scalar", T: 8 /*ScalarType.BOOL*/ }
+        ]);
+    }
+    create(value?: PartialMessage<StreamOptions>): StreamOptions {
+        const message = globalThis.Object.create((this.messagePrototype!));
+        message.messageBatches = false;
+        if (value !== undefined)
+            reflectionMergePartial<StreamOptions>(this, message, value);
+        return message;
+    }
+    internalBinaryRead(reader: IBinaryReader, length: number, options: BinaryReadOptions, target?: StreamOptions): StreamOptions {
+        let message = target ?? this.create(), end = reader.pos + length;
+        while (reader.pos < end) {
+            let [fieldNo, wireType] = reader.tag();
+            switch (fieldNo) {
+                case /* bool message_batches */ 1:
+                    message.messageBatches = reader.bool();
+                    break;
+                default:
+                    let u = options.readUnknownField;
+                    if (u === "throw")
+                        throw new globalThis.Error(`Unknown field ${fieldNo} (wire type ${wireType}) for ${this.typeName}`);
+                    let d = reader.skip(wireType);
+                    if (u !== false)
+                        (u === true ? UnknownFieldHandler.onRead : u)(this.typeName, message, fieldNo, wireType, d);
+            }
+        }
+        return message;
+    }
+    internalBinaryWrite(message: StreamOptions, writer: IBinaryWriter, options: BinaryWriteOptions): IBinaryWriter {
+        /* bool message_batches = 1; */
+        if (message.messageBatches !== false)
+            writer.tag(1, WireType.Varint).bool(message.messageBatches);
+        let u = options.writeUnknownFields;
+        if (u !== false)
+            (u == true ? UnknownFieldHandler.onWrite : u)(this.typeName, message, writer);
+        return writer;
+    }
+}
+/**
+ * @generated MessageType for protobuf message parley.v1.StreamOptions
+ */
+export const StreamOptions = new StreamOptions$Type();
 // @generated message type with reflection information, may provide speed optimized methods
 class Typing$Type extends MessageType<Typing> {
     constructor() {
@@ -1174,7 +1276,8 @@ class ConnectResponse$Type extends MessageType<ConnectResponse> {
             { no: 7, name: "subscribe_error", kind: "message", oneof: "frame", T: () => SubscribeError },
             { no: 8, name: "typing", kind: "message", oneof: "frame", T: () => TypingEvent },
             { no: 9, name: "presence", kind: "message", oneof: "frame", T: () => PresenceEvent },
-            { no: 10, name: "read_marker", kind: "message", oneof: "frame", T: () => ReadMarker }
+            { no: 10, name: "read_marker", kind: "message", oneof: "frame", T: () => ReadMarker },
+            { no: 11, name: "message_batch", kind: "message", oneof: "frame", T: () => MessageBatch }
         ]);
     }
     create(value?: PartialMessage<ConnectResponse>): ConnectResponse {
@@ -1249,6 +1352,12 @@ class ConnectResponse$Type extends MessageType<ConnectResponse> {
                         readMarker: ReadMarker.internalBinaryRead(reader, reader.uint32(), options, (message.frame as any).readMarker)
                     };
                     break;
+                case /* parley.v1.MessageBatch message_batch */ 11:
+                    message.frame = {
+                        oneofKind: "messageBatch",
+                        messageBatch: MessageBatch.internalBinaryRead(reader, reader.uint32(), options, (message.frame as any).messageBatch)
+                    };
+                    break;
                 default:
                     let u = options.readUnknownField;
                     if (u === "throw")
@@ -1291,6 +1400,9 @@ class ConnectResponse$Type extends MessageType<ConnectResponse> {
         /* parley.v1.ReadMarker read_marker = 10; */
         if (message.frame.oneofKind === "readMarker")
             ReadMarker.internalBinaryWrite(message.frame.readMarker, writer.tag(10, WireType.LengthDelimited).fork(), options).join();
+        /* parley.v1.MessageBatch message_batch = 11; */
+        if (message.frame.oneofKind === "messageBatch")
+            MessageBatch.internalBinaryWrite(message.frame.messageBatch, writer.tag(11, WireType.LengthDelimited).fork(), options).join();
         let u = options.writeUnknownFields;
         if (u !== false)
             (u == true ? UnknownFieldHandler.onWrite : u)(this.typeName, message, writer);
@@ -1301,6 +1413,53 @@ class ConnectResponse$Type extends MessageType<ConnectResponse> {
  * @generated MessageType for protobuf message parley.v1.ConnectResponse
  */
 export const ConnectResponse = new ConnectResponse$Type();
+// @generated message type with reflection information, may provide speed optimized methods
+class MessageBatch$Type extends MessageType<MessageBatch> {
+    constructor() {
+        super("parley.v1.MessageBatch", [
+            { no: 1, name: "messages", kind: "message", repeat: 2 /*RepeatType.UNPACKED*/, T: () => Message }
+        ]);
+    }
+    create(value?: PartialMessage<MessageBatch>): MessageBatch {
+        const message = globalThis.Object.create((this.messagePrototype!));
+        message.messages = [];
+        if (value !== undefined)
+            reflectionMergePartial<MessageBatch>(this, message, value);
+        return message;
+    }
+    internalBinaryRead(reader: IBinaryReader, length: number, options: BinaryReadOptions, target?: MessageBatch): MessageBatch {
+        let message = target ?? this.create(), end = reader.pos + length;
+        while (reader.pos < end) {
+            let [fieldNo, wireType] = reader.tag();
+            switch (fieldNo) {
+                case /* repeated parley.v1.Message messages */ 1:
+                    message.messages.push(Message.internalBinaryRead(reader, reader.uint32(), options));
+                    break;
+                default:
+                    let u = options.readUnknownField;
+                    if (u === "throw")
+                        throw new globalThis.Error(`Unknown field ${fieldNo} (wire type ${wireType}) for ${this.typeName}`);
+                    let d = reader.skip(wireType);
+                    if (u !== false)
+                        (u === true ? UnknownFieldHandler.onRead : u)(this.typeName, message, fieldNo, wireType, d);
+            }
+        }
+        return message;
+    }
+    internalBinaryWrite(message: MessageBatch, writer: IBinaryWriter, options: BinaryWriteOptions): IBinaryWriter {
+        /* repeated parley.v1.Message messages = 1; */
+        for (let i = 0; i < message.messages.length; i++)
+            Message.internalBinaryWrite(message.messages[i], writer.tag(1, WireType.LengthDelimited).fork(), options).join();
+        let u = options.writeUnknownFields;
+        if (u !== false)
+            (u == true ? UnknownFieldHandler.onWrite : u)(this.typeName, message, writer);
+        return writer;
+    }
+}
+/**
+ * @generated MessageType for protobuf message parley.v1.MessageBatch
+ */
+export const MessageBatch = new MessageBatch$Type();
 // @generated message type with reflection information, may provide speed optimized methods
 class TypingEvent$Type extends MessageType<TypingEvent> {
     constructor() {

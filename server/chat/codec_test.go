@@ -1,0 +1,104 @@
+package chat
+
+import (
+	"fmt"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	eventsv1 "github.com/parleychat/parley/gen/go/parley/events/v1"
+	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+	"github.com/parleychat/parley/server/fanout"
+)
+
+func liveEvent(tb testing.TB, room, epoch string, seq int64) *fanout.Event {
+	tb.Helper()
+	ev, err := fanout.NewEvent(room, &eventsv1.RoomEvent{Event: &eventsv1.RoomEvent_Message{Message: &parleyv1.Message{
+		MessageId: fmt.Sprint("m", seq), RoomId: room, Epoch: epoch, Seq: seq, Body: "hi"}}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ev
+}
+
+// recordingSession is a session whose frames are decoded into a slice.
+func recordingSession(tb testing.TB, batches bool) (*session, *[]*parleyv1.ConnectResponse) {
+	var got []*parleyv1.ConnectResponse
+	ss := &session{}
+	ss.batches.Store(batches)
+	ss.send = func(f *parleyv1.ConnectResponse) error { got = append(got, f); return nil }
+	ss.sendRaw = func(b EncodedFrame) error {
+		f := &parleyv1.ConnectResponse{}
+		if err := proto.Unmarshal(b, f); err != nil {
+			tb.Fatalf("pre-encoded frame does not decode: %v", err)
+		}
+		got = append(got, f)
+		return nil
+	}
+	return ss, &got
+}
+
+func TestEncodedFramesDecodeAsConnectResponses(t *testing.T) {
+	ev := liveEvent(t, "r", "e", 1)
+	f := &parleyv1.ConnectResponse{}
+	if err := proto.Unmarshal(messageFrame(nil, ev.MessageBytes), f); err != nil || !proto.Equal(f.GetMessage(), ev.GetMessage()) {
+		t.Fatalf("message frame = %v, %v", f, err)
+	}
+	ev2 := liveEvent(t, "r", "e", 2)
+	if err := proto.Unmarshal(batchFrame(nil, [][]byte{ev.MessageBytes, ev2.MessageBytes}), f); err != nil {
+		t.Fatal(err)
+	}
+	if ms := f.GetMessageBatch().GetMessages(); len(ms) != 2 || !proto.Equal(ms[0], ev.GetMessage()) || !proto.Equal(ms[1], ev2.GetMessage()) {
+		t.Fatalf("batch frame = %v", f)
+	}
+}
+
+func TestHandleAllCoalescesQueuedMessages(t *testing.T) {
+	for _, batches := range []bool{false, true} {
+		t.Run(fmt.Sprintf("batches=%v", batches), func(t *testing.T) {
+			ss, got := recordingSession(t, batches)
+			rooms := map[string]*roomState{"r": {epoch: "e1", last: 2}, "q": {epoch: "e1", last: 0}}
+			items := []item{
+				{ev: liveEvent(t, "r", "e1", 2)}, // already sent: dropped
+				{ev: liveEvent(t, "r", "e1", 3)},
+				{ev: liveEvent(t, "q", "e1", 1)},
+				{ev: liveEvent(t, "x", "e1", 1)}, // not subscribed: dropped
+				{ev: liveEvent(t, "r", "e1", 4)},
+				{frame: &parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_Pong{Pong: &parleyv1.Pong{Nonce: 7}}}},
+				{ev: liveEvent(t, "r", "e1", 5)},
+				{ev: liveEvent(t, "r", "e2", 9)}, // new epoch: resync, then the message
+				{ev: liveEvent(t, "r", "e2", 10)},
+			}
+			if err := ss.handleAll(items, rooms); err != nil {
+				t.Fatal(err)
+			}
+			var kinds, order []string
+			for _, f := range *got {
+				switch {
+				case f.GetMessage() != nil:
+					kinds = append(kinds, "m")
+					order = append(order, fmt.Sprintf("%s%d", f.GetMessage().RoomId, f.GetMessage().Seq))
+				case f.GetMessageBatch() != nil:
+					kinds = append(kinds, fmt.Sprintf("b%d", len(f.GetMessageBatch().Messages)))
+					for _, m := range f.GetMessageBatch().Messages {
+						order = append(order, fmt.Sprintf("%s%d", m.RoomId, m.Seq))
+					}
+				case f.GetPong() != nil:
+					kinds = append(kinds, "pong")
+				case f.GetResyncRequired() != nil:
+					kinds = append(kinds, "resync")
+				}
+			}
+			want := "m m m pong m resync m m"
+			if batches {
+				want = "b3 pong m resync b2"
+			}
+			if fmt.Sprint(order) != "[r3 q1 r4 r5 r9 r10]" || fmt.Sprint(kinds) != "["+want+"]" {
+				t.Fatalf("frames %v carrying %v; want [%s] carrying [r3 q1 r4 r5 r9 r10]", kinds, order, want)
+			}
+			if st := rooms["r"]; st.epoch != "e2" || st.last != 10 {
+				t.Fatalf("room position %+v", st)
+			}
+		})
+	}
+}
