@@ -197,6 +197,19 @@ describe('ChatStore', () => {
     expect(store.getState().timelines.r1.messages.map((m) => m.seq)).toEqual([1, 2, 3]);
   });
 
+  it('asks for message batches and takes a batch as its messages in order', async () => {
+    await started();
+    expect(stream().sent.some((f) => f.oneofKind === 'options' && f.options.messageBatches)).toBe(true);
+    stream().push({ oneofKind: 'message', message: message('r1', 1, bob) });
+    stream().push({
+      oneofKind: 'messageBatch',
+      messageBatch: { messages: [message('r1', 1, bob), message('r1', 2, bob), message('r2', 1, bob), message('r1', 3, me)] },
+    });
+    expect(store.getState().timelines.r1.messages.map((m) => m.seq)).toEqual([1, 2, 3]);
+    expect(store.getState().timelines.r2.messages.map((m) => m.seq)).toEqual([1]);
+    expect(store.getState().rooms.r1.unread).toBe(2);
+  });
+
   it('a room state older than a read marker sent here does not make read messages unread again', async () => {
     await started();
     stream().push({ oneofKind: 'subscribed', subscribed: { roomId: 'r1', head: { epoch: 'e1', seq: '0' } } });

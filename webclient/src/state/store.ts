@@ -468,6 +468,8 @@ export class ChatStore {
     });
     stream.responses.onError((e) => this.onStreamEnd(stream, token, e));
     stream.responses.onComplete(() => this.onStreamEnd(stream, token, undefined));
+    // A busy room's messages may come several to a frame (MessageBatch).
+    this.send({ oneofKind: 'options', options: { messageBatches: true } });
     this.ping();
     this.subscribeAll();
     for (const list of Object.values(this.state.pending)) {
@@ -582,6 +584,10 @@ export class ChatStore {
       case 'message':
         this.online();
         this.onMessage(fromProto(fr.message));
+        return;
+      case 'messageBatch':
+        this.online();
+        for (const m of fr.messageBatch.messages) this.onMessage(fromProto(m));
         return;
       case 'sendAck': {
         const ack = fr.sendAck;
