@@ -17,6 +17,7 @@ const (
 	DefaultRetryBackoffMax   = 10 * time.Second
 	DefaultWriteTimeout      = 30 * time.Second
 	DefaultPartitions        = 12
+	DefaultFetchMaxWait      = 250 * time.Millisecond
 	DefaultReplicationFactor = -1 // the broker's default.replication.factor
 )
 
@@ -46,6 +47,12 @@ type Config struct {
 	// Existing topics are left as they are.
 	Partitions        int32
 	ReplicationFactor int16
+	// FetchMaxWait bounds how long the broker holds a fetch that has no new
+	// data. A partition whose queue is full is paused and resumed once its
+	// worker caught up; the resumed partition is fetched only after the
+	// fetch in flight returns, so with Kafka's default (5s) a backlog is
+	// drained in bursts separated by seconds of idling.
+	FetchMaxWait time.Duration
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -76,6 +83,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.ReplicationFactor == 0 {
 		c.ReplicationFactor = DefaultReplicationFactor
+	}
+	if c.FetchMaxWait == 0 {
+		c.FetchMaxWait = DefaultFetchMaxWait
 	}
 	return c
 }
@@ -112,6 +122,9 @@ func (c Config) Validate() error {
 	}
 	if c.Partitions < -1 {
 		bad("Partitions", "%d: want a positive count or -1", c.Partitions)
+	}
+	if c.FetchMaxWait < 0 {
+		bad("FetchMaxWait", "%v is negative", c.FetchMaxWait)
 	}
 	if c.ReplicationFactor < -1 {
 		bad("ReplicationFactor", "%d: want a positive factor or -1", c.ReplicationFactor)

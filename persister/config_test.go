@@ -28,6 +28,7 @@ func TestConfigValidate(t *testing.T) {
 		{name: "broker default partitions", mutate: func(c *Config) { c.Partitions, c.ReplicationFactor = -1, -1 }},
 		{name: "bad partitions", mutate: func(c *Config) { c.Partitions = -2 }, wantErr: "Config.Partitions"},
 		{name: "bad replication", mutate: func(c *Config) { c.ReplicationFactor = -3 }, wantErr: "Config.ReplicationFactor"},
+		{name: "bad fetch max wait", mutate: func(c *Config) { c.FetchMaxWait = -time.Second }, wantErr: "Config.FetchMaxWait"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := ok
@@ -57,11 +58,13 @@ func TestConfigWithDefaults(t *testing.T) {
 		WriteTimeout:      DefaultWriteTimeout,
 		Partitions:        DefaultPartitions,
 		ReplicationFactor: DefaultReplicationFactor,
+		FetchMaxWait:      DefaultFetchMaxWait,
 	}
 	if c.Topic != want.Topic || c.DLQTopic != want.DLQTopic || c.Group != want.Group ||
 		c.MaxBatch != want.MaxBatch || c.RetryBackoffMin != want.RetryBackoffMin ||
 		c.RetryBackoffMax != want.RetryBackoffMax || c.WriteTimeout != want.WriteTimeout ||
-		c.Partitions != want.Partitions || c.ReplicationFactor != want.ReplicationFactor {
+		c.Partitions != want.Partitions || c.ReplicationFactor != want.ReplicationFactor ||
+		c.FetchMaxWait != want.FetchMaxWait {
 		t.Errorf("WithDefaults = %+v, want %+v", c, want)
 	}
 }

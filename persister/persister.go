@@ -123,6 +123,7 @@ func (p *Persister) Run(ctx context.Context) error {
 		// Never skip: after a data-loss reset, re-read what is left.
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxWait(p.cfg.FetchMaxWait),
 	}
 	cl, err := kgo.NewClient(append(opts, p.extraOpts...)...)
 	if err != nil {
