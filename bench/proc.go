@@ -1,11 +1,17 @@
 package bench
 
 import (
+	"bufio"
+	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // clockTicks is USER_HZ, 100 on Linux.
@@ -79,4 +85,104 @@ func (m *cpuMeter) percent() map[string]float64 {
 		out[name] = float64(c-m.start[name]) / float64(wall) * 100
 	}
 	return out
+}
+
+// metricSums sums every series of each metric in a Prometheus text
+// exposition (the server's and the persister's /metrics), by metric name:
+// "name{labels} value" and "name value" lines; comments are skipped.
+func metricSums(r io.Reader) (map[string]float64, error) {
+	out := map[string]float64{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		name := line
+		if i := strings.IndexAny(line, "{ "); i >= 0 {
+			name = line[:i]
+		}
+		rest := line[len(name):]
+		if strings.HasPrefix(rest, "{") {
+			j := strings.LastIndexByte(rest, '}')
+			if j < 0 {
+				continue
+			}
+			rest = rest[j+1:]
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			continue
+		}
+		out[name] += v
+	}
+	return out, sc.Err()
+}
+
+// scrapeMetrics fetches a /metrics URL and sums its series by name.
+func scrapeMetrics(ctx context.Context, url string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return metricSums(resp.Body)
+}
+
+// gatherSums sums every series of each metric a Gatherer holds, by name
+// (counters, gauges and untyped values; histograms by their count).
+func gatherSums(g prometheus.Gatherer) (map[string]float64, error) {
+	mfs, err := g.Gather()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch {
+			case m.Counter != nil:
+				out[mf.GetName()] += m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				out[mf.GetName()] += m.GetGauge().GetValue()
+			case m.Untyped != nil:
+				out[mf.GetName()] += m.GetUntyped().GetValue()
+			case m.Histogram != nil:
+				out[mf.GetName()] += float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return out, nil
+}
+
+// openFilesLimit returns a process's soft limit of open files (0: unknown).
+func openFilesLimit(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Max open files"); ok {
+			f := strings.Fields(rest)
+			if len(f) >= 1 {
+				if f[0] == "unlimited" {
+					return 1 << 40
+				}
+				n, _ := strconv.ParseInt(f[0], 10, 64)
+				return n
+			}
+		}
+	}
+	return 0
 }

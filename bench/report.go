@@ -116,3 +116,12 @@ func machine() string {
 	}
 	return fmt.Sprintf("%s, %d cores%s", cpu, numCPU(), mem)
 }
+
+// writeJSON writes v as indented JSON to path.
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}

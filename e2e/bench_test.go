@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"image/png"
 	"io"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/bench"
+	"github.com/parleychat/parley/internal/testenv"
 )
 
 // TestBenchFanoutSmoke runs fanout-v1 on a tiny configuration, through
@@ -46,5 +48,105 @@ func TestBenchFanoutSmoke(t *testing.T) {
 			t.Fatalf("raw=%v: report %s: %v", raw, b, err)
 		}
 		rep.WriteTable(io.Discard)
+		checkPNG(t, filepath.Join(t.TempDir(), "r.png"), func(p string) error { return bench.PlotFiles(p, path) })
+	}
+}
+
+// TestBenchPersistSmoke runs persist-v1 on a tiny configuration (2,000
+// records into a fresh topic, the persister as a process, the raw loop, then
+// the live part against a Parley cluster) and checks the report.
+func TestBenchPersistSmoke(t *testing.T) {
+	c := newCluster(t, 1)
+	cfg := bench.PersistConfig{
+		Brokers: testenv.KafkaBrokers(t), MongoURI: c.mongoURI, Name: testenv.Name(t),
+		Records: 2000, Rooms: 50, Partitions: 4, PersisterBin: parleyBin, Every: time.Second,
+		Addr: c.servers[0].addr, LiveDatabase: c.name, LiveRate: 60, ProbeRate: 20, ProbeRooms: 2,
+		LiveRooms: 2, LiveMembers: 2, LiveConns: 1, LiveStep: time.Second, LiveWarmup: 200 * time.Millisecond,
+		Pids:     map[string]int{"server": c.servers[0].cmd.Process.Pid},
+		Progress: io.Discard,
+	}
+	rep, err := bench.RunPersist(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Preload.Stored != 2000 || rep.Persister.Stored != 2000 || rep.Raw.Stored != 2000 ||
+		rep.Persister.RecordsPerS <= 0 || rep.Raw.RecordsPerS <= 0 || rep.Ratio <= 0 || len(rep.Notes) != 0 {
+		t.Fatalf("report: %+v", rep)
+	}
+	if _, ok := rep.Persister.CPU["persister"]; !ok {
+		t.Fatalf("no persister CPU: %v", rep.Persister.CPU)
+	}
+	l := rep.Live
+	if l == nil || l.SendAck.Count == 0 || l.AckStored.Count != l.SendAck.Count || l.NotStored != 0 || l.SendFailed != 0 ||
+		l.AckStored.P50 <= 0 || l.Fanout == nil || len(l.Fanout.Steps) != 1 || l.Fanout.Steps[0].Lost != 0 {
+		t.Fatalf("live: %+v", l)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "persist.json")
+	if err := rep.WriteJSON(path); err != nil {
+		t.Fatal(err)
+	}
+	var back bench.PersistReport
+	if b, err := os.ReadFile(path); err != nil || json.Unmarshal(b, &back) != nil || back.Workload != "persist-v1" || back.Live == nil {
+		t.Fatalf("report %s: %v", path, err)
+	}
+	checkPNG(t, filepath.Join(dir, "persist.png"), func(p string) error { return bench.PlotFiles(p, path) })
+	rep.WriteTable(io.Discard)
+}
+
+// TestBenchConnsSmoke runs conns-v1 with 100 then 200 streams (two users,
+// two streams per connection, so several connections) and a short trickle.
+func TestBenchConnsSmoke(t *testing.T) {
+	c := newCluster(t, 1, "-pprof", "-max-streams-per-user", "100")
+	srv := c.servers[0]
+	dir := t.TempDir()
+	rep, err := bench.RunConns(context.Background(), bench.ConnsConfig{
+		Addr: srv.addr, Levels: []int{100, 200}, StreamsPerUser: 100, MembersPerRoom: 10, UsersPerRoom: 2,
+		StreamsPerConn: 25, Settle: 100 * time.Millisecond, Idle: 500 * time.Millisecond, Trickle: time.Second,
+		TrickleRate: 2, Grace: 3 * time.Second, HeapProfiles: filepath.Join(dir, "heap-"),
+		Pids: map[string]int{"server": srv.cmd.Process.Pid}, Progress: io.Discard,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Levels) != 2 || rep.Baseline.RSSMB <= 0 || rep.Baseline.HeapInuseMB <= 0 {
+		t.Fatalf("report: %+v", rep)
+	}
+	for i, l := range rep.Levels {
+		tr := l.Trickle
+		if l.Idle.Streams != float64(l.Streams) || l.Conns != l.Streams/25 || l.Users != 2 || l.Rooms != l.Streams/10 ||
+			l.RSSPerStreamKB == 0 || l.HeapPerStreamKB == 0 || l.HeapProfile == "" ||
+			tr.Expected != int64(l.Rooms*2*10) || tr.Delivered != tr.Expected || tr.Lost != 0 || tr.Dup != 0 || tr.Failed != 0 || tr.Latency.P50 <= 0 {
+			t.Fatalf("level %d: %+v", i, l)
+		}
+		if st, err := os.Stat(l.HeapProfile); err != nil || st.Size() == 0 {
+			t.Fatalf("heap profile %s: %v", l.HeapProfile, err)
+		}
+	}
+	path := filepath.Join(dir, "conns.json")
+	if err := rep.WriteJSON(path); err != nil {
+		t.Fatal(err)
+	}
+	var back bench.ConnsReport
+	if b, err := os.ReadFile(path); err != nil || json.Unmarshal(b, &back) != nil || back.Workload != "conns-v1" || len(back.Levels) != 2 {
+		t.Fatalf("report %s: %v", path, err)
+	}
+	rep.WriteTable(io.Discard)
+}
+
+// checkPNG draws with draw into path and checks a PNG came out.
+func checkPNG(t *testing.T, path string, draw func(string) error) {
+	t.Helper()
+	if err := draw(path); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil || img.Bounds().Dx() < 400 || img.Bounds().Dy() < 200 {
+		t.Fatalf("%s: %v", path, err)
 	}
 }

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -13,10 +15,26 @@ import (
 	"github.com/parleychat/parley/internal/config"
 )
 
+const benchUsage = "usage: parley bench fanout|persist|conns|plot [flags] (see docs/PERFORMANCE.md)"
+
 func runBench(ctx context.Context, args []string) error {
-	if len(args) == 0 || args[0] != "fanout" {
-		return fmt.Errorf("usage: parley bench fanout [flags] (the only workload so far)")
+	if len(args) == 0 {
+		return errors.New(benchUsage)
 	}
+	switch args[0] {
+	case "fanout":
+		return runBenchFanout(ctx, args)
+	case "persist":
+		return runBenchPersist(ctx, args)
+	case "conns":
+		return runBenchConns(ctx, args)
+	case "plot":
+		return runBenchPlot(args)
+	}
+	return fmt.Errorf("unknown workload %q; %s", args[0], benchUsage)
+}
+
+func runBenchFanout(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("parley bench fanout", flag.ContinueOnError)
 	var cfg bench.FanoutConfig
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "Parley server to load")
@@ -44,17 +62,9 @@ func runBench(ctx context.Context, args []string) error {
 		}
 		cfg.Rates = append(cfg.Rates, n)
 	}
-	cfg.Pids = map[string]int{}
-	for _, kv := range strings.Split(*pids, ",") {
-		if kv == "" {
-			continue
-		}
-		name, v, ok := strings.Cut(kv, "=")
-		pid, err := strconv.Atoi(v)
-		if !ok || err != nil {
-			return fmt.Errorf("pids: %q is not name=pid", kv)
-		}
-		cfg.Pids[name] = pid
+	var err error
+	if cfg.Pids, err = parsePids(*pids); err != nil {
+		return err
 	}
 	cfg.Progress = os.Stderr
 	rep, err := bench.RunFanout(ctx, cfg)
@@ -70,5 +80,158 @@ func runBench(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Println("report:", path)
+	return writePlot(path, func(png string) error { return bench.PlotFanout(png, rep) })
+}
+
+// parsePids parses name=pid,name=pid.
+func parsePids(s string) (map[string]int, error) {
+	out := map[string]int{}
+	for _, kv := range strings.Split(s, ",") {
+		if kv == "" {
+			continue
+		}
+		name, v, ok := strings.Cut(kv, "=")
+		pid, err := strconv.Atoi(v)
+		if !ok || err != nil || pid <= 0 {
+			return nil, fmt.Errorf("pids: %q is not name=pid", kv)
+		}
+		out[name] = pid
+	}
+	return out, nil
+}
+
+// writePlot draws the PNG beside a JSON report (x.json -> x.png).
+func writePlot(jsonPath string, draw func(png string) error) error {
+	png := strings.TrimSuffix(jsonPath, filepath.Ext(jsonPath)) + ".png"
+	if err := draw(png); err != nil {
+		return fmt.Errorf("plot: %w", err)
+	}
+	fmt.Println("plot:", png)
 	return nil
+}
+
+func runBenchPersist(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("parley bench persist", flag.ContinueOnError)
+	var cfg bench.PersistConfig
+	brokers := config.List{"127.0.0.1:9092"}
+	fs.Var(&brokers, "kafka-brokers", "comma-separated Kafka seed brokers")
+	fs.StringVar(&cfg.MongoURI, "mongo-uri", "mongodb://127.0.0.1:27017", "MongoDB-protocol store")
+	fs.StringVar(&cfg.Name, "name", "", "prefix of the topic, group and databases the run creates (default bench_persist_<time>)")
+	fs.IntVar(&cfg.Records, "records", 1_000_000, "records to preload (N)")
+	fs.IntVar(&cfg.Rooms, "rooms", 10_000, "rooms the records are keyed by")
+	fs.Float64Var(&cfg.ZipfS, "zipf-s", 1.1, "Zipf exponent of the room sizes (> 1)")
+	fs.IntVar(&cfg.BodyBytes, "body-bytes", 100, "message body size")
+	fs.IntVar(&cfg.Partitions, "partitions", 12, "partitions of the preloaded topic")
+	fs.IntVar(&cfg.ChunkSize, "chunk-size", 40, "documents per insertMany, for the persister and the raw loop")
+	fs.IntVar(&cfg.MaxBatch, "max-batch", 500, "records per persister write")
+	inProcess := fs.Bool("in-process", false, "run the persister package in this process instead of `parley persister`")
+	fs.BoolVar(&cfg.Keep, "keep", false, "keep the topic and databases afterwards")
+	fs.DurationVar(&cfg.Every, "every", 5*time.Second, "progress line interval")
+	fs.StringVar(&cfg.Addr, "addr", "", "Parley server for the live part (empty: skip it)")
+	fs.StringVar(&cfg.LiveDatabase, "live-database", "", "database the live server's persister writes")
+	fs.IntVar(&cfg.LiveRate, "live-rate", 5000, "live part: msgs/s offered in total (fanout-v1 + probe)")
+	fs.IntVar(&cfg.ProbeRate, "probe-rate", 50, "live part: probe msgs/s whose latencies are measured")
+	fs.DurationVar(&cfg.LiveStep, "live-step", 10*time.Second, "live part: measured time")
+	fs.DurationVar(&cfg.PollInterval, "poll-interval", 10*time.Millisecond, "live part: how often a pending probe message is looked up in the store")
+	fs.StringVar(&cfg.Persistence, "persistence", "on (Kafka acks=all + persister)", "what to report about the live server's persistence")
+	pids := fs.String("pids", "", "processes to measure, name=pid,... (e.g. kafka=1,ferretdb=2,postgres=3,server=4,persister=5)")
+	out := fs.String("out", "bench-persist.json", "JSON report path (a PNG is drawn beside it)")
+	if err := config.Parse(fs, args[1:]); err != nil {
+		return err
+	}
+	cfg.Brokers = brokers
+	var err error
+	if cfg.Pids, err = parsePids(*pids); err != nil {
+		return err
+	}
+	if !*inProcess {
+		if cfg.PersisterBin, err = os.Executable(); err != nil {
+			return err
+		}
+	}
+	cfg.Progress = os.Stderr
+	rep, err := bench.RunPersist(ctx, cfg)
+	if rep != nil && (err == nil || rep.Raw.Stored > 0) {
+		rep.WriteTable(os.Stdout)
+		if werr := rep.WriteJSON(*out); werr != nil {
+			return werr
+		}
+		fmt.Println("report:", *out)
+		if perr := writePlot(*out, func(png string) error { return bench.PlotPersist(png, rep) }); perr != nil && err == nil {
+			err = perr
+		}
+	}
+	return err
+}
+
+func runBenchPlot(args []string) error {
+	fs := flag.NewFlagSet("parley bench plot", flag.ContinueOnError)
+	var in config.List
+	fs.Var(&in, "in", "JSON report(s), comma-separated: fanout-v1 reports share one plot (e.g. Parley and --raw); one persist-v1 report")
+	out := fs.String("out", "", "PNG to write (default: the first input with .png)")
+	if err := config.Parse(fs, args[1:]); err != nil {
+		return err
+	}
+	if len(in) == 0 {
+		return errors.New("plot: --in names at least one JSON report")
+	}
+	path := *out
+	if path == "" {
+		path = strings.TrimSuffix(in[0], filepath.Ext(in[0])) + ".png"
+	}
+	if err := bench.PlotFiles(path, in...); err != nil {
+		return err
+	}
+	fmt.Println("plot:", path)
+	return nil
+}
+
+func runBenchConns(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("parley bench conns", flag.ContinueOnError)
+	var cfg bench.ConnsConfig
+	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "Parley server to load (one instance)")
+	levels := fs.String("streams", "10000,50000", "idle stream counts to measure, ascending")
+	fs.IntVar(&cfg.StreamsPerUser, "streams-per-user", 1000, "streams one user holds (the server's --max-streams-per-user must allow it)")
+	fs.IntVar(&cfg.MembersPerRoom, "members-per-room", 100, "streams per room")
+	fs.IntVar(&cfg.UsersPerRoom, "users-per-room", 10, "distinct users among a room's streams")
+	fs.IntVar(&cfg.StreamsPerConn, "streams-per-conn", 100, "streams multiplexed on one HTTP/2 connection")
+	fs.IntVar(&cfg.OpenConcurrency, "open-concurrency", 64, "streams being opened at once")
+	fs.DurationVar(&cfg.Settle, "settle", 5*time.Second, "wait after opening before measuring")
+	fs.DurationVar(&cfg.Idle, "idle", 10*time.Second, "idle CPU measurement time")
+	fs.DurationVar(&cfg.Trickle, "trickle", 10*time.Second, "trickle time")
+	fs.Float64Var(&cfg.TrickleRate, "trickle-rate", 1, "trickle msgs/s per room")
+	fs.DurationVar(&cfg.Grace, "grace", 5*time.Second, "how long a trickle message may take before it counts as lost")
+	fs.IntVar(&cfg.BodyBytes, "body-bytes", 100, "trickle message body size")
+	fs.StringVar(&cfg.MetricsURL, "metrics-url", "", "the server's /metrics (default http://<addr>/metrics)")
+	fs.StringVar(&cfg.HeapURL, "heap-url", "", "the server's heap profile, served with --pprof (default http://<addr>/debug/pprof/heap; - for none)")
+	pids := fs.String("pids", "", "processes to measure, name=pid,... (server=PID gives its RSS and CPU from /proc)")
+	out := fs.String("out", "bench-conns.json", "JSON report path")
+	heap := fs.Bool("heap-profiles", true, "write the server's heap profile at each level beside the JSON (<out>-heap-<streams>.pb.gz)")
+	if err := config.Parse(fs, args[1:]); err != nil {
+		return err
+	}
+	for _, l := range strings.Split(*levels, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(l))
+		if err != nil || n <= 0 {
+			return fmt.Errorf("streams: %q is not a positive number", l)
+		}
+		cfg.Levels = append(cfg.Levels, n)
+	}
+	var err error
+	if cfg.Pids, err = parsePids(*pids); err != nil {
+		return err
+	}
+	if *heap {
+		cfg.HeapProfiles = strings.TrimSuffix(*out, filepath.Ext(*out)) + "-heap-"
+	}
+	cfg.Progress = os.Stderr
+	rep, err := bench.RunConns(ctx, cfg)
+	if rep != nil && len(rep.Levels) > 0 {
+		rep.WriteTable(os.Stdout)
+		if werr := rep.WriteJSON(*out); werr != nil {
+			return werr
+		}
+		fmt.Println("report:", *out)
+	}
+	return err
 }

@@ -15,7 +15,8 @@ const usage = `usage: parley <command> [flags]
 commands:
   server      serve the gRPC, grpc-web, REST API and the web app
   persister   consume the message topic into the MongoDB-protocol store
-  bench       run a benchmark workload (bench fanout [--raw]; see docs/PERFORMANCE.md)
+  bench       run a benchmark workload: bench fanout [--raw], persist, conns; bench plot
+              draws a JSON report as PNG (see docs/PERFORMANCE.md)
   chat        terminal chat client: log in, pick a room, read and write in real time
 
 Run "parley <command> -h" for the flags; each flag FOO-BAR is also read from

@@ -141,6 +141,11 @@ func toDocument(m *parleyv1.Message) document {
 	return d
 }
 
+// NewDocument returns the stored form of m exactly as InsertMessages writes
+// it, for tools that write the collection directly (the benchmark's raw
+// insertMany ceiling). It does not validate m.
+func NewDocument(m *parleyv1.Message) any { return toDocument(m) }
+
 func (d *document) message() *parleyv1.Message {
 	m := &parleyv1.Message{
 		MessageId:      d.ID,

@@ -1,0 +1,643 @@
+package bench
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	eventsv1 "github.com/parleychat/parley/gen/go/parley/events/v1"
+	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+	"github.com/parleychat/parley/internal/msgstore"
+	"github.com/parleychat/parley/persister"
+	"github.com/parleychat/parley/server/msglog"
+)
+
+// PersistConfig configures persist-v1: a preloaded topic drained by the
+// persister against the store's raw insertMany ceiling, and (with Addr) the
+// durable path's latencies under fanout-v1 load.
+type PersistConfig struct {
+	Brokers  []string // Kafka seed brokers
+	MongoURI string   // the MongoDB-protocol store
+	// Name prefixes the topic, consumer group and databases the run creates
+	// (default "bench_persist_<unix time>").
+	Name       string
+	Records    int     // N (1,000,000)
+	Rooms      int     // rooms the records are keyed by (10,000)
+	ZipfS      float64 // Zipf exponent of the room sizes, > 1 (1.1)
+	BodyBytes  int     // message body size (100)
+	Partitions int     // partitions of the topic (12, the server's default)
+	ChunkSize  int     // documents per insertMany (40, the persister's default)
+	MaxBatch   int     // records per persister write (500, its default)
+	// PersisterBin, when set, is a parley binary run as `PersisterBin
+	// persister ...` (its CPU is then measured on its own); empty runs the
+	// persister package in this process.
+	PersisterBin string
+	Keep         bool           // keep the topic and databases afterwards
+	Pids         map[string]int // other processes whose CPU% is reported (kafka, ferretdb, postgres)
+	Every        time.Duration  // progress line interval (5s)
+	Progress     io.Writer
+
+	// The live part runs when Addr is set: fanout-v1 at LiveRate msgs/s in
+	// total through the Parley server at Addr (whose persister writes
+	// LiveDatabase), of which ProbeRate msgs/s are probe messages whose
+	// send→ack and ack→stored latencies are measured.
+	Addr         string
+	LiveDatabase string
+	LiveRate     int           // 5000
+	ProbeRate    int           // 50
+	ProbeRooms   int           // 10
+	LiveRooms    int           // fanout-v1 R (100)
+	LiveMembers  int           // fanout-v1 S (10)
+	LiveConns    int           // gRPC connections of the fanout load (8)
+	LiveStep     time.Duration // measured time (10s)
+	LiveWarmup   time.Duration // unmeasured start (2s)
+	PollInterval time.Duration // how often a pending probe message is looked up (10ms)
+	Persistence  string        // what to report about the live server's persistence
+}
+
+func (c *PersistConfig) defaults() {
+	setInt := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	setInt(&c.Records, 1_000_000)
+	setInt(&c.Rooms, 10_000)
+	setInt(&c.BodyBytes, 100)
+	setInt(&c.Partitions, persister.DefaultPartitions)
+	setInt(&c.ChunkSize, msgstore.DefaultChunkSize)
+	setInt(&c.MaxBatch, persister.DefaultMaxBatch)
+	setInt(&c.LiveRate, 5000)
+	setInt(&c.ProbeRate, 50)
+	setInt(&c.ProbeRooms, 10)
+	setInt(&c.LiveRooms, 100)
+	setInt(&c.LiveMembers, 10)
+	setInt(&c.LiveConns, 8)
+	if c.ZipfS == 0 {
+		c.ZipfS = 1.1
+	}
+	if c.Name == "" {
+		c.Name = fmt.Sprintf("bench_persist_%d", time.Now().Unix())
+	}
+	if c.Every == 0 {
+		c.Every = 5 * time.Second
+	}
+	if c.LiveStep == 0 {
+		c.LiveStep = 10 * time.Second
+	}
+	if c.LiveWarmup == 0 {
+		c.LiveWarmup = 2 * time.Second
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = 10 * time.Millisecond
+	}
+	if c.Progress == nil {
+		c.Progress = io.Discard
+	}
+	if c.Pids == nil {
+		c.Pids = map[string]int{}
+	}
+}
+
+// Validate names the bad field (after defaults).
+func (c *PersistConfig) Validate() error {
+	c.defaults()
+	switch {
+	case len(c.Brokers) == 0:
+		return errors.New("kafka-brokers: at least one broker")
+	case c.MongoURI == "":
+		return errors.New("mongo-uri: the store to write")
+	case c.Records < 1 || c.Rooms < 1:
+		return errors.New("records and rooms must be positive")
+	case c.ZipfS <= 1:
+		return fmt.Errorf("zipf-s must be above 1, got %g", c.ZipfS)
+	case c.ChunkSize < 1 || c.MaxBatch < 1 || c.Partitions < 1:
+		return errors.New("chunk-size, max-batch and partitions must be positive")
+	case c.Addr != "" && c.LiveDatabase == "":
+		return errors.New("live-database: the database the live server's persister writes")
+	case c.Addr != "" && (c.ProbeRate < 1 || c.LiveRate <= c.ProbeRate):
+		return fmt.Errorf("live-rate (%d) must exceed probe-rate (%d) > 0", c.LiveRate, c.ProbeRate)
+	}
+	return nil
+}
+
+// PersistPhase is one drain of the records into the store.
+type PersistPhase struct {
+	Stored int64 `json:"stored"`
+	// Seconds is the wall time from the start of the phase to the last
+	// record stored.
+	Seconds float64 `json:"seconds"`
+	// StartupSeconds (persister only): from the start of the process to its
+	// first stored record (topic check, group join, first fetch).
+	StartupSeconds float64 `json:"startup_seconds,omitempty"`
+	// RecordsPerS is the steady rate: records stored from the first stored
+	// one to the last, over that time.
+	RecordsPerS float64            `json:"records_per_s"`
+	CPU         map[string]float64 `json:"cpu_percent,omitempty"`
+	// Samples are (seconds since the phase started, records stored), about
+	// one a second, for the plot.
+	Samples [][2]float64 `json:"samples,omitempty"`
+}
+
+// Latency summarises a latency histogram, in milliseconds.
+type Latency struct {
+	Count uint64  `json:"count"`
+	P50   float64 `json:"p50_ms"`
+	P99   float64 `json:"p99_ms"`
+	Max   float64 `json:"max_ms"`
+}
+
+func latencyOf(h *Hist) Latency {
+	return Latency{Count: h.Count(), P50: ms(h.Quantile(0.5)), P99: ms(h.Quantile(0.99)), Max: ms(h.Max())}
+}
+
+// PersistLive is the durable path under fanout-v1 load.
+type PersistLive struct {
+	OfferedPerS int `json:"offered_per_s"` // in total
+	FanoutPerS  int `json:"fanout_per_s"`  // of it, fanout-v1 messages
+	ProbePerS   int `json:"probe_per_s"`   // of it, probe messages
+	// SendAck: probe send → SendAck (Redis seq + Kafka acks=all).
+	SendAck Latency `json:"send_ack"`
+	// AckStored: probe SendAck → the document found in the store by _id.
+	AckStored Latency `json:"ack_stored"`
+	// SendFailed: probe sends answered with an error ack; NotStored: acked
+	// probe messages not found within 30 s.
+	SendFailed      int64   `json:"send_failed"`
+	NotStored       int64   `json:"not_stored"`
+	PollIntervalMS  float64 `json:"poll_interval_ms"`
+	PollQueriesPerS float64 `json:"poll_queries_per_s"`
+	Fanout          *Report `json:"fanout,omitempty"`
+}
+
+// PersistReport is a persist-v1 run.
+type PersistReport struct {
+	Workload    string    `json:"workload"` // "persist-v1"
+	Machine     string    `json:"machine"`
+	Started     time.Time `json:"started"`
+	Records     int       `json:"records"`
+	Rooms       int       `json:"rooms"`
+	ZipfS       float64   `json:"zipf_s"`
+	LargestRoom int       `json:"largest_room_records"`
+	BodyBytes   int       `json:"body_bytes"`
+	Partitions  int       `json:"partitions"`
+	// PartitionMax and PartitionMin are the largest and smallest share of
+	// the records one partition holds (rooms are keys: skew follows).
+	PartitionMax  float64      `json:"partition_share_max"`
+	PartitionMin  float64      `json:"partition_share_min"`
+	ChunkSize     int          `json:"chunk_size"`
+	MaxBatch      int          `json:"max_batch"`
+	Concurrency   int          `json:"concurrency"`
+	PersisterMode string       `json:"persister_mode"` // "process" or "in-process"
+	Preload       PersistPhase `json:"preload"`
+	Persister     PersistPhase `json:"persister"`
+	Raw           PersistPhase `json:"raw"`
+	// Ratio is Persister.RecordsPerS / Raw.RecordsPerS.
+	Ratio float64      `json:"ratio"`
+	Live  *PersistLive `json:"live,omitempty"`
+	Notes []string     `json:"notes,omitempty"`
+}
+
+// RunPersist runs persist-v1.
+func RunPersist(ctx context.Context, cfg PersistConfig) (*PersistReport, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	rep := &PersistReport{
+		Workload: "persist-v1", Machine: machine(), Started: time.Now().UTC(),
+		Records: cfg.Records, Rooms: cfg.Rooms, ZipfS: cfg.ZipfS, BodyBytes: cfg.BodyBytes, Partitions: cfg.Partitions,
+		ChunkSize: cfg.ChunkSize, MaxBatch: cfg.MaxBatch, Concurrency: cfg.Partitions, PersisterMode: "in-process",
+	}
+	if cfg.PersisterBin != "" {
+		rep.PersisterMode = "process"
+	}
+	mc, err := mongo.Connect(options.Client().ApplyURI(cfg.MongoURI).SetTimeout(2 * time.Minute))
+	if err != nil {
+		return nil, fmt.Errorf("mongo-uri: %w", err)
+	}
+	defer func() { _ = mc.Disconnect(context.Background()) }()
+	topic := cfg.Name
+	if !cfg.Keep {
+		defer cleanupPersist(cfg, mc, topic)
+	}
+
+	parts, err := preload(ctx, cfg, rep, topic)
+	if err != nil {
+		return rep, err
+	}
+	if err := runPersisterPhase(ctx, cfg, rep, mc, topic); err != nil {
+		return rep, err
+	}
+	if err := runRawPhase(ctx, cfg, rep, mc, parts); err != nil {
+		return rep, err
+	}
+	if rep.Raw.RecordsPerS > 0 {
+		rep.Ratio = rep.Persister.RecordsPerS / rep.Raw.RecordsPerS
+	}
+	fmt.Fprintf(cfg.Progress, "persister %.0f records/s, raw insertMany %.0f records/s: ratio %.2f\n",
+		rep.Persister.RecordsPerS, rep.Raw.RecordsPerS, rep.Ratio)
+	if cfg.Addr != "" {
+		live, err := runPersistLive(ctx, cfg, mc)
+		rep.Live = live
+		if err != nil {
+			return rep, fmt.Errorf("live: %w", err)
+		}
+	}
+	return rep, nil
+}
+
+func cleanupPersist(cfg PersistConfig, mc *mongo.Client, topic string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, db := range []string{cfg.Name, cfg.Name + "_raw"} {
+		if err := mc.Database(db).Drop(ctx); err != nil {
+			fmt.Fprintf(cfg.Progress, "cleanup: drop database %s: %v\n", db, err)
+		}
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
+	if err != nil {
+		return
+	}
+	defer cl.Close()
+	if _, err := kadm.NewClient(cl).DeleteTopics(ctx, topic, topic+".dlq"); err != nil {
+		fmt.Fprintf(cfg.Progress, "cleanup: delete topics: %v\n", err)
+	}
+}
+
+// preload produces the records, encoded as the server's msglog.Producer
+// encodes them (a parley.events.v1.MessageRecord keyed by room id, acks=all,
+// the same partitioner), and returns the messages by partition in offset
+// order.
+func preload(ctx context.Context, cfg PersistConfig, rep *PersistReport, topic string) ([][]*parleyv1.Message, error) {
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.DefaultProduceTopic(topic),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+		kgo.ProducerLinger(5*time.Millisecond), // batching only: the records are the same
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	if err := msglog.EnsureTopic(ctx, kadm.NewClient(cl), topic, int32(cfg.Partitions), 1); err != nil {
+		return nil, err
+	}
+
+	msgs := makeMessages(cfg, rep)
+	partOf := make([]int32, len(msgs))
+	var acked atomic.Int64
+	var firstErr error
+	var errOnce sync.Once
+	fmt.Fprintf(cfg.Progress, "preload: %d records, %d rooms (Zipf s=%g, largest %d), into topic %s (%d partitions)\n",
+		cfg.Records, cfg.Rooms, cfg.ZipfS, rep.LargestRoom, topic, cfg.Partitions)
+	start := time.Now()
+	stop := ticker(cfg.Every, func() {
+		n := acked.Load()
+		fmt.Fprintf(cfg.Progress, "preload: %d/%d records acked (%.0f/s)\n", n, cfg.Records, float64(n)/time.Since(start).Seconds())
+	})
+	for i, m := range msgs {
+		value, err := proto.Marshal(&eventsv1.MessageRecord{Message: m})
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		cl.Produce(ctx, &kgo.Record{Key: []byte(m.RoomId), Value: value}, func(r *kgo.Record, err error) {
+			if err != nil {
+				errOnce.Do(func() { firstErr = err })
+				return
+			}
+			partOf[i] = r.Partition
+			acked.Add(1)
+		})
+	}
+	err = cl.Flush(ctx)
+	stop()
+	if err == nil {
+		err = firstErr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("preload: %w", err)
+	}
+	d := time.Since(start)
+	rep.Preload = PersistPhase{Stored: acked.Load(), Seconds: d.Seconds(), RecordsPerS: float64(acked.Load()) / d.Seconds()}
+	parts := make([][]*parleyv1.Message, cfg.Partitions)
+	for i, m := range msgs {
+		parts[partOf[i]] = append(parts[partOf[i]], m)
+	}
+	rep.PartitionMin = 1
+	for _, p := range parts {
+		share := float64(len(p)) / float64(len(msgs))
+		rep.PartitionMax, rep.PartitionMin = max(rep.PartitionMax, share), min(rep.PartitionMin, share)
+	}
+	fmt.Fprintf(cfg.Progress, "preload: %d records in %.1fs (%.0f/s); partition shares %.1f%%..%.1f%%\n",
+		acked.Load(), d.Seconds(), rep.Preload.RecordsPerS, 100*rep.PartitionMin, 100*rep.PartitionMax)
+	return parts, nil
+}
+
+// makeMessages builds the records' messages as the server builds them: ULID
+// message ids, per-room epoch and seq from 1, sender, client_msg_id, body,
+// create time. Room sizes follow a Zipf law; rooms interleave at random.
+func makeMessages(cfg PersistConfig, rep *PersistReport) []*parleyv1.Message {
+	rng := rand.New(rand.NewPCG(uint64(cfg.Records), uint64(cfg.Rooms)))
+	zipf := rand.NewZipf(rng, cfg.ZipfS, 1, uint64(cfg.Rooms-1))
+	rooms := make([]string, cfg.Rooms)
+	epochs := make([]string, cfg.Rooms)
+	seqs := make([]int64, cfg.Rooms)
+	for i := range rooms {
+		rooms[i] = ulid.Make().String()
+		var b [8]byte
+		for j := range b {
+			b[j] = byte(rng.Uint32())
+		}
+		epochs[i] = hex.EncodeToString(b[:])
+	}
+	const senders = 1000
+	senderIDs := make([]string, senders)
+	for i := range senderIDs {
+		senderIDs[i] = ulid.Make().String()
+	}
+	body := strings.Repeat("x", cfg.BodyBytes)
+	now := time.Now()
+	msgs := make([]*parleyv1.Message, cfg.Records)
+	for i := range msgs {
+		r := int(zipf.Uint64())
+		seqs[r]++
+		s := rng.IntN(senders)
+		msgs[i] = &parleyv1.Message{
+			MessageId: ulid.Make().String(), RoomId: rooms[r], Epoch: epochs[r], Seq: seqs[r],
+			SenderId: senderIDs[s], SenderUsername: "bench-user-" + strconv.Itoa(s),
+			ClientMsgId: ulid.Make().String(), Body: body,
+			CreateTime: timestamppb.New(now.Add(time.Duration(i) * time.Microsecond)),
+		}
+	}
+	for _, n := range seqs {
+		rep.LargestRoom = max(rep.LargestRoom, int(n))
+	}
+	return msgs
+}
+
+// ticker calls f every d until the returned stop is called.
+func ticker(d time.Duration, f func()) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				f()
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
+
+// watchStored polls stored until it reaches total, printing a progress line
+// every cfg.Every, and fills phase (Stored, Seconds, RecordsPerS, Samples,
+// StartupSeconds relative to start). A failing stored call counts as 0 (the
+// persister's metrics are not up yet) until exited reports the process gone.
+func watchStored(ctx context.Context, cfg PersistConfig, name string, total int64, start time.Time, stored func() (int64, error), exited <-chan error, phase *PersistPhase) error {
+	poll := time.NewTicker(100 * time.Millisecond)
+	defer poll.Stop()
+	var firstAt time.Time
+	var firstN int64
+	lastPrint, lastSample := start, start
+	var lastN int64
+	for {
+		n, _ := stored()
+		now := time.Now()
+		if n > 0 && firstAt.IsZero() {
+			firstAt, firstN = now, n
+		}
+		if now.Sub(lastSample) >= time.Second || n >= total {
+			phase.Samples = append(phase.Samples, [2]float64{now.Sub(start).Seconds(), float64(n)})
+			lastSample = now
+		}
+		if now.Sub(lastPrint) >= cfg.Every {
+			fmt.Fprintf(cfg.Progress, "%s: stored %d/%d, lag %d, %.0f records/s\n",
+				name, n, total, total-n, float64(n-lastN)/now.Sub(lastPrint).Seconds())
+			lastPrint, lastN = now, n
+		}
+		if n >= total {
+			phase.Stored = n
+			phase.Seconds = now.Sub(start).Seconds()
+			if !firstAt.IsZero() {
+				phase.StartupSeconds = firstAt.Sub(start).Seconds()
+				if d := now.Sub(firstAt).Seconds(); d > 0 {
+					phase.RecordsPerS = float64(n-firstN) / d
+				}
+			}
+			if phase.RecordsPerS == 0 {
+				phase.RecordsPerS = float64(n) / max(phase.Seconds, 1e-3)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-exited:
+			return fmt.Errorf("%s exited with %d/%d records stored: %v", name, n, total, err)
+		case <-poll.C:
+		}
+	}
+}
+
+// runPersisterPhase runs the persister on the preloaded topic until every
+// record is stored.
+func runPersisterPhase(ctx context.Context, cfg PersistConfig, rep *PersistReport, mc *mongo.Client, topic string) error {
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pids := clonePids(cfg.Pids)
+	var stored func() (int64, error)
+	exited := make(chan error, 1)
+	var stopPersister func()
+	start := time.Now()
+	sum := func(m map[string]float64) int64 {
+		return int64(m["parley_persister_messages_inserted_total"] + m["parley_persister_duplicates_total"] + m["parley_persister_dlq_total"])
+	}
+	if cfg.PersisterBin != "" {
+		metricsAddr, err := freeLocalAddr()
+		if err != nil {
+			return err
+		}
+		cmd := exec.Command(cfg.PersisterBin, "persister",
+			"-kafka-brokers", strings.Join(cfg.Brokers, ","), "-topic", topic, "-dlq-topic", topic+".dlq", "-group", topic,
+			"-partitions", strconv.Itoa(cfg.Partitions), "-mongo-uri", cfg.MongoURI, "-database", cfg.Name,
+			"-chunk-size", strconv.Itoa(cfg.ChunkSize), "-max-batch", strconv.Itoa(cfg.MaxBatch),
+			"-metrics-addr", metricsAddr, "-log-level", "warn", "-log-format", "text")
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		start = time.Now()
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("start persister: %w", err)
+		}
+		pids["persister"] = cmd.Process.Pid
+		go func() { exited <- cmd.Wait() }()
+		stopPersister = func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(30 * time.Second):
+				_ = cmd.Process.Kill()
+				<-exited
+			}
+		}
+		url := "http://" + metricsAddr + "/metrics"
+		stored = func() (int64, error) {
+			m, err := scrapeMetrics(pctx, url)
+			if err != nil {
+				return 0, err
+			}
+			return sum(m), nil
+		}
+	} else {
+		reg := prometheus.NewRegistry()
+		store := msgstore.New(mc.Database(cfg.Name), msgstore.Options{ChunkSize: cfg.ChunkSize})
+		if err := store.EnsureIndexes(ctx); err != nil {
+			return err
+		}
+		p, err := persister.New(persister.Config{
+			Brokers: cfg.Brokers, Topic: topic, DLQTopic: topic + ".dlq", Group: topic,
+			MaxBatch: cfg.MaxBatch, Partitions: int32(cfg.Partitions),
+		}, store, slog.New(slog.DiscardHandler), reg)
+		if err != nil {
+			return err
+		}
+		start = time.Now()
+		go func() { exited <- p.Run(pctx) }()
+		stopPersister = func() { cancel(); <-exited }
+		stored = func() (int64, error) {
+			m, err := gatherSums(reg)
+			if err != nil {
+				return 0, err
+			}
+			return sum(m), nil
+		}
+	}
+	fmt.Fprintf(cfg.Progress, "persister (%s): draining %d records, chunk %d, max batch %d, %d partitions\n",
+		rep.PersisterMode, cfg.Records, cfg.ChunkSize, cfg.MaxBatch, cfg.Partitions)
+	meter := newCPUMeter(pids)
+	err := watchStored(ctx, cfg, "persister", int64(cfg.Records), start, stored, exited, &rep.Persister)
+	rep.Persister.CPU = meter.percent()
+	stopPersister()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(cfg.Progress, "persister: %d records in %.1fs (startup %.1fs), steady %.0f records/s\n",
+		rep.Persister.Stored, rep.Persister.Seconds, rep.Persister.StartupSeconds, rep.Persister.RecordsPerS)
+	cctx, ccancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer ccancel()
+	n, err := mc.Database(cfg.Name).Collection(msgstore.CollectionName).CountDocuments(cctx, bson.D{})
+	if err != nil {
+		return fmt.Errorf("count stored documents: %w", err)
+	}
+	if n != int64(cfg.Records) {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("the store holds %d documents for %d records", n, cfg.Records))
+	}
+	// The raw loop must not run against a store still digesting this
+	// phase's rows (PostgreSQL vacuum and checkpoints): drop them first.
+	if !cfg.Keep {
+		if err := mc.Database(cfg.Name).Drop(cctx); err != nil {
+			return fmt.Errorf("drop the persister's database: %w", err)
+		}
+	}
+	return nil
+}
+
+// runRawPhase inserts the same documents with a plain loop: one goroutine
+// per partition (the persister's concurrency), each inserting its
+// partition's documents in offset order with unordered insertMany of
+// ChunkSize documents, into a fresh database with the same index.
+func runRawPhase(ctx context.Context, cfg PersistConfig, rep *PersistReport, mc *mongo.Client, parts [][]*parleyv1.Message) error {
+	db := mc.Database(cfg.Name + "_raw")
+	if err := msgstore.New(db, msgstore.Options{}).EnsureIndexes(ctx); err != nil {
+		return err
+	}
+	coll := db.Collection(msgstore.CollectionName)
+	docs := make([][]any, len(parts))
+	for i, p := range parts {
+		docs[i] = make([]any, len(p))
+		for j, m := range p {
+			docs[i][j] = msgstore.NewDocument(m)
+		}
+	}
+	fmt.Fprintf(cfg.Progress, "raw: unordered insertMany of the same %d documents, %d goroutines (one per partition's share), chunks of %d\n",
+		cfg.Records, len(parts), cfg.ChunkSize)
+	var stored atomic.Int64
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(rctx)
+	exited := make(chan error, 1)
+	start := time.Now()
+	meter := newCPUMeter(clonePids(cfg.Pids))
+	for _, d := range docs {
+		g.Go(func() error {
+			opts := options.InsertMany().SetOrdered(false)
+			for i := 0; i < len(d); i += cfg.ChunkSize {
+				chunk := d[i:min(i+cfg.ChunkSize, len(d))]
+				if _, err := coll.InsertMany(gctx, chunk, opts); err != nil {
+					return fmt.Errorf("raw insertMany: %w", err)
+				}
+				stored.Add(int64(len(chunk)))
+			}
+			return nil
+		})
+	}
+	go func() {
+		if err := g.Wait(); err != nil {
+			exited <- err
+		}
+	}()
+	err := watchStored(ctx, cfg, "raw", int64(cfg.Records), start, func() (int64, error) { return stored.Load(), nil }, exited, &rep.Raw)
+	rep.Raw.CPU = meter.percent()
+	cancel()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(cfg.Progress, "raw: %d documents in %.1fs, %.0f records/s\n", rep.Raw.Stored, rep.Raw.Seconds, rep.Raw.RecordsPerS)
+	return nil
+}
+
+func clonePids(p map[string]int) map[string]int {
+	out := make(map[string]int, len(p)+2)
+	for k, v := range p {
+		out[k] = v
+	}
+	out["loadgen"] = os.Getpid()
+	return out
+}
+
+func freeLocalAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}

@@ -1,0 +1,89 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+)
+
+// WriteTable prints the report as tables a person can read.
+func (r *PersistReport) WriteTable(w io.Writer) {
+	fmt.Fprintf(w, "\n%s: %d records, %d rooms (Zipf s=%g, largest room %d records), %d-byte bodies, %d partitions (shares %.1f%%..%.1f%%)\n",
+		r.Workload, r.Records, r.Rooms, r.ZipfS, r.LargestRoom, r.BodyBytes, r.Partitions, 100*r.PartitionMin, 100*r.PartitionMax)
+	fmt.Fprintf(w, "chunk %d documents per insertMany, persister max batch %d, concurrency %d (one writer per partition), persister %s\nmachine: %s\n\n",
+		r.ChunkSize, r.MaxBatch, r.Concurrency, r.PersisterMode, r.Machine)
+	names := cpuNames(r.Persister.CPU, r.Raw.CPU)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	hdr := "phase\trecords\tseconds\tstartup s\trecords/s\t"
+	for _, n := range names {
+		hdr += "cpu " + n + "\t"
+	}
+	fmt.Fprintln(tw, hdr)
+	row := func(name string, p PersistPhase) {
+		line := fmt.Sprintf("%s\t%d\t%.1f\t%.1f\t%.0f\t", name, p.Stored, p.Seconds, p.StartupSeconds, p.RecordsPerS)
+		for _, n := range names {
+			if v, ok := p.CPU[n]; ok {
+				line += fmt.Sprintf("%.0f%%\t", v)
+			} else {
+				line += "-\t"
+			}
+		}
+		fmt.Fprintln(tw, line)
+	}
+	row("preload (Kafka produce)", r.Preload)
+	row("persister", r.Persister)
+	row("raw insertMany", r.Raw)
+	tw.Flush()
+	fmt.Fprintf(w, "\npersister / raw: %.2f (records/s from the first stored record to the last; target >= 0.80)\n", r.Ratio)
+	if l := r.Live; l != nil {
+		fmt.Fprintf(w, "\nunder fanout-v1 load: %d msgs/s offered (%d fanout-v1 + %d probe), every send acked after Kafka acks=all\n\n",
+			l.OfferedPerS, l.FanoutPerS, l.ProbePerS)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "latency\tsamples\tp50 ms\tp99 ms\tmax ms\t")
+		for _, x := range []struct {
+			name string
+			l    Latency
+		}{{"send -> ack", l.SendAck}, {"ack -> stored", l.AckStored}} {
+			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%.1f\t\n", x.name, x.l.Count, x.l.P50, x.l.P99, x.l.Max)
+		}
+		tw.Flush()
+		fmt.Fprintf(w, "\nprobe sends failed %d, acked but not stored within 30 s %d; store polled by _id every %.0f ms (%.0f queries/s); target ack->stored p99 < 250 ms\n",
+			l.SendFailed, l.NotStored, l.PollIntervalMS, l.PollQueriesPerS)
+		if l.Fanout != nil {
+			l.Fanout.WriteTable(w)
+		}
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintln(w, "note:", n)
+	}
+}
+
+// WriteJSON writes the report to path.
+func (r *PersistReport) WriteJSON(path string) error { return writeJSON(path, r) }
+
+// cpuNames returns the sorted process names of CPU maps.
+func cpuNames(ms ...map[string]float64) []string {
+	seen := map[string]bool{}
+	var names []string
+	for _, m := range ms {
+		for n := range m {
+			if !seen[n] {
+				seen[n] = true
+				names = append(names, n)
+			}
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+// pct formats a CPU map as "name 12%, ...".
+func pct(m map[string]float64) string {
+	var parts []string
+	for _, n := range cpuNames(m) {
+		parts = append(parts, fmt.Sprintf("%s %.0f%%", n, m[n]))
+	}
+	return strings.Join(parts, ", ")
+}
