@@ -33,8 +33,14 @@ func PlotFanout(path string, reps ...*Report) error {
 	}
 	lat := plot.New()
 	lat.Title.Text = "fanout-v1: end-to-end latency"
+	for _, r := range reps {
+		if r.Mode == "parley" && r.Persistence != "" {
+			lat.Title.Text += "\nparley: persistence " + shorten(r.Persistence, 90)
+			break
+		}
+	}
 	lat.X.Label.Text = "offered msgs/s"
-	lat.Y.Label.Text = "latency ms (p50 dashed, p99 solid)"
+	lat.Y.Label.Text = "latency ms"
 	thr := plot.New()
 	thr.Title.Text = "fanout-v1: deliveries"
 	thr.X.Label.Text = "offered msgs/s"
@@ -47,8 +53,8 @@ func PlotFanout(path string, reps ...*Report) error {
 	for i, r := range reps {
 		c := palette[i%len(palette)]
 		name := r.Mode
-		if r.Mode == "parley" && r.Persistence != "" {
-			name += " (persistence " + shorten(r.Persistence, 40) + ")"
+		if r.Mode == "raw" {
+			name = "raw (Redis pub/sub alone)"
 		}
 		var p50, p99, del plotter.XYs
 		for _, s := range r.Steps {
@@ -63,7 +69,7 @@ func PlotFanout(path string, reps ...*Report) error {
 		if err := addLine(lat, p99, c, false, name+" p99"); err != nil {
 			return err
 		}
-		if err := addLine(lat, p50, c, true, ""); err != nil {
+		if err := addLine(lat, p50, c, true, name+" p50"); err != nil {
 			return err
 		}
 		if err := addLine(thr, del, c, false, name); err != nil {
