@@ -652,6 +652,7 @@ func (r *connsRun) runTrickle(level int) ConnsTrickle {
 		})
 	}
 	wg.Wait()
+	_ = sleepUntil(r.ctx, start.Add(cfg.Trickle))
 	elapsed := time.Since(start)
 	cpu := meter.percent()
 	if _, ok := cfg.Pids["server"]; !ok && m0 != nil {

@@ -66,11 +66,71 @@ type cpuMeter struct {
 func newCPUMeter(pids map[string]int) *cpuMeter {
 	m := &cpuMeter{pids: pids, start: map[string]time.Duration{}, t0: time.Now()}
 	for name, pid := range pids {
-		if c, err := cpuTime(pid); err == nil {
+		if c, err := treeCPUTime(pid, m.measured()); err == nil {
 			m.start[name] = c
 		}
 	}
 	return m
+}
+
+// measured is the set of pids the meter reports on their own.
+func (m *cpuMeter) measured() map[int]bool {
+	out := make(map[int]bool, len(m.pids))
+	for _, pid := range m.pids {
+		out[pid] = true
+	}
+	return out
+}
+
+// treeCPUTime is cpuTime of pid plus that of its live descendants (except
+// those in skip, measured on their own, and theirs), so that PostgreSQL (a
+// postmaster with one backend process per connection) is measured whole.
+// Descendants that exited meanwhile are not counted.
+func treeCPUTime(pid int, skip map[int]bool) (time.Duration, error) {
+	total, err := cpuTime(pid)
+	if err != nil {
+		return 0, err
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return total, nil
+	}
+	children := map[int][]int{}
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 2 {
+			continue
+		}
+		if pp, err := strconv.Atoi(f[1]); err == nil {
+			children[pp] = append(children[pp], p)
+		}
+	}
+	queue := children[pid]
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		if skip[p] {
+			continue
+		}
+		queue = append(queue, children[p]...)
+		if c, err := cpuTime(p); err == nil {
+			total += c
+		}
+	}
+	return total, nil
 }
 
 // percent returns CPU% (100 = one core) per process since the meter started.
@@ -78,7 +138,7 @@ func (m *cpuMeter) percent() map[string]float64 {
 	wall := time.Since(m.t0)
 	out := map[string]float64{}
 	for name, pid := range m.pids {
-		c, err := cpuTime(pid)
+		c, err := treeCPUTime(pid, m.measured())
 		if err != nil {
 			continue
 		}

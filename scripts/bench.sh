@@ -1,17 +1,32 @@
 #!/usr/bin/env bash
-# make bench: fanout-v1 (../shared BENCH.md definitions, see docs/PERFORMANCE.md)
-# on this machine: starts the real services, one Parley server and a
-# persister (persistence ON: every send is acked by Kafka, acks=all), runs
-# the workload through Parley, then the same workload on Redis alone (--raw),
-# and writes tables and JSON under docs/bench/. Extra arguments go to both
-# `parley bench fanout` runs (e.g. --rates 1000,2000 --step 5s).
+# make bench: the published workloads (../shared BENCH.md definitions, see
+# docs/PERFORMANCE.md) on this machine, on the real services that
+# scripts/services.sh starts, writing tables, JSON and PNG plots under
+# docs/bench/:
 #
-# PARLEY_BENCH_PERSISTER=0 leaves the persister out: every send is still acked
-# by Kafka (acks=all) before its ack, but FerretDB/PostgreSQL do not compete
-# for the two cores (the report says which). PARLEY_BENCH_RAW=0 skips --raw.
+#   fanout   fanout-v1 through one Parley server (persistence ON: every send
+#            is acked by Kafka, acks=all) with a persister, then the same
+#            workload on Redis alone (--raw). Extra arguments go to both
+#            `parley bench fanout` runs (e.g. --rates 1000,2000 --step 5s).
+#   persist  persist-v1: 1M records preloaded into a fresh topic, drained by
+#            `parley persister` against the store's raw insertMany ceiling;
+#            then send->ack and ack->stored latency under fanout-v1 at
+#            5k msgs/s through a server with its persister.
+#   conns    conns-v1: 10k then 50k idle Connect streams on a fresh server
+#            (no persister; Kafka acks=all still on for the trickle), with
+#            cheap argon2 and --max-streams-per-user 1000 so that 50 users
+#            hold the streams; heap profiles at each level.
+#
+# PARLEY_BENCH=fanout,persist,conns selects workloads (default: all three, in
+# that order). PARLEY_BENCH_PERSISTER=0 leaves the persister out of fanout
+# (every send is still acked by Kafka, but FerretDB/PostgreSQL do not compete
+# for the two cores; the report says which). PARLEY_BENCH_RAW=0 skips --raw.
+# PARLEY_BENCH_PERSIST_ARGS and PARLEY_BENCH_CONNS_ARGS add flags to
+# `parley bench persist` / `parley bench conns` (e.g. --records 100000,
+# --streams 10000). PARLEY_BENCH_OUT writes elsewhere than docs/bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=docs/bench
+out=${PARLEY_BENCH_OUT:-docs/bench}
 mkdir -p "$out"
 work=$(mktemp -d)
 pids=()
@@ -22,49 +37,117 @@ cleanup() {
 }
 trap cleanup EXIT
 
+selected=${PARLEY_BENCH:-fanout,persist,conns}
+want() { [[ ,$selected, == *,$1,* ]]; }
+for w in ${selected//,/ }; do
+  case $w in fanout | persist | conns) ;; *) echo "PARLEY_BENCH: unknown workload $w (fanout, persist, conns)" >&2; exit 2 ;; esac
+done
+
 bash scripts/services.sh install
 bash scripts/services.sh start all
 eval "$(bash scripts/services.sh env)"
 go build -o "$work/parley" ./cmd/parley
-name="bench$(date +%s)"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-addr=127.0.0.1:$port
-"$work/parley" server -addr "$addr" -redis-url "$PARLEY_REDIS_URL" -redis-prefix "$name:" \
-  -kafka-brokers "$PARLEY_KAFKA_BROKERS" -topic "$name" -partitions 12 \
-  -mongo-uri "$PARLEY_MONGO_URI" -database "$name" -token-key "bench-token-key-0123456789abcdefghij" \
-  -argon2-memory-kib 1024 -argon2-time 1 -send-rate 100000 -send-burst 100000 \
-  -frame-rate 100000 -frame-burst 100000 -max-streams-per-user 100 -address-attempts 100000 -login-attempts 100000 \
-  -dedupe-ttl 10m -pprof -web-dir /nonexistent -log-level warn >"$work/server.log" 2>&1 &
-server=$!; pids+=("$server")
-persist_note="on: Kafka acks=all before every ack, persister writing FerretDB/PostgreSQL during the run"
-persister=
-if [[ ${PARLEY_BENCH_PERSISTER:-1} == 1 ]]; then
+# conns-v1 needs one file per connection in the load generator and the server.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+services_dir=${PARLEY_SERVICES_DIR:-${TMPDIR:-/tmp}/parley-services}
+pidof_service() { cat "$services_dir/$1" 2>/dev/null | head -1 || true; }
+redis_pid=$(pidof_service redis/redis.pid)
+kafka_pid=$(pidof_service kafka/kafka.pid)
+ferretdb_pid=$(pidof_service ferretdb/ferretdb.pid)
+pg_pid=$(pidof_service postgres/data/postmaster.pid)
+store_pids="kafka=$kafka_pid,ferretdb=$ferretdb_pid,postgres=$pg_pid"
+
+# start_server NAME [FLAGS...]: a Parley server on a free port; sets $server
+# (pid) and $addr.
+start_server() {
+  local name=$1
+  shift
+  local port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  addr=127.0.0.1:$port
+  "$work/parley" server -addr "$addr" -redis-url "$PARLEY_REDIS_URL" -redis-prefix "$name:" \
+    -kafka-brokers "$PARLEY_KAFKA_BROKERS" -topic "$name" -partitions 12 \
+    -mongo-uri "$PARLEY_MONGO_URI" -database "$name" -token-key "bench-token-key-0123456789abcdefghij" \
+    -argon2-memory-kib 1024 -argon2-time 1 -send-rate 100000 -send-burst 100000 \
+    -frame-rate 100000 -frame-burst 100000 -address-attempts 100000 -login-attempts 100000 \
+    -dedupe-ttl 10m -pprof -web-dir /nonexistent -log-level warn "$@" >"$work/$name-server.log" 2>&1 &
+  server=$!
+  pids+=("$server")
+  for _ in $(seq 1 300); do
+    curl -fsS "http://$addr/readyz" >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  curl -fsS "http://$addr/readyz" >/dev/null && kill -0 "$server" || {
+    cat "$work/$name-server.log"
+    echo "server $name not ready"
+    exit 1
+  }
+}
+
+# start_persister NAME: the persister of server NAME's topic and database;
+# sets $persister (pid).
+start_persister() {
+  local name=$1
   "$work/parley" persister -kafka-brokers "$PARLEY_KAFKA_BROKERS" -topic "$name" -dlq-topic "$name.dlq" -group "$name" \
-    -mongo-uri "$PARLEY_MONGO_URI" -database "$name" -metrics-addr "" -log-level warn >"$work/persister.log" 2>&1 &
-  persister=$!; pids+=("$persister")
-else
-  persist_note="on: Kafka acks=all before every ack; persister not running (it would compete for the same two cores)"
+    -mongo-uri "$PARLEY_MONGO_URI" -database "$name" -metrics-addr "" -log-level warn >"$work/$name-persister.log" 2>&1 &
+  persister=$!
+  pids+=("$persister")
+}
+
+stop_started() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+}
+
+run=bench$(date +%s)
+
+if want fanout; then
+  name=${run}f
+  start_server "$name" -max-streams-per-user 100
+  persist_note="on: Kafka acks=all before every ack, persister writing FerretDB/PostgreSQL during the run"
+  persister=
+  if [[ ${PARLEY_BENCH_PERSISTER:-1} == 1 ]]; then
+    start_persister "$name"
+  else
+    persist_note="on: Kafka acks=all before every ack; persister not running (it would compete for the same two cores)"
+  fi
+  measure="server=$server,redis=$redis_pid,kafka=$kafka_pid"
+  [[ -n $persister ]] && measure+=",persister=$persister,ferretdb=$ferretdb_pid,postgres=$pg_pid"
+  suffix=""
+  [[ -z $persister ]] && suffix="-nopersister"
+  echo "== fanout-v1 through Parley ($persist_note)"
+  "$work/parley" bench fanout -addr "$addr" -pids "$measure" -persistence "$persist_note" \
+    -out "$out/fanout-parley$suffix.json" "$@" | tee "$out/fanout-parley$suffix.txt"
+  if [[ ${PARLEY_BENCH_RAW:-1} == 1 ]]; then
+    echo "== fanout-v1 on Redis pub/sub alone (--raw)"
+    "$work/parley" bench fanout --raw -redis-url "$PARLEY_REDIS_URL" -pids "redis=$redis_pid" \
+      -out "$out/fanout-raw.json" "$@" | tee "$out/fanout-raw.txt"
+    "$work/parley" bench plot -in "$out/fanout-parley$suffix.json,$out/fanout-raw.json" -out "$out/fanout.png"
+  fi
+  stop_started
 fi
-for _ in $(seq 1 300); do
-  curl -fsS "http://$addr/readyz" >/dev/null 2>&1 && break
-  sleep 0.2
-done
-curl -fsS "http://$addr/readyz" >/dev/null && kill -0 "$server" || { cat "$work/server.log"; echo "server not ready"; exit 1; }
 
-redis_pid=$(cat "${PARLEY_SERVICES_DIR:-${TMPDIR:-/tmp}/parley-services}/redis/redis.pid" 2>/dev/null || pgrep -f "redis-server.*${PARLEY_REDIS_URL##*:}" | head -1)
-kafka_pid=$(pgrep -f 'kafka.Kafka' | head -1 || true)
-ferretdb_pid=$(pgrep -f 'parley-ferretdb -listen' | head -1 || true)
-pg_pid=$(pgrep -f 'postgres -D' | head -1 || true)
-measure="server=$server,redis=$redis_pid,kafka=$kafka_pid"
-[[ -n $persister ]] && measure+=",persister=$persister,ferretdb=$ferretdb_pid,postgres=$pg_pid"
-suffix=""
-[[ -z $persister ]] && suffix="-nopersister"
+if want persist; then
+  name=${run}p
+  start_server "$name" -max-streams-per-user 100
+  start_persister "$name"
+  note="on: Kafka acks=all before every ack, persister writing FerretDB/PostgreSQL during the run"
+  echo "== persist-v1 (preload, persister, raw insertMany; then live at 5k msgs/s)"
+  # shellcheck disable=SC2086
+  "$work/parley" bench persist -kafka-brokers "$PARLEY_KAFKA_BROKERS" -mongo-uri "$PARLEY_MONGO_URI" -name "${run}_persist" \
+    -pids "$store_pids,redis=$redis_pid,server=$server,persister=$persister" -addr "$addr" -live-database "$name" -persistence "$note" \
+    -out "$out/persist.json" ${PARLEY_BENCH_PERSIST_ARGS:-} | tee "$out/persist.txt"
+  stop_started
+fi
 
-echo "== fanout-v1 through Parley ($persist_note)"
-"$work/parley" bench fanout -addr "$addr" -pids "$measure" -persistence "$persist_note" \
-  -out "$out/fanout-parley$suffix.json" "$@" | tee "$out/fanout-parley$suffix.txt"
-if [[ ${PARLEY_BENCH_RAW:-1} == 1 ]]; then
-  echo "== fanout-v1 on Redis pub/sub alone (--raw)"
-  "$work/parley" bench fanout --raw -redis-url "$PARLEY_REDIS_URL" -pids "redis=$redis_pid" \
-    -out "$out/fanout-raw.json" "$@" | tee "$out/fanout-raw.txt"
+if want conns; then
+  name=${run}c
+  start_server "$name" -max-streams-per-user 1000
+  echo "== conns-v1 (one server, no persister)"
+  # shellcheck disable=SC2086
+  "$work/parley" bench conns -addr "$addr" -streams-per-user 1000 -pids "server=$server,redis=$redis_pid,kafka=$kafka_pid" \
+    -out "$out/conns.json" ${PARLEY_BENCH_CONNS_ARGS:-} | tee "$out/conns.txt"
+  stop_started
 fi

@@ -1,0 +1,67 @@
+package bench
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	eventsv1 "github.com/parleychat/parley/gen/go/parley/events/v1"
+)
+
+func TestMetricSums(t *testing.T) {
+	in := `# HELP x y
+# TYPE parley_persister_dlq_total counter
+parley_persister_dlq_total{reason="invalid"} 2
+parley_persister_dlq_total{reason="undecodable",x="a}b"} 3
+go_goroutines 42
+weird{a="1"} notanumber
+`
+	m, err := metricSums(strings.NewReader(in))
+	if err != nil || m["parley_persister_dlq_total"] != 5 || m["go_goroutines"] != 42 || len(m) != 2 {
+		t.Fatalf("metricSums = %v, %v", m, err)
+	}
+}
+
+func TestTreeCPUTime(t *testing.T) {
+	self := os.Getpid()
+	c, err := treeCPUTime(self, nil)
+	if err != nil || c < 0 {
+		t.Fatalf("treeCPUTime = %v, %v", c, err)
+	}
+	if _, err := treeCPUTime(1<<30, nil); err == nil {
+		t.Fatal("no error for a missing process")
+	}
+}
+
+func TestMakeMessages(t *testing.T) {
+	cfg := PersistConfig{Records: 5000, Rooms: 100, ZipfS: 1.1, BodyBytes: 100}
+	var rep PersistReport
+	msgs := makeMessages(cfg, &rep)
+	if len(msgs) != 5000 || rep.LargestRoom < 5000/100 {
+		t.Fatalf("%d messages, largest room %d", len(msgs), rep.LargestRoom)
+	}
+	seqs := map[string]int64{}
+	ids := map[string]bool{}
+	for _, m := range msgs {
+		if m.GetSeq() != seqs[m.GetRoomId()]+1 || ids[m.GetMessageId()] || len(m.GetBody()) != 100 || m.GetEpoch() == "" ||
+			m.GetSenderId() == "" || m.GetClientMsgId() == "" || m.GetCreateTime() == nil {
+			t.Fatalf("bad message %v", m)
+		}
+		seqs[m.GetRoomId()] = m.GetSeq()
+		ids[m.GetMessageId()] = true
+		// The record value round-trips as the persister decodes it.
+		b, err := proto.Marshal(&eventsv1.MessageRecord{Message: m})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back eventsv1.MessageRecord
+		if err := proto.Unmarshal(b, &back); err != nil || !proto.Equal(back.GetMessage(), m) {
+			t.Fatalf("record does not round-trip: %v", err)
+		}
+	}
+	if len(seqs) < 50 {
+		t.Fatalf("only %d rooms used", len(seqs))
+	}
+}
