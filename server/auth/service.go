@@ -88,7 +88,10 @@ func (s *Service) limitAttempt(ctx context.Context, username string) error {
 }
 
 // ClientAddr is the caller's IP: the peer's, or for calls relayed by this
-// server's own REST gateway (a loopback peer), the first X-Forwarded-For.
+// server's own REST gateway (an in-memory or loopback peer), the last
+// X-Forwarded-For entry — the one the gateway appended for the connection it
+// served. Earlier entries come from the client and are not trusted (a caller
+// could otherwise pick the address its login attempts are counted against).
 func ClientAddr(ctx context.Context) string {
 	host := ""
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
@@ -100,8 +103,9 @@ func ClientAddr(ctx context.Context) string {
 	if ip := net.ParseIP(host); ip == nil || ip.IsLoopback() {
 		md, _ := metadata.FromIncomingContext(ctx)
 		if xff := md.Get("x-forwarded-for"); len(xff) > 0 {
-			if first, _, _ := strings.Cut(xff[0], ","); strings.TrimSpace(first) != "" {
-				return strings.TrimSpace(first)
+			entries := strings.Split(xff[len(xff)-1], ",")
+			if last := strings.TrimSpace(entries[len(entries)-1]); last != "" {
+				return last
 			}
 		}
 	}

@@ -4,11 +4,15 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
 	"github.com/parleychat/parley/server/apierr"
@@ -126,5 +130,35 @@ func TestWrongPasswordAndUnknownUserLookAlike(t *testing.T) {
 	_, e2 := s.Login(ctx, &parleyv1.LoginRequest{Username: "nobody", Password: "nope-nope"})
 	if apierr.Status(e1).Message() != apierr.Status(e2).Message() || apierr.Status(e1).Code() != codes.Unauthenticated {
 		t.Fatalf("%v vs %v", e1, e2)
+	}
+}
+
+func TestClientAddrTrustsOnlyTheGatewaysEntry(t *testing.T) {
+	at := func(peerAddr string, xff ...string) string {
+		ctx := context.Background()
+		if peerAddr != "" {
+			addr, err := net.ResolveTCPAddr("tcp", peerAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx = peer.NewContext(ctx, &peer.Peer{Addr: addr})
+		}
+		if len(xff) > 0 {
+			ctx = metadata.NewIncomingContext(ctx, metadata.Pairs("x-forwarded-for", strings.Join(xff, ", ")))
+		}
+		return ClientAddr(ctx)
+	}
+	cases := []struct{ got, want string }{
+		{at("203.0.113.7:5000"), "203.0.113.7"},
+		{at("203.0.113.7:5000", "198.51.100.1"), "203.0.113.7"},            // a remote peer's header is ignored
+		{at("127.0.0.1:5000", "198.51.100.1"), "198.51.100.1"},             // the gateway's entry
+		{at("127.0.0.1:5000", "10.9.9.9", "198.51.100.1"), "198.51.100.1"}, // a forged first entry does not count
+		{at("", "10.9.9.9", "198.51.100.1"), "198.51.100.1"},               // in-memory pipe: no IP peer
+		{at("127.0.0.1:5000"), "127.0.0.1"},
+	}
+	for i, c := range cases {
+		if c.got != c.want {
+			t.Errorf("case %d: ClientAddr = %q, want %q", i, c.got, c.want)
+		}
 	}
 }
