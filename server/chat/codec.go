@@ -19,13 +19,18 @@ type Codec struct{ proto encoding.CodecV2 }
 // NewCodec returns the codec, delegating everything else to gRPC's protobuf codec.
 func NewCodec() Codec { return Codec{proto: encoding.GetCodecV2(protocodec.Name)} }
 
-// EncodedFrame is a ConnectResponse already in its wire form.
-type EncodedFrame []byte
+// EncodedFrame is a ConnectResponse already in its wire form. It is a
+// pointer-shaped struct so that passing it to SendMsg as an interface does
+// not allocate.
+type EncodedFrame struct{ b *[]byte }
+
+// Bytes returns the frame's encoding.
+func (f EncodedFrame) Bytes() []byte { return *f.b }
 
 // Marshal implements encoding.CodecV2.
 func (c Codec) Marshal(v any) (mem.BufferSlice, error) {
 	if f, ok := v.(EncodedFrame); ok {
-		return mem.BufferSlice{mem.SliceBuffer(f)}, nil
+		return mem.BufferSlice{mem.SliceBuffer(*f.b)}, nil
 	}
 	return c.proto.Marshal(v)
 }
@@ -45,25 +50,28 @@ const (
 )
 
 // messageFrame returns ConnectResponse{message: m} given m's encoding.
-func messageFrame(buf []byte, m []byte) EncodedFrame {
+func messageFrame(m []byte) EncodedFrame {
+	buf := make([]byte, 0, protowire.SizeTag(fieldMessage)+protowire.SizeBytes(len(m)))
 	buf = protowire.AppendTag(buf, fieldMessage, protowire.BytesType)
-	return protowire.AppendBytes(buf, m)
+	buf = protowire.AppendBytes(buf, m)
+	return EncodedFrame{&buf}
 }
 
 // batchFrame returns ConnectResponse{message_batch: {messages: msgs}} given
 // the messages' encodings.
-func batchFrame(buf []byte, msgs [][]byte) EncodedFrame {
+func batchFrame(msgs [][]byte) EncodedFrame {
 	n := 0
 	for _, m := range msgs {
 		n += protowire.SizeTag(fieldBatchItem) + protowire.SizeBytes(len(m))
 	}
+	buf := make([]byte, 0, protowire.SizeTag(fieldMessageBatch)+protowire.SizeBytes(n))
 	buf = protowire.AppendTag(buf, fieldMessageBatch, protowire.BytesType)
 	buf = protowire.AppendVarint(buf, uint64(n))
 	for _, m := range msgs {
 		buf = protowire.AppendTag(buf, fieldBatchItem, protowire.BytesType)
 		buf = protowire.AppendBytes(buf, m)
 	}
-	return buf
+	return EncodedFrame{&buf}
 }
 
 // batchOf wraps already decoded messages (a replay) as one frame.

@@ -29,7 +29,7 @@ func recordingSession(tb testing.TB, batches bool) (*session, *[]*parleyv1.Conne
 	ss.send = func(f *parleyv1.ConnectResponse) error { got = append(got, f); return nil }
 	ss.sendRaw = func(b EncodedFrame) error {
 		f := &parleyv1.ConnectResponse{}
-		if err := proto.Unmarshal(b, f); err != nil {
+		if err := proto.Unmarshal(b.Bytes(), f); err != nil {
 			tb.Fatalf("pre-encoded frame does not decode: %v", err)
 		}
 		got = append(got, f)
@@ -41,11 +41,11 @@ func recordingSession(tb testing.TB, batches bool) (*session, *[]*parleyv1.Conne
 func TestEncodedFramesDecodeAsConnectResponses(t *testing.T) {
 	ev := liveEvent(t, "r", "e", 1)
 	f := &parleyv1.ConnectResponse{}
-	if err := proto.Unmarshal(messageFrame(nil, ev.MessageBytes), f); err != nil || !proto.Equal(f.GetMessage(), ev.GetMessage()) {
+	if err := proto.Unmarshal(messageFrame(ev.MessageBytes).Bytes(), f); err != nil || !proto.Equal(f.GetMessage(), ev.GetMessage()) {
 		t.Fatalf("message frame = %v, %v", f, err)
 	}
 	ev2 := liveEvent(t, "r", "e", 2)
-	if err := proto.Unmarshal(batchFrame(nil, [][]byte{ev.MessageBytes, ev2.MessageBytes}), f); err != nil {
+	if err := proto.Unmarshal(batchFrame([][]byte{ev.MessageBytes, ev2.MessageBytes}).Bytes(), f); err != nil {
 		t.Fatal(err)
 	}
 	if ms := f.GetMessageBatch().GetMessages(); len(ms) != 2 || !proto.Equal(ms[0], ev.GetMessage()) || !proto.Equal(ms[1], ev2.GetMessage()) {
@@ -69,7 +69,8 @@ func TestHandleAllCoalescesQueuedMessages(t *testing.T) {
 				{ev: liveEvent(t, "r", "e2", 9)}, // new epoch: resync, then the message
 				{ev: liveEvent(t, "r", "e2", 10)},
 			}
-			if err := ss.handleAll(items, rooms); err != nil {
+			var pending [][]byte
+			if err := ss.handleAll(items, rooms, &pending); err != nil {
 				t.Fatal(err)
 			}
 			var kinds, order []string

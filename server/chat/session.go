@@ -26,9 +26,9 @@ type item struct {
 	frame  *parleyv1.ConnectResponse // send as is
 	ev     *fanout.Event             // a live event of a room
 	sub    *parleyv1.Subscribe       // start a subscription (replay, then live)
-	unsub  string              // stop a subscription
-	resync bool                // catch up every room from its last position
-	drain  bool                // everything before was sent: finish
+	unsub  string                    // stop a subscription
+	resync bool                      // catch up every room from its last position
+	drain  bool                      // everything before was sent: finish
 }
 
 // roomState is the writer's position in a subscribed room.
@@ -117,6 +117,9 @@ func (ss *session) Resync() { ss.enqueue(item{resync: true}) }
 // run starts the writer and returns a function that waits for it and cleans up.
 func (ss *session) run() (wait func() error) {
 	ss.svc.streams.Inc()
+	ss.svc.streamsMu.Lock()
+	ss.svc.sessions[ss] = struct{}{}
+	ss.svc.streamsMu.Unlock()
 	done := make(chan error, 1)
 	go func() { done <- ss.writer() }()
 	return func() error {
@@ -128,6 +131,9 @@ func (ss *session) run() (wait func() error) {
 		}
 		ss.mu.Unlock()
 		ss.svc.streams.Dec()
+		ss.svc.streamsMu.Lock()
+		delete(ss.svc.sessions, ss)
+		ss.svc.streamsMu.Unlock()
 		return err
 	}
 }
@@ -140,21 +146,10 @@ func (ss *session) end(cause error) { ss.cancel(cause) }
 func (ss *session) writer() error {
 	rooms := make(map[string]*roomState)
 	defer ss.leaveAll(rooms)
-	heartbeat := time.NewTicker(presenceRefresh)
-	defer heartbeat.Stop()
 	var spare []item
+	var pending [][]byte
 	for {
 		select {
-		case <-heartbeat.C:
-			ids := make([]string, 0, len(rooms))
-			for r := range rooms {
-				ids = append(ids, r)
-			}
-			if len(ids) > 0 {
-				if err := ss.svc.broker.PresenceRefresh(ss.ctx, ids, ss.me.UserID, ss.id, presenceTTL); err != nil {
-					ss.svc.logger.Warn("presence refresh failed", "user", ss.me.UserID, "err", err)
-				}
-			}
 		case <-ss.ctx.Done():
 			return ss.endStatus()
 		case <-ss.svc.shutdown:
@@ -162,7 +157,7 @@ func (ss *session) writer() error {
 		case <-ss.wake:
 			items := ss.takeQueued(spare)
 			ss.svc.queue.Observe(float64(len(items)))
-			err := ss.handleAll(items, rooms)
+			err := ss.handleAll(items, rooms, &pending)
 			clear(items) // let the events go
 			spare = items[:0]
 			if errors.Is(err, errDrained) {
@@ -208,24 +203,25 @@ const (
 
 // handleAll handles items in order. Consecutive live messages are written
 // from their broker encoding, as one MessageBatch frame when the client
-// accepts them, else one Message frame each.
-func (ss *session) handleAll(items []item, rooms map[string]*roomState) error {
-	var pending [][]byte
+// accepts them, else one Message frame each. pending is scratch space kept
+// by the writer between calls.
+func (ss *session) handleAll(items []item, rooms map[string]*roomState, pending *[][]byte) error {
 	size := 0
 	flush := func() error {
-		defer func() { pending, size = pending[:0], 0 }()
+		msgs := *pending
+		defer func() { clear(msgs); *pending, size = msgs[:0], 0 }()
 		switch {
-		case len(pending) == 0:
+		case len(msgs) == 0:
 			return nil
-		case len(pending) == 1 || !ss.batches.Load():
-			for _, m := range pending {
-				if err := ss.sendRaw(messageFrame(make([]byte, 0, len(m)+8), m)); err != nil {
+		case len(msgs) == 1 || !ss.batches.Load():
+			for _, m := range msgs {
+				if err := ss.sendRaw(messageFrame(m)); err != nil {
 					return err
 				}
 			}
 			return nil
 		default:
-			return ss.sendRaw(batchFrame(make([]byte, 0, size+16), pending))
+			return ss.sendRaw(batchFrame(msgs))
 		}
 	}
 	for _, it := range items {
@@ -248,12 +244,12 @@ func (ss *session) handleAll(items []item, rooms map[string]*roomState) error {
 				continue
 			}
 			st.last = m.Seq
-			if len(pending) == maxBatchMessages || size+len(it.ev.MessageBytes) > maxBatchBytes {
+			if len(*pending) == maxBatchMessages || size+len(it.ev.MessageBytes) > maxBatchBytes {
 				if err := flush(); err != nil {
 					return err
 				}
 			}
-			pending = append(pending, it.ev.MessageBytes)
+			*pending = append(*pending, it.ev.MessageBytes)
 			size += len(it.ev.MessageBytes) + 8
 			continue
 		}
