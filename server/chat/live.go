@@ -11,6 +11,7 @@ import (
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
 	"github.com/parleychat/parley/server/apierr"
 	"github.com/parleychat/parley/server/auth"
+	"github.com/parleychat/parley/server/fanout"
 	"github.com/parleychat/parley/server/rooms"
 )
 
@@ -24,8 +25,10 @@ const (
 	maxUnread       = 1000
 )
 
-// Run sweeps expired presence entries of the rooms this instance serves until
-// ctx is done.
+// Run keeps this instance's presence entries alive and sweeps expired ones
+// (left by crashed instances) of the rooms it serves, until ctx is done.
+// One loop refreshes every local stream, in a few pipelined Redis calls, so
+// an idle stream costs no timer and no call of its own.
 func (s *Service) Run(ctx context.Context) error {
 	t := time.NewTicker(presenceRefresh)
 	defer t.Stop()
@@ -34,6 +37,11 @@ func (s *Service) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		}
+		if members := s.presenceEntries(); len(members) > 0 {
+			if err := s.broker.PresenceRefresh(ctx, members, presenceTTL); err != nil && ctx.Err() == nil {
+				s.logger.Warn("presence refresh failed", "rooms", len(members), "err", err)
+			}
 		}
 		for _, room := range s.hub.Rooms() {
 			if err := s.broker.PresenceSweep(ctx, room); err != nil && ctx.Err() == nil {
@@ -183,4 +191,25 @@ func (s *Service) roomState(ctx context.Context, roomID, readEpoch string, readS
 	}
 	st.LastMessage = last
 	return st, nil
+}
+
+// presenceEntries returns, per room, the presence entries of the local
+// streams subscribed to it.
+func (s *Service) presenceEntries() map[string][]string {
+	s.streamsMu.Lock()
+	sessions := make([]*session, 0, len(s.sessions))
+	for ss := range s.sessions {
+		sessions = append(sessions, ss)
+	}
+	s.streamsMu.Unlock()
+	members := make(map[string][]string)
+	for _, ss := range sessions {
+		entry := fanout.PresenceEntry(ss.me.UserID, ss.id)
+		ss.mu.Lock()
+		for room := range ss.rooms {
+			members[room] = append(members[room], entry)
+		}
+		ss.mu.Unlock()
+	}
+	return members
 }

@@ -1,7 +1,9 @@
 package chat
 
 import (
+	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -146,5 +148,22 @@ func TestStreamLimits(t *testing.T) {
 	}
 	if err := <-first.done; status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("frame flood: %v, want ResourceExhausted", err)
+	}
+}
+
+func TestPresenceEntriesCoverEveryLocalStream(t *testing.T) {
+	e := newTestEnv(t, Config{})
+	e.room(t, "r", store.VisibilityPublic, "a", "b")
+	e.room(t, "q", store.VisibilityPublic, "a")
+	a, b := e.connect(t, "a"), e.connect(t, "b")
+	a.subscribe("r", nil)
+	a.subscribe("q", nil)
+	b.subscribe("r", nil)
+	got := e.svc.presenceEntries()
+	if len(got["r"]) != 2 || len(got["q"]) != 1 || !strings.HasPrefix(got["q"][0], "a/") {
+		t.Fatalf("presence entries = %v", got)
+	}
+	if err := e.broker.PresenceRefresh(context.Background(), got, presenceTTL); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -38,7 +38,7 @@ type Broker interface {
 	Withdraw(ctx context.Context, m *parleyv1.Message) error
 	PublishEvent(ctx context.Context, roomID string, ev *eventsv1.RoomEvent) error
 	PresenceJoin(ctx context.Context, roomID, userID, username, streamID string, ttl time.Duration) error
-	PresenceRefresh(ctx context.Context, roomIDs []string, userID, streamID string, ttl time.Duration) error
+	PresenceRefresh(ctx context.Context, members map[string][]string, ttl time.Duration) error
 	PresenceLeave(ctx context.Context, roomID, userID, username, streamID string) error
 	PresenceSweep(ctx context.Context, roomID string) error
 }
@@ -85,6 +85,7 @@ type Service struct {
 
 	streamsMu   sync.Mutex
 	userStreams map[string]int
+	sessions    map[*session]struct{} // open streams, for the presence refresh
 
 	shutdown     chan struct{}
 	shutdownOnce sync.Once
@@ -106,6 +107,7 @@ func NewService(cfg Config, broker Broker, log Log, history History, rooms Rooms
 		limiter:     ratelimit.New(cfg.SendRate, cfg.SendBurst),
 		shutdown:    make(chan struct{}),
 		userStreams: make(map[string]int),
+		sessions:    make(map[*session]struct{}),
 		sends: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "parley", Subsystem: "chat",
 			Name: "sends_total", Help: "Send requests by result (ok, duplicate, invalid, denied, limited, unavailable, uncertain)."}, []string{"result"}),
 		streams: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "parley", Subsystem: "chat",

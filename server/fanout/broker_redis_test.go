@@ -245,3 +245,25 @@ func mustMarshal(t *testing.T, m proto.Message) []byte {
 	}
 	return b
 }
+
+func TestPresenceRefreshExtendsOnlyExistingEntries(t *testing.T) {
+	b, mr := newMiniBroker(t, Options{})
+	ctx := context.Background()
+	if err := b.PresenceJoin(ctx, "room", "u1", "one", "s1", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.PresenceRefresh(ctx, map[string][]string{"room": {PresenceEntry("u1", "s1"), PresenceEntry("u2", "s2")}}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	members, err := mr.ZMembers(b.onlineKey("room"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(members) != "[u1/s1]" {
+		t.Fatalf("presence set = %v: a refresh must not re-create entries", members)
+	}
+	score, _ := mr.ZScore(b.onlineKey("room"), "u1/s1")
+	if until := time.UnixMilli(int64(score)); time.Until(until) < 50*time.Minute {
+		t.Fatalf("entry expires at %v: not extended by the refresh", until)
+	}
+}

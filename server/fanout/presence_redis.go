@@ -69,13 +69,24 @@ func (b *Redis) PresenceJoin(ctx context.Context, roomID, userID, username, stre
 		userID + "/" + streamID, userID + "/", ms(now), ms(now.Add(ttl)), b.Channel(roomID), ev}).Error()
 }
 
-// PresenceRefresh extends a stream's entries in rooms (no events).
-func (b *Redis) PresenceRefresh(ctx context.Context, roomIDs []string, userID, streamID string, ttl time.Duration) (err error) {
+// PresenceRefresh extends the entries of streams in rooms (no events):
+// members maps a room to its "<user>/<stream>" entries. Entries that are no
+// longer there (the stream left, or a sweep removed it) are not re-created.
+func (b *Redis) PresenceRefresh(ctx context.Context, members map[string][]string, ttl time.Duration) (err error) {
 	defer func(start time.Time) { b.observe("presence_refresh", start, err) }(time.Now())
 	exp := float64(time.Now().Add(ttl).UnixMilli())
-	cmds := make(rueidis.Commands, 0, len(roomIDs))
-	for _, r := range roomIDs {
-		cmds = append(cmds, b.client.B().Zadd().Key(b.onlineKey(r)).Xx().ScoreMember().ScoreMember(exp, userID+"/"+streamID).Build())
+	const chunk = 500 // entries per ZADD
+	cmds := make(rueidis.Commands, 0, len(members))
+	for room, entries := range members {
+		for len(entries) > 0 {
+			n := min(len(entries), chunk)
+			c := b.client.B().Zadd().Key(b.onlineKey(room)).Xx().ScoreMember()
+			for _, e := range entries[:n] {
+				c = c.ScoreMember(exp, e)
+			}
+			cmds = append(cmds, c.Build())
+			entries = entries[n:]
+		}
 	}
 	for _, res := range b.client.DoMulti(ctx, cmds...) {
 		if err := res.Error(); err != nil {
@@ -84,6 +95,9 @@ func (b *Redis) PresenceRefresh(ctx context.Context, roomIDs []string, userID, s
 	}
 	return nil
 }
+
+// PresenceEntry is the presence set member of a user's stream.
+func PresenceEntry(userID, streamID string) string { return userID + "/" + streamID }
 
 // PresenceLeave removes a stream's entry, publishing an offline event if it
 // was the user's last.
