@@ -32,8 +32,9 @@ type Config struct {
 	// their way to the store (default 1,000,000).
 	EpochSeqGap int64
 	// SendTimeout bounds how long a send waits for Kafka's acknowledgement
-	// while its record has not been sent yet (default 10s); past it the send
-	// fails with Unavailable and the message is withdrawn.
+	// (default 10s); past it the send fails with Unavailable. The Log must
+	// fail a record still buffered after SendTimeout (msglog's record
+	// delivery timeout is set to it), and the message is then withdrawn.
 	SendTimeout time.Duration
 	// MembershipTTL is how long a positive membership check is used before
 	// it is refreshed in the background (default 5s).

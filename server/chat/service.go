@@ -300,19 +300,18 @@ func (s *Service) send(ctx context.Context, me auth.Identity, req *parleyv1.Send
 		return
 	}
 	// The append must not be cancelled by the caller going away (the message
-	// is already live), only by the send timeout. The producer fails a record
-	// on that timeout only while it is still buffered, i.e. certainly not
-	// written: then the message is withdrawn. A record already sent to a
+	// is already live), only by the send timeout, which the producer enforces
+	// itself (its record delivery timeout is SendTimeout: no timer per send
+	// here). The producer fails a record on that timeout only while it is
+	// still buffered, i.e. certainly not written: then the message is withdrawn. A record already sent to a
 	// broker that went away cannot be failed safely (idempotent producer): its
 	// outcome is unknown until the broker answers, so at the timeout the
 	// sender gets Unavailable without a withdrawal, and a retry with the same
 	// client_msg_id returns this message once it is durable.
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.SendTimeout)
 	timer := time.AfterFunc(s.cfg.SendTimeout+100*time.Millisecond, func() {
 		finish("uncertain", nil, fmt.Errorf("Kafka has not acknowledged the message yet; retry with the same client_msg_id: %w", apierr.ErrUnavailable))
 	})
-	s.log.Append(pctx, out, func(err error) {
-		cancel()
+	s.log.Append(context.WithoutCancel(ctx), out, func(err error) {
 		timer.Stop()
 		if err == nil {
 			result := "ok"
