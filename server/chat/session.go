@@ -114,28 +114,25 @@ func (ss *session) Deliver(ev *fanout.Event) { ss.enqueue(item{ev: ev}) }
 // Resync implements fanout.Subscriber.
 func (ss *session) Resync() { ss.enqueue(item{resync: true}) }
 
-// run starts the writer and returns a function that waits for it and cleans up.
-func (ss *session) run() (wait func() error) {
+// serve runs the writer on the calling goroutine (the stream's handler: no
+// extra goroutine per stream) until the session ends, then cleans up.
+func (ss *session) serve() error {
 	ss.svc.streams.Inc()
 	ss.svc.streamsMu.Lock()
 	ss.svc.sessions[ss] = struct{}{}
 	ss.svc.streamsMu.Unlock()
-	done := make(chan error, 1)
-	go func() { done <- ss.writer() }()
-	return func() error {
-		err := <-done
-		ss.closed.Store(true)
-		ss.mu.Lock()
-		for room := range ss.rooms {
-			ss.svc.hub.Remove(room, ss)
-		}
-		ss.mu.Unlock()
-		ss.svc.streams.Dec()
-		ss.svc.streamsMu.Lock()
-		delete(ss.svc.sessions, ss)
-		ss.svc.streamsMu.Unlock()
-		return err
+	err := ss.writer()
+	ss.closed.Store(true)
+	ss.mu.Lock()
+	for room := range ss.rooms {
+		ss.svc.hub.Remove(room, ss)
 	}
+	ss.mu.Unlock()
+	ss.svc.streams.Dec()
+	ss.svc.streamsMu.Lock()
+	delete(ss.svc.sessions, ss)
+	ss.svc.streamsMu.Unlock()
+	return err
 }
 
 // end stops the session with cause.
@@ -468,6 +465,11 @@ func (ss *session) subscribe(ctx context.Context, sub *parleyv1.Subscribe) {
 	// Register for live events before the writer reads the replay, so nothing
 	// falls between the two; the writer drops what it has already sent.
 	ss.svc.hub.Add(sub.RoomId, ss)
+	if ss.closed.Load() {
+		// The session ended meanwhile and may have cleaned up before the Add.
+		ss.svc.hub.Remove(sub.RoomId, ss)
+		return
+	}
 	ss.enqueue(item{sub: sub})
 }
 
@@ -492,7 +494,6 @@ func (s *Service) Connect(stream parleyv1.ChatService_ConnectServer) error {
 	defer release()
 	ss := s.newSession(stream.Context(), me, stream.Send)
 	ss.sendRaw = func(f EncodedFrame) error { return stream.SendMsg(f) }
-	wait := ss.run()
 	// The reader runs on its own goroutine so that the stream ends as soon as
 	// the writer does (slow consumer, shutdown), even while Recv is blocked.
 	go func() {
@@ -504,7 +505,7 @@ func (s *Service) Connect(stream parleyv1.ChatService_ConnectServer) error {
 		ss.pending.Wait()
 		ss.enqueue(item{drain: true})
 	}()
-	err = wait()
+	err = ss.serve()
 	ss.end(context.Canceled)
 	return err
 }
@@ -600,9 +601,8 @@ func (s *Service) StreamRoom(req *parleyv1.StreamRoomRequest, stream parleyv1.Ch
 	}
 	defer release()
 	ss := s.newSession(stream.Context(), me, send)
-	wait := ss.run()
 	ss.subscribe(stream.Context(), &parleyv1.Subscribe{RoomId: req.GetRoomId(), ResumeFrom: req.GetResumeFrom()})
-	err = wait()
+	err = ss.serve()
 	ss.end(context.Canceled)
 	return err
 }
