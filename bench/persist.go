@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -158,6 +160,11 @@ type PersistPhase struct {
 	// one to the last, over that time.
 	RecordsPerS float64            `json:"records_per_s"`
 	CPU         map[string]float64 `json:"cpu_percent,omitempty"`
+	// Inserted, Duplicates and DeadLetters are the persister's own counts
+	// (its metrics): Stored is their sum.
+	Inserted    int64 `json:"inserted,omitempty"`
+	Duplicates  int64 `json:"duplicates,omitempty"`
+	DeadLetters int64 `json:"dead_letters,omitempty"`
 	// Samples are (seconds since the phase started, records stored), about
 	// one a second, for the plot.
 	Samples [][2]float64 `json:"samples,omitempty"`
@@ -215,6 +222,11 @@ type PersistReport struct {
 	Preload       PersistPhase `json:"preload"`
 	Persister     PersistPhase `json:"persister"`
 	Raw           PersistPhase `json:"raw"`
+	// CheckedRooms rooms holding CheckedDocs documents were counted in the
+	// store after the persister phase, each matching what was produced
+	// (otherwise a note says which did not).
+	CheckedRooms int   `json:"checked_rooms"`
+	CheckedDocs  int64 `json:"checked_docs"`
 	// Ratio is Persister.RecordsPerS / Raw.RecordsPerS.
 	Ratio float64      `json:"ratio"`
 	Live  *PersistLive `json:"live,omitempty"`
@@ -248,7 +260,7 @@ func RunPersist(ctx context.Context, cfg PersistConfig) (*PersistReport, error) 
 	if err != nil {
 		return rep, err
 	}
-	if err := runPersisterPhase(ctx, cfg, rep, mc, topic); err != nil {
+	if err := runPersisterPhase(ctx, cfg, rep, mc, topic, parts); err != nil {
 		return rep, err
 	}
 	if err := runRawPhase(ctx, cfg, rep, mc, parts); err != nil {
@@ -471,7 +483,7 @@ func watchStored(ctx context.Context, cfg PersistConfig, name string, total int6
 
 // runPersisterPhase runs the persister on the preloaded topic until every
 // record is stored.
-func runPersisterPhase(ctx context.Context, cfg PersistConfig, rep *PersistReport, mc *mongo.Client, topic string) error {
+func runPersisterPhase(ctx context.Context, cfg PersistConfig, rep *PersistReport, mc *mongo.Client, topic string, parts [][]*parleyv1.Message) error {
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	pids := clonePids(cfg.Pids)
@@ -479,7 +491,12 @@ func runPersisterPhase(ctx context.Context, cfg PersistConfig, rep *PersistRepor
 	exited := make(chan error, 1)
 	var stopPersister func()
 	start := time.Now()
+	var lastMu sync.Mutex
+	var last map[string]float64
 	sum := func(m map[string]float64) int64 {
+		lastMu.Lock()
+		last = m
+		lastMu.Unlock()
 		return int64(m["parley_persister_messages_inserted_total"] + m["parley_persister_duplicates_total"] + m["parley_persister_dlq_total"])
 	}
 	if cfg.PersisterBin != "" {
@@ -551,20 +568,58 @@ func runPersisterPhase(ctx context.Context, cfg PersistConfig, rep *PersistRepor
 	}
 	fmt.Fprintf(cfg.Progress, "persister: %d records in %.1fs (startup %.1fs), steady %.0f records/s\n",
 		rep.Persister.Stored, rep.Persister.Seconds, rep.Persister.StartupSeconds, rep.Persister.RecordsPerS)
+	lastMu.Lock()
+	rep.Persister.Inserted = int64(last["parley_persister_messages_inserted_total"])
+	rep.Persister.Duplicates = int64(last["parley_persister_duplicates_total"])
+	rep.Persister.DeadLetters = int64(last["parley_persister_dlq_total"])
+	lastMu.Unlock()
+	if rep.Persister.Duplicates > 0 || rep.Persister.DeadLetters > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("the persister counted %d duplicates and %d dead letters",
+			rep.Persister.Duplicates, rep.Persister.DeadLetters))
+	}
 	cctx, ccancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer ccancel()
-	n, err := mc.Database(cfg.Name).Collection(msgstore.CollectionName).CountDocuments(cctx, bson.D{})
-	if err != nil {
-		return fmt.Errorf("count stored documents: %w", err)
-	}
-	if n != int64(cfg.Records) {
-		rep.Notes = append(rep.Notes, fmt.Sprintf("the store holds %d documents for %d records", n, cfg.Records))
+	if err := checkRooms(cctx, cfg, rep, mc.Database(cfg.Name).Collection(msgstore.CollectionName), parts); err != nil {
+		return err
 	}
 	// The raw loop must not run against a store still digesting this
 	// phase's rows (PostgreSQL vacuum and checkpoints): drop them first.
 	if !cfg.Keep {
 		if err := mc.Database(cfg.Name).Drop(cctx); err != nil {
 			return fmt.Errorf("drop the persister's database: %w", err)
+		}
+	}
+	return nil
+}
+
+// checkRooms counts the stored documents of up to 20 rooms of fewer than
+// 5,000 records, spread over the size range, against what was produced
+// (counting the whole collection takes minutes on FerretDB), and the
+// Checked rooms in the report.
+func checkRooms(ctx context.Context, cfg PersistConfig, rep *PersistReport, coll *mongo.Collection, parts [][]*parleyv1.Message) error {
+	sizes := map[string]int64{}
+	for _, p := range parts {
+		for _, m := range p {
+			sizes[m.GetRoomId()]++
+		}
+	}
+	rooms := make([]string, 0, len(sizes))
+	for r, n := range sizes {
+		if n < 5000 {
+			rooms = append(rooms, r)
+		}
+	}
+	slices.SortFunc(rooms, func(a, b string) int { return cmp.Or(cmp.Compare(sizes[a], sizes[b]), strings.Compare(a, b)) })
+	step := max(len(rooms)/20, 1)
+	for i := len(rooms) - 1; i >= 0; i -= step {
+		n, err := coll.CountDocuments(ctx, bson.D{{Key: "room_id", Value: rooms[i]}})
+		if err != nil {
+			return fmt.Errorf("count a room's stored documents: %w", err)
+		}
+		rep.CheckedRooms++
+		rep.CheckedDocs += n
+		if n != sizes[rooms[i]] {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("room %s: %d documents stored for %d records", rooms[i], n, sizes[rooms[i]]))
 		}
 	}
 	return nil

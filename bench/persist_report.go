@@ -36,7 +36,9 @@ func (r *PersistReport) WriteTable(w io.Writer) {
 	row("persister", r.Persister)
 	row("raw insertMany", r.Raw)
 	tw.Flush()
-	fmt.Fprintf(w, "\npersister / raw: %.2f (records/s from the first stored record to the last; target >= 0.80)\n", r.Ratio)
+	fmt.Fprintf(w, "\npersister counted %d inserted, %d duplicates, %d dead letters; %d rooms (%d documents) counted in the store afterwards\n",
+		r.Persister.Inserted, r.Persister.Duplicates, r.Persister.DeadLetters, r.CheckedRooms, r.CheckedDocs)
+	fmt.Fprintf(w, "persister / raw: %.2f (records/s from the first stored record to the last; target >= 0.80)\n", r.Ratio)
 	if l := r.Live; l != nil {
 		fmt.Fprintf(w, "\nunder fanout-v1 load: %d msgs/s offered (%d fanout-v1 + %d probe), every send acked after Kafka acks=all\n\n",
 			l.OfferedPerS, l.FanoutPerS, l.ProbePerS)

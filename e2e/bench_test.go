@@ -70,7 +70,8 @@ func TestBenchPersistSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	if rep.Preload.Stored != 2000 || rep.Persister.Stored != 2000 || rep.Raw.Stored != 2000 ||
-		rep.Persister.RecordsPerS <= 0 || rep.Raw.RecordsPerS <= 0 || rep.Ratio <= 0 || len(rep.Notes) != 0 {
+		rep.Persister.RecordsPerS <= 0 || rep.Raw.RecordsPerS <= 0 || rep.Ratio <= 0 || len(rep.Notes) != 0 ||
+		rep.Persister.Inserted != 2000 || rep.CheckedRooms == 0 || rep.CheckedDocs == 0 {
 		t.Fatalf("report: %+v", rep)
 	}
 	if _, ok := rep.Persister.CPU["persister"]; !ok {
