@@ -141,28 +141,59 @@ type receiver struct {
 }
 
 func (r *receiver) record(p parsed, stats []*stepStats, now int64) {
-	if p.step < 0 || p.step >= len(stats) {
-		return
+	r.recordAll([]parsed{p}, stats, now)
+}
+
+// recordAll records the messages of one frame, received at now, with one
+// lock of the receiver and one histogram update per step.
+func (r *receiver) recordAll(ps []parsed, stats []*stepStats, now int64) {
+	type tally struct {
+		step              int
+		sent              int64 // of the first measured message (a frame's messages are close in time)
+		n, dup, reordered int64
+		latencies         []time.Duration
 	}
+	var steps []tally
 	r.mu.Lock()
-	_, dup := r.seen[p.seq]
-	reordered := !dup && p.seq < r.last
-	r.seen[p.seq] = struct{}{}
-	r.last = max(r.last, p.seq)
+	for _, p := range ps {
+		if p.step < 0 || p.step >= len(stats) {
+			continue
+		}
+		_, dup := r.seen[p.seq]
+		reordered := !dup && p.seq < r.last
+		r.seen[p.seq] = struct{}{}
+		r.last = max(r.last, p.seq)
+		if !p.measured {
+			continue
+		}
+		if len(steps) == 0 || steps[len(steps)-1].step != p.step {
+			steps = append(steps, tally{step: p.step})
+		}
+		t := &steps[len(steps)-1]
+		switch {
+		case dup:
+			t.dup++
+			continue
+		case reordered:
+			t.reordered++
+		}
+		t.n++
+		t.latencies = append(t.latencies, time.Duration(now-p.sent))
+	}
 	r.mu.Unlock()
-	if !p.measured {
-		return
+	for _, t := range steps {
+		st := stats[t.step]
+		if t.dup > 0 {
+			st.dup.Add(t.dup)
+		}
+		if t.reordered > 0 {
+			st.reordered.Add(t.reordered)
+		}
+		if t.n > 0 {
+			st.delivered.Add(t.n)
+		}
+		st.hist.RecordAll(t.latencies)
 	}
-	st := stats[p.step]
-	switch {
-	case dup:
-		st.dup.Add(1)
-		return
-	case reordered:
-		st.reordered.Add(1)
-	}
-	st.delivered.Add(1)
-	st.hist.Record(time.Duration(now - p.sent))
 }
 
 // publishFunc sends one message of room i.
@@ -488,11 +519,13 @@ func runParley(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*step
 						}
 					case *parleyv1.ConnectResponse_MessageBatch:
 						now := time.Now().UnixNano()
+						ps := make([]parsed, 0, len(v.MessageBatch.Messages))
 						for _, m := range v.MessageBatch.Messages {
 							if p, ok := parseBody(m.Body); ok {
-								rcv.record(p, stats, now)
+								ps = append(ps, p)
 							}
 						}
+						rcv.recordAll(ps, stats, now)
 					case *parleyv1.ConnectResponse_SendAck:
 						if v.SendAck.Error != nil {
 							if p, ok := parseBody(v.SendAck.ClientMsgId); ok && p.step < len(stats) {

@@ -54,6 +54,18 @@ func (h *Hist) Record(d time.Duration) {
 	h.mu.Unlock()
 }
 
+// RecordAll adds every observation of ds under one lock.
+func (h *Hist) RecordAll(ds []time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, d := range ds {
+		d = max(d, 0)
+		h.counts[min(bucketOf(d), len(h.counts)-1)]++
+		h.n++
+		h.max = max(h.max, d)
+	}
+}
+
 // Merge adds o's observations.
 func (h *Hist) Merge(o *Hist) {
 	o.mu.Lock()

@@ -28,3 +28,15 @@ func TestHistQuantiles(t *testing.T) {
 		t.Fatalf("small quantile %s", q)
 	}
 }
+
+func TestRecordAllMatchesRecord(t *testing.T) {
+	var a, b Hist
+	ds := []time.Duration{0, 3 * time.Microsecond, 2 * time.Millisecond, 70 * time.Millisecond, -time.Second}
+	for _, d := range ds {
+		a.Record(d)
+	}
+	b.RecordAll(ds)
+	if a.Count() != b.Count() || a.Max() != b.Max() || a.Quantile(0.5) != b.Quantile(0.5) || a.Quantile(0.99) != b.Quantile(0.99) {
+		t.Fatalf("RecordAll differs: n %d/%d max %v/%v", a.Count(), b.Count(), a.Max(), b.Max())
+	}
+}
