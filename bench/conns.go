@@ -48,7 +48,7 @@ type ConnsConfig struct {
 	UsersPerRoom   int // distinct users among a room's streams (10)
 	// StreamsPerConn is how many streams share one HTTP/2 connection.
 	StreamsPerConn  int // 100
-	OpenConcurrency int // streams being opened at once (64)
+	OpenConcurrency int // streams being opened and subscribed at once (64)
 	Settle          time.Duration
 	Idle            time.Duration // CPU measured over this idle time (10s)
 	Trickle         time.Duration // measured trickle time (10s)
@@ -204,7 +204,8 @@ type connsRun struct {
 	senders []parleyv1.ChatService_ConnectClient // the first stream of each room
 	open    int                                  // streams opened so far
 	subbed  atomic.Int64
-	subErr  atomic.Value
+	errMu   sync.Mutex
+	lastErr error        // of a stream that ended unexpectedly
 	ended   atomic.Int64 // streams ended unexpectedly
 	trickle atomic.Pointer[trickleStats]
 	ctx     context.Context
@@ -269,7 +270,7 @@ func RunConns(ctx context.Context, cfg ConnsConfig) (*ConnsReport, error) {
 		lv.Trickle = r.runTrickle(level)
 		rep.Levels = append(rep.Levels, lv)
 		if n := r.ended.Load(); n > 0 {
-			rep.Notes = append(rep.Notes, fmt.Sprintf("%d streams ended during the run (last error: %v)", n, r.subErr.Load()))
+			rep.Notes = append(rep.Notes, fmt.Sprintf("%d streams ended during the run (last error: %v)", n, r.streamErr()))
 		}
 	}
 	return rep, nil
@@ -417,6 +418,12 @@ func (r *connsRun) setup(maxStreams int) error {
 	return nil
 }
 
+func (r *connsRun) streamErr() error {
+	r.errMu.Lock()
+	defer r.errMu.Unlock()
+	return r.lastErr
+}
+
 // openTo opens streams until level are open and subscribed.
 func (r *connsRun) openTo(level int) error {
 	cfg := r.cfg
@@ -445,9 +452,6 @@ func (r *connsRun) openTo(level int) error {
 	r.open = level
 	deadline := time.Now().Add(2 * time.Minute)
 	for int(r.subbed.Load()) < level {
-		if e, _ := r.subErr.Load().(error); e != nil {
-			return e
-		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("only %d of %d streams subscribed after 2 minutes", r.subbed.Load(), level)
 		}
@@ -474,6 +478,7 @@ func (r *connsRun) openStream(i int) error {
 	if i%cfg.MembersPerRoom == 0 {
 		r.senders[k] = s
 	}
+	subscribed := make(chan error, 1)
 	r.wg.Go(func() {
 		var last int64
 		for {
@@ -481,15 +486,22 @@ func (r *connsRun) openStream(i int) error {
 			if err != nil {
 				if r.ctx.Err() == nil {
 					r.ended.Add(1)
-					r.subErr.CompareAndSwap(nil, err)
+					r.errMu.Lock()
+					r.lastErr = err
+					r.errMu.Unlock()
+					select {
+					case subscribed <- fmt.Errorf("stream %d: %w", i, err):
+					default:
+					}
 				}
 				return
 			}
 			switch v := f.Frame.(type) {
 			case *parleyv1.ConnectResponse_Subscribed:
 				r.subbed.Add(1)
+				subscribed <- nil
 			case *parleyv1.ConnectResponse_SubscribeError:
-				r.subErr.CompareAndSwap(nil, fmt.Errorf("subscribe: %s", v.SubscribeError.GetError().GetMessage()))
+				subscribed <- fmt.Errorf("subscribe stream %d: %s", i, v.SubscribeError.GetError().GetMessage())
 			case *parleyv1.ConnectResponse_Message:
 				st := r.trickle.Load()
 				sent, ok := parseTrickleBody(v.Message.GetBody())
@@ -511,7 +523,16 @@ func (r *connsRun) openStream(i int) error {
 			}
 		}
 	})
-	return nil
+	// Wait for the answer, so that at most OpenConcurrency subscriptions
+	// are being set up at once (each costs the server store lookups).
+	select {
+	case err := <-subscribed:
+		return err
+	case <-time.After(2 * time.Minute):
+		return fmt.Errorf("stream %d: not subscribed after 2 minutes", i)
+	case <-r.ctx.Done():
+		return r.ctx.Err()
+	}
 }
 
 // measure samples the server after Settle: CPU over Idle, then (after a

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -58,18 +59,22 @@ type PersistConfig struct {
 	// persister ...` (its CPU is then measured on its own); empty runs the
 	// persister package in this process.
 	PersisterBin string
-	Keep         bool           // keep the topic and databases afterwards
-	Pids         map[string]int // other processes whose CPU% is reported (kafka, ferretdb, postgres)
-	Every        time.Duration  // progress line interval (5s)
-	Progress     io.Writer
+	Keep         bool // keep the topic and databases afterwards
+	// PersisterProfile, with the in-process persister, receives a CPU
+	// profile of this process during the persister phase (the persister's
+	// own work, plus the progress polling).
+	PersisterProfile io.Writer
+	Pids             map[string]int // other processes whose CPU% is reported (kafka, ferretdb, postgres)
+	Every            time.Duration  // progress line interval (5s)
+	Progress         io.Writer
 
-	// The live part runs when Addr is set: fanout-v1 at LiveRate msgs/s in
+	// The live part runs when Addr is set: fanout-v1 at each LiveRates msgs/s in
 	// total through the Parley server at Addr (whose persister writes
 	// LiveDatabase), of which ProbeRate msgs/s are probe messages whose
 	// send→ack and ack→stored latencies are measured.
 	Addr         string
 	LiveDatabase string
-	LiveRate     int           // 5000
+	LiveRates    []int         // [5000]
 	ProbeRate    int           // 50
 	ProbeRooms   int           // 10
 	LiveRooms    int           // fanout-v1 R (100)
@@ -93,12 +98,14 @@ func (c *PersistConfig) defaults() {
 	setInt(&c.Partitions, persister.DefaultPartitions)
 	setInt(&c.ChunkSize, msgstore.DefaultChunkSize)
 	setInt(&c.MaxBatch, persister.DefaultMaxBatch)
-	setInt(&c.LiveRate, 5000)
 	setInt(&c.ProbeRate, 50)
 	setInt(&c.ProbeRooms, 10)
 	setInt(&c.LiveRooms, 100)
 	setInt(&c.LiveMembers, 10)
 	setInt(&c.LiveConns, 8)
+	if len(c.LiveRates) == 0 {
+		c.LiveRates = []int{5000}
+	}
 	if c.ZipfS == 0 {
 		c.ZipfS = 1.1
 	}
@@ -141,8 +148,13 @@ func (c *PersistConfig) Validate() error {
 		return errors.New("chunk-size, max-batch and partitions must be positive")
 	case c.Addr != "" && c.LiveDatabase == "":
 		return errors.New("live-database: the database the live server's persister writes")
-	case c.Addr != "" && (c.ProbeRate < 1 || c.LiveRate <= c.ProbeRate):
-		return fmt.Errorf("live-rate (%d) must exceed probe-rate (%d) > 0", c.LiveRate, c.ProbeRate)
+	case c.Addr != "" && c.ProbeRate < 1:
+		return fmt.Errorf("probe-rate must be positive, got %d", c.ProbeRate)
+	}
+	for _, r := range c.LiveRates {
+		if c.Addr != "" && r <= c.ProbeRate {
+			return fmt.Errorf("live-rates: %d must exceed probe-rate (%d)", r, c.ProbeRate)
+		}
 	}
 	return nil
 }
@@ -228,9 +240,9 @@ type PersistReport struct {
 	CheckedRooms int   `json:"checked_rooms"`
 	CheckedDocs  int64 `json:"checked_docs"`
 	// Ratio is Persister.RecordsPerS / Raw.RecordsPerS.
-	Ratio float64      `json:"ratio"`
-	Live  *PersistLive `json:"live,omitempty"`
-	Notes []string     `json:"notes,omitempty"`
+	Ratio float64        `json:"ratio"`
+	Live  []*PersistLive `json:"live,omitempty"` // one per live rate
+	Notes []string       `json:"notes,omitempty"`
 }
 
 // RunPersist runs persist-v1.
@@ -272,10 +284,12 @@ func RunPersist(ctx context.Context, cfg PersistConfig) (*PersistReport, error) 
 	fmt.Fprintf(cfg.Progress, "persister %.0f records/s, raw insertMany %.0f records/s: ratio %.2f\n",
 		rep.Persister.RecordsPerS, rep.Raw.RecordsPerS, rep.Ratio)
 	if cfg.Addr != "" {
-		live, err := runPersistLive(ctx, cfg, mc)
-		rep.Live = live
-		if err != nil {
-			return rep, fmt.Errorf("live: %w", err)
+		for _, rate := range cfg.LiveRates {
+			live, err := runPersistLive(ctx, cfg, mc, rate)
+			rep.Live = append(rep.Live, live)
+			if err != nil {
+				return rep, fmt.Errorf("live at %d msgs/s: %w", rate, err)
+			}
 		}
 	}
 	return rep, nil
@@ -560,7 +574,15 @@ func runPersisterPhase(ctx context.Context, cfg PersistConfig, rep *PersistRepor
 	fmt.Fprintf(cfg.Progress, "persister (%s): draining %d records, chunk %d, max batch %d, %d partitions\n",
 		rep.PersisterMode, cfg.Records, cfg.ChunkSize, cfg.MaxBatch, cfg.Partitions)
 	meter := newCPUMeter(pids)
+	if cfg.PersisterProfile != nil && cfg.PersisterBin == "" {
+		if err := pprof.StartCPUProfile(cfg.PersisterProfile); err != nil {
+			return err
+		}
+	}
 	err := watchStored(ctx, cfg, "persister", int64(cfg.Records), start, stored, exited, &rep.Persister)
+	if cfg.PersisterProfile != nil && cfg.PersisterBin == "" {
+		pprof.StopCPUProfile()
+	}
 	rep.Persister.CPU = meter.percent()
 	stopPersister()
 	if err != nil {

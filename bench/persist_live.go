@@ -53,7 +53,7 @@ type probeAcked struct {
 	ackAt time.Time
 }
 
-// runPersistLive runs fanout-v1 at LiveRate-ProbeRate msgs/s through Parley
+// runPersistLive runs fanout-v1 at rate-ProbeRate msgs/s through Parley
 // (RunFanout, unchanged) and, alongside in rooms of its own, a probe user
 // sending ProbeRate msgs/s on one Connect stream. The probe's sends whose
 // time falls in the fanout step's measured window give send→ack latency;
@@ -63,8 +63,8 @@ type probeAcked struct {
 // The probe exists because RunFanout has no hook for its SendAcks; with an
 // OnAck(room, clientMsgID, sent, ack) callback in FanoutConfig every load
 // message could be measured instead.
-func runPersistLive(ctx context.Context, cfg PersistConfig, mc *mongo.Client) (*PersistLive, error) {
-	live := &PersistLive{OfferedPerS: cfg.LiveRate, FanoutPerS: cfg.LiveRate - cfg.ProbeRate, ProbePerS: cfg.ProbeRate,
+func runPersistLive(ctx context.Context, cfg PersistConfig, mc *mongo.Client, rate int) (*PersistLive, error) {
+	live := &PersistLive{OfferedPerS: rate, FanoutPerS: rate - cfg.ProbeRate, ProbePerS: cfg.ProbeRate,
 		PollIntervalMS: ms(cfg.PollInterval)}
 	coll := mc.Database(cfg.LiveDatabase).Collection(msgstore.CollectionName)
 	cc, err := grpc.NewClient(cfg.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -198,7 +198,7 @@ func runPersistLive(ctx context.Context, cfg PersistConfig, mc *mongo.Client) (*
 
 	started := make(chan struct{})
 	fcfg := FanoutConfig{
-		Addr: cfg.Addr, Rooms: cfg.LiveRooms, Members: cfg.LiveMembers, Rates: []int{cfg.LiveRate - cfg.ProbeRate},
+		Addr: cfg.Addr, Rooms: cfg.LiveRooms, Members: cfg.LiveMembers, Rates: []int{rate - cfg.ProbeRate},
 		Step: cfg.LiveStep, Warmup: cfg.LiveWarmup, Grace: 5 * time.Second, BodyBytes: max(cfg.BodyBytes, 48),
 		Conns: cfg.LiveConns, Pids: clonePids(cfg.Pids), Persistence: cfg.Persistence,
 		Progress: &lineWatch{w: cfg.Progress, match: []byte(fanoutStartedLine), hit: started},

@@ -98,16 +98,18 @@ func PlotPersist(path string, r *PersistReport) error {
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("persist-v1: %d records into the store (persister/raw %.2f)", r.Records, r.Ratio)
 	p.X.Label.Text = "seconds since the phase started"
-	p.Y.Label.Text = "records stored per second"
+	p.Y.Label.Text = "records stored per second (5 s windows)"
 	p.Add(plotter.NewGrid())
 	p.Legend.Top = true
 	for i, ph := range []struct {
 		name string
 		p    PersistPhase
 	}{{"persister", r.Persister}, {"raw insertMany", r.Raw}} {
+		// Rates over windows of about 5 s (samples are about 1 s apart).
 		var xys plotter.XYs
+		const window = 5
 		for j := 1; j < len(ph.p.Samples); j++ {
-			a, b := ph.p.Samples[j-1], ph.p.Samples[j]
+			a, b := ph.p.Samples[max(j-window, 0)], ph.p.Samples[j]
 			if dt := b[0] - a[0]; dt > 0 {
 				xys = append(xys, plotter.XY{X: b[0], Y: (b[1] - a[1]) / dt})
 			}

@@ -60,7 +60,7 @@ func TestBenchPersistSmoke(t *testing.T) {
 	cfg := bench.PersistConfig{
 		Brokers: testenv.KafkaBrokers(t), MongoURI: c.mongoURI, Name: testenv.Name(t),
 		Records: 2000, Rooms: 50, Partitions: 4, PersisterBin: parleyBin, Every: time.Second,
-		Addr: c.servers[0].addr, LiveDatabase: c.name, LiveRate: 60, ProbeRate: 20, ProbeRooms: 2,
+		Addr: c.servers[0].addr, LiveDatabase: c.name, LiveRates: []int{60}, ProbeRate: 20, ProbeRooms: 2,
 		LiveRooms: 2, LiveMembers: 2, LiveConns: 1, LiveStep: time.Second, LiveWarmup: 200 * time.Millisecond,
 		Pids:     map[string]int{"server": c.servers[0].cmd.Process.Pid},
 		Progress: io.Discard,
@@ -77,8 +77,11 @@ func TestBenchPersistSmoke(t *testing.T) {
 	if _, ok := rep.Persister.CPU["persister"]; !ok {
 		t.Fatalf("no persister CPU: %v", rep.Persister.CPU)
 	}
-	l := rep.Live
-	if l == nil || l.SendAck.Count == 0 || l.AckStored.Count != l.SendAck.Count || l.NotStored != 0 || l.SendFailed != 0 ||
+	if len(rep.Live) != 1 {
+		t.Fatalf("live: %d runs", len(rep.Live))
+	}
+	l := rep.Live[0]
+	if l.SendAck.Count == 0 || l.AckStored.Count != l.SendAck.Count || l.NotStored != 0 || l.SendFailed != 0 ||
 		l.AckStored.P50 <= 0 || l.Fanout == nil || len(l.Fanout.Steps) != 1 || l.Fanout.Steps[0].Lost != 0 {
 		t.Fatalf("live: %+v", l)
 	}

@@ -125,11 +125,12 @@ func runBenchPersist(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.ChunkSize, "chunk-size", 40, "documents per insertMany, for the persister and the raw loop")
 	fs.IntVar(&cfg.MaxBatch, "max-batch", 500, "records per persister write")
 	inProcess := fs.Bool("in-process", false, "run the persister package in this process instead of `parley persister`")
+	cpuProfile := fs.String("cpu-profile", "", "with --in-process: write a CPU profile of the persister phase to this file")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the topic and databases afterwards")
 	fs.DurationVar(&cfg.Every, "every", 5*time.Second, "progress line interval")
 	fs.StringVar(&cfg.Addr, "addr", "", "Parley server for the live part (empty: skip it)")
 	fs.StringVar(&cfg.LiveDatabase, "live-database", "", "database the live server's persister writes")
-	fs.IntVar(&cfg.LiveRate, "live-rate", 5000, "live part: msgs/s offered in total (fanout-v1 + probe)")
+	liveRates := fs.String("live-rates", "5000", "live part: msgs/s offered in total (fanout-v1 + probe), one run per rate")
 	fs.IntVar(&cfg.ProbeRate, "probe-rate", 50, "live part: probe msgs/s whose latencies are measured")
 	fs.DurationVar(&cfg.LiveStep, "live-step", 10*time.Second, "live part: measured time")
 	fs.DurationVar(&cfg.PollInterval, "poll-interval", 10*time.Millisecond, "live part: how often a pending probe message is looked up in the store")
@@ -140,6 +141,13 @@ func runBenchPersist(ctx context.Context, args []string) error {
 		return err
 	}
 	cfg.Brokers = brokers
+	for _, r := range strings.Split(*liveRates, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(r))
+		if err != nil || n <= 0 {
+			return fmt.Errorf("live-rates: %q is not a positive number", r)
+		}
+		cfg.LiveRates = append(cfg.LiveRates, n)
+	}
 	var err error
 	if cfg.Pids, err = parsePids(*pids); err != nil {
 		return err
@@ -148,6 +156,17 @@ func runBenchPersist(ctx context.Context, args []string) error {
 		if cfg.PersisterBin, err = os.Executable(); err != nil {
 			return err
 		}
+	}
+	if *cpuProfile != "" {
+		if !*inProcess {
+			return errors.New("cpu-profile needs --in-process")
+		}
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		cfg.PersisterProfile = f
 	}
 	cfg.Progress = os.Stderr
 	rep, err := bench.RunPersist(ctx, cfg)
