@@ -11,7 +11,8 @@
 #   persist  persist-v1: 1M records preloaded into a fresh topic, drained by
 #            `parley persister` against the store's raw insertMany ceiling;
 #            then send->ack and ack->stored latency under fanout-v1 at
-#            5k msgs/s through a server with its persister.
+#            1k, 2k and 5k msgs/s (BENCH.md: 5k) through a server with its
+#            persister.
 #   conns    conns-v1: 10k then 50k idle Connect streams on a fresh server
 #            (no persister; Kafka acks=all still on for the trickle), with
 #            cheap argon2 and --max-streams-per-user 1000 so that 50 users
@@ -137,7 +138,7 @@ if want persist; then
   echo "== persist-v1 (preload, persister, raw insertMany; then live at 5k msgs/s)"
   # shellcheck disable=SC2086
   "$work/parley" bench persist -kafka-brokers "$PARLEY_KAFKA_BROKERS" -mongo-uri "$PARLEY_MONGO_URI" -name "${run}_persist" \
-    -pids "$store_pids,redis=$redis_pid,server=$server,persister=$persister" -addr "$addr" -live-database "$name" -persistence "$note" \
+    -pids "$store_pids,redis=$redis_pid,server=$server,persister=$persister" -addr "$addr" -live-database "$name" -live-rates 1000,2000,5000 -persistence "$note" \
     -out "$out/persist.json" ${PARLEY_BENCH_PERSIST_ARGS:-} | tee "$out/persist.txt"
   stop_started
 fi
