@@ -39,8 +39,14 @@ bash scripts/web-e2e.sh
 step "clients: grpcurl, REST, health probe, examples, schemathesis (scripts/test-clients.sh)"
 bash scripts/test-clients.sh
 
-step "fault tests (they stop and start Redis and Kafka, so they run alone)"
-PARLEY_TEST_FAULTS=1 go test -count=1 -timeout 15m -run 'TestRedisRestart|TestKafkaOutage|TestServerKilled|TestStoreOutage' ./e2e/
+step "fault tests and the steady-load fault table (they stop and start the services, so they run alone)"
+fault_table="${PARLEY_SERVICES_DIR:-${TMPDIR:-/tmp}/parley-services}/fault-table.md"
+rm -f "$fault_table"
+fault_rc=0
+PARLEY_TEST_FAULTS=1 PARLEY_FAULT_TABLE="$fault_table" go test -count=1 -timeout 40m \
+  -run 'TestRedisRestart|TestKafkaOutage|TestServerKilled|TestStoreOutage|TestFaultTable' ./e2e/ || fault_rc=$?
+cat "$fault_table" 2>/dev/null || echo "(no fault table written)"
+(( fault_rc == 0 ))
 
 step "parley-dev (make run) tests"
 (cd devstack/parley-dev && go vet ./... && go test -count=1 ./...)
