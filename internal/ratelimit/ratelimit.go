@@ -49,3 +49,29 @@ func (l *Limiter) Allow(key string, now time.Time) (bool, time.Duration) {
 	}
 	return false, time.Duration((1 - b.tokens) / l.rate * float64(time.Second))
 }
+
+// Bucket is a single token bucket for one owner (e.g. one stream): the
+// Limiter without the map, for when the key is implicit. Not safe for
+// concurrent use.
+type Bucket struct {
+	rate, burst float64
+	b           bucket
+}
+
+// NewBucket returns a full Bucket refilling rate tokens per second up to burst.
+func NewBucket(rate float64, burst int) Bucket {
+	return Bucket{rate: rate, burst: float64(burst), b: bucket{tokens: float64(burst)}}
+}
+
+// Allow takes a token; if none is left it returns how long until one is.
+func (l *Bucket) Allow(now time.Time) (bool, time.Duration) {
+	if !l.b.last.IsZero() {
+		l.b.tokens = min(l.burst, l.b.tokens+now.Sub(l.b.last).Seconds()*l.rate)
+	}
+	l.b.last = now
+	if l.b.tokens >= 1 {
+		l.b.tokens--
+		return true, 0
+	}
+	return false, time.Duration((1 - l.b.tokens) / l.rate * float64(time.Second))
+}

@@ -513,8 +513,8 @@ func (s *Service) Connect(stream parleyv1.ChatService_ConnectServer) error {
 // read handles client frames until the client half-closes (nil) or fails.
 func (ss *session) read(stream parleyv1.ChatService_ConnectServer) error {
 	ctx := ss.ctx
-	lastTyping := map[string]time.Time{}
-	frames := ratelimit.New(ss.svc.cfg.FrameRate, ss.svc.cfg.FrameBurst)
+	var lastTyping map[string]time.Time // allocated on the first typing frame
+	frames := ratelimit.NewBucket(ss.svc.cfg.FrameRate, ss.svc.cfg.FrameBurst)
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -523,7 +523,7 @@ func (ss *session) read(stream parleyv1.ChatService_ConnectServer) error {
 		if err != nil {
 			return err
 		}
-		if ok, _ := frames.Allow("", time.Now()); !ok {
+		if ok, _ := frames.Allow(time.Now()); !ok {
 			return status.Errorf(codes.ResourceExhausted, "frame rate limit of %g frames/s per stream exceeded", ss.svc.cfg.FrameRate)
 		}
 		switch f := req.Frame.(type) {
@@ -548,6 +548,9 @@ func (ss *session) read(stream parleyv1.ChatService_ConnectServer) error {
 			// frames are dropped, and refusals are not answered (typing is a hint).
 			room := f.Typing.GetRoomId()
 			if now := time.Now(); now.Sub(lastTyping[room]) >= time.Second && len(lastTyping) <= ss.svc.cfg.MaxRoomsPerStream {
+				if lastTyping == nil {
+					lastTyping = make(map[string]time.Time)
+				}
 				lastTyping[room] = now
 				if err := ss.svc.typing(ctx, ss.me, room); err != nil {
 					ss.svc.logger.Debug("typing refused", "room", room, "err", err)
