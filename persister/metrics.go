@@ -24,6 +24,7 @@ type metrics struct {
 	writeErrors  prometheus.Counter
 	batchSize    prometheus.Histogram
 	writeLatency prometheus.Histogram
+	storeDelay   prometheus.Histogram
 	lag          *prometheus.GaugeVec // partition
 }
 
@@ -59,6 +60,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: ns, Subsystem: sub, Name: "write_latency_seconds",
 			Help:    "Duration of one writer call, failed ones included.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12), // 1ms .. ~60s
+		}),
+		storeDelay: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "store_delay_seconds",
+			Help: "From a record's Kafka timestamp (set by the producer when the server handed it the message, before its send ack) " +
+				"to the end of the write that stored it: how long an acknowledged message waits to be in the store.",
+			Buckets: prometheus.ExponentialBuckets(0.002, 1.25, 50), // 2ms .. ~112s, 25% apart
 		}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "consumer_lag",
@@ -109,6 +116,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	reuse(&m.writeErrors, m.writeErrors)
 	reuse(&m.batchSize, m.batchSize)
 	reuse(&m.writeLatency, m.writeLatency)
+	reuse(&m.storeDelay, m.storeDelay)
 	reuse(&m.lag, m.lag)
 	if err != nil {
 		return nil, err

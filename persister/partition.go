@@ -210,6 +210,10 @@ func (w *partitionWorker) process(batch []*kgo.Record) bool {
 		if !ok {
 			return false
 		}
+		now := time.Now()
+		for _, r := range recs {
+			w.p.m.storeDelay.Observe(now.Sub(r.Timestamp).Seconds())
+		}
 		if len(rejected) > 0 {
 			ids := make(map[string]struct{}, len(rejected))
 			for _, id := range rejected {

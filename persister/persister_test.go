@@ -106,6 +106,9 @@ func TestPersisterWritesEverything(t *testing.T) {
 			if got := metricValue(t, reg, "parley_persister_records_consumed_total", nil); got < nMessages {
 				t.Errorf("records consumed %v, want >= %d", got, nMessages)
 			}
+			if got := metricValue(t, reg, "parley_persister_store_delay_seconds", nil); got < nMessages {
+				t.Errorf("store delay observations %v, want >= %d", got, nMessages)
+			}
 			if got := metricValue(t, reg, "parley_persister_write_latency_seconds", nil); got != float64(len(w.batches)+tc.failFirst) {
 				t.Errorf("write latency observations %v, want %d", got, len(w.batches)+tc.failFirst)
 			}
