@@ -653,7 +653,7 @@ func (r *ftRun) account() *ftRow {
 	reconnects, moved, resyncs, reloadShort, withdrawn := 0, 0, 0, 0, 0
 	var reloadWait time.Duration
 	resent := 0
-	reloadFailed := 0
+	reloadFailed, reloadAfterHead := 0, 0
 	for _, cl := range all {
 		for _, a := range cl.acked {
 			ackIDs[a.id] = true
@@ -675,6 +675,7 @@ func (r *ftRun) account() *ftRow {
 			reloadShort += v.reloadShort
 			reloadWait = max(reloadWait, v.reloadWait)
 			reloadFailed += v.reloadFailed
+			reloadAfterHead += v.reloadAfterHead
 			withdrawn += v.withdrawn
 		}
 	}
@@ -820,6 +821,9 @@ func (r *ftRun) account() *ftRow {
 		if reloadShort > 0 {
 			s += fmt.Sprintf(", re-read until reached (longest %.1f s); a client reading once would lack %d (receiver, message) pairs", reloadWait.Seconds(), latePairs)
 		}
+		if reloadAfterHead > 0 {
+			s += fmt.Sprintf("; %d (receiver, message) pairs appeared in history only after the head had (stored out of seq order)", reloadAfterHead)
+		}
 		if reloadFailed > 0 {
 			s += fmt.Sprintf(", %d NEVER reached it", reloadFailed)
 		}
@@ -938,21 +942,22 @@ type ftPending struct {
 
 // ftView is one receiver's state of one room.
 type ftView struct {
-	pos           *parleyv1.RoomPosition // last position held (nil before the first Subscribed)
-	have          map[string]bool        // message ids held: live, replay, reload; minus withdrawn
-	view          map[string]int         // stream deliveries in the current epoch view
-	stream        map[string]bool        // ids that arrived as Message frames
-	dups          int
-	resyncs       int
-	withdrawn     int
-	withdrawnID   map[string]bool // ids withdrawn (MessageWithdrawn)
-	reloadShort   int             // reloads whose first read fell short of the announced head
-	reloadWait    time.Duration   // longest time until a reload reached the head
-	reloadFailed  int             // reloads that never reached it
-	reloadRunning bool
-	late          map[string]bool        // ids only a re-read brought (a single reload would have missed them)
-	reloadHead    *parleyv1.RoomPosition // what the running reload must reach
-	reloadSince   int64                  // and from where
+	pos             *parleyv1.RoomPosition // last position held (nil before the first Subscribed)
+	have            map[string]bool        // message ids held: live, replay, reload; minus withdrawn
+	view            map[string]int         // stream deliveries in the current epoch view
+	stream          map[string]bool        // ids that arrived as Message frames
+	dups            int
+	resyncs         int
+	withdrawn       int
+	withdrawnID     map[string]bool // ids withdrawn (MessageWithdrawn)
+	reloadShort     int             // reloads whose first read fell short of the announced head
+	reloadWait      time.Duration   // longest time until a reload reached the head
+	reloadFailed    int             // reloads that never reached it
+	reloadAfterHead int             // ids read only after the head was reached (stored out of seq order)
+	reloadRunning   bool
+	late            map[string]bool        // ids only a re-read brought (a single reload would have missed them)
+	reloadHead      *parleyv1.RoomPosition // what the running reload must reach
+	reloadSince     int64                  // and from where
 }
 
 // ftClient is one user with one Connect stream at a time. Everything but the
@@ -1283,56 +1288,75 @@ func (cl *ftClient) handle(ctx context.Context, f *parleyv1.ConnectResponse) {
 // reload reads room's history, newest first, back to the position the
 // client had before the resync, and keeps reading it (after 1, 2, 4, then
 // every 8 s, for at most ftReloadPatience) until it reaches the head that
-// ResyncRequired announced: the store may be behind it by the persister's
-// lag. One reload runs per room; a further ResyncRequired meanwhile raises
-// its target.
+// ResyncRequired announced: the store is behind by the persister's lag.
+// Reaching the head does not prove the history complete (records of one
+// room from two instances reach Kafka, and so the store, out of seq order),
+// so it then reads again every 2 s until a read brings nothing new. One
+// reload runs per room; a further ResyncRequired meanwhile raises its
+// target.
 func (cl *ftClient) reload(ctx context.Context, room string) {
 	v := cl.views[room] // its fields are read and written on run's goroutine only
 	start := time.Now()
 	wait := time.Second
+	reached := int64(-1) // the target reached, -1 while none
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		var since int64
 		cl.query(func() { since = v.reloadSince })
 		msgs, err := cl.history(ctx, room, since)
 		done := false
 		cl.query(func() {
-			top := int64(-1)
+			added, top := 0, int64(-1)
 			for _, m := range msgs {
-				if attempt > 0 && !v.have[m.MessageId] {
-					v.late[m.MessageId] = true
+				if !v.have[m.MessageId] {
+					added++
+					if attempt > 0 {
+						v.late[m.MessageId] = true
+					}
 				}
 				v.have[m.MessageId] = true
 				top = max(top, m.Seq)
 			}
+			target := v.reloadHead.GetSeq()
 			switch {
-			case err == nil && (top >= v.reloadHead.GetSeq() || v.reloadHead.GetSeq() <= v.reloadSince): // seqs grow across epochs too
+			case err != nil:
+			case reached >= target && added == 0: // confirmed
+				done = true
+				return
+			case reached >= target:
+				v.reloadAfterHead += added
+			case top >= target || target <= v.reloadSince: // seqs grow across epochs too
+				reached = target
 				if attempt > 0 {
 					v.reloadWait = max(v.reloadWait, time.Since(start))
 				}
-				done = true
 			case attempt == 0:
 				v.reloadShort++
-				fallthrough
-			default:
-				if time.Since(start) >= ftReloadPatience {
+			}
+			if time.Since(start) >= ftReloadPatience {
+				if reached < target {
 					v.reloadFailed++
 					cl.r.t.Logf("client %d: history of room %s did not reach the resync head %v within %s", cl.idx, room, v.reloadHead, ftReloadPatience)
-					done = true
 				}
-			}
-			if done {
-				v.reloadRunning = false
-				cl.reloading--
+				done = true
 			}
 		})
 		if done {
+			cl.query(func() {
+				v.reloadRunning = false
+				cl.reloading--
+			})
 			return
 		}
+		next := wait
+		if reached >= 0 {
+			next = 2 * time.Second
+		} else {
+			wait = min(2*wait, 8*time.Second)
+		}
 		select {
-		case <-time.After(wait):
+		case <-time.After(next):
 		case <-ctx.Done():
 		}
-		wait = min(2*wait, 8*time.Second)
 	}
 }
 
