@@ -69,21 +69,23 @@ type PersistConfig struct {
 	Progress         io.Writer
 
 	// The live part runs when Addr is set: fanout-v1 at each LiveRates msgs/s in
-	// total through the Parley server at Addr (whose persister writes
-	// LiveDatabase), of which ProbeRate msgs/s are probe messages whose
-	// send→ack and ack→stored latencies are measured.
-	Addr         string
-	LiveDatabase string
-	LiveRates    []int         // [5000]
-	ProbeRate    int           // 50
-	ProbeRooms   int           // 10
-	LiveRooms    int           // fanout-v1 R (100)
-	LiveMembers  int           // fanout-v1 S (10)
-	LiveConns    int           // gRPC connections of the fanout load (8)
-	LiveStep     time.Duration // measured time (10s)
-	LiveWarmup   time.Duration // unmeasured start (2s)
-	PollInterval time.Duration // how often a pending probe message is looked up (10ms)
-	Persistence  string        // what to report about the live server's persistence
+	// total through the Parley server at Addr, of which ProbeRate msgs/s are
+	// probe messages whose send→ack latency is measured; the store delay
+	// (record timestamp → stored) comes from the histogram of the server's
+	// persister at PersisterMetrics (its /metrics URL).
+	Addr             string
+	PersisterMetrics string
+	LiveRates        []int         // [5000]
+	ProbeRate        int           // 50
+	ProbeRooms       int           // 2
+	LiveRooms        int           // fanout-v1 R (100)
+	LiveMembers      int           // fanout-v1 S (10)
+	LiveConns        int           // gRPC connections of the fanout load (8)
+	LiveStep         time.Duration // measured time (10s)
+	LiveWarmup       time.Duration // unmeasured start (2s)
+	// LiveOnly skips the preload, persister and raw phases.
+	LiveOnly    bool
+	Persistence string // what to report about the live server's persistence
 }
 
 func (c *PersistConfig) defaults() {
@@ -99,7 +101,7 @@ func (c *PersistConfig) defaults() {
 	setInt(&c.ChunkSize, msgstore.DefaultChunkSize)
 	setInt(&c.MaxBatch, persister.DefaultMaxBatch)
 	setInt(&c.ProbeRate, 50)
-	setInt(&c.ProbeRooms, 10)
+	setInt(&c.ProbeRooms, 2)
 	setInt(&c.LiveRooms, 100)
 	setInt(&c.LiveMembers, 10)
 	setInt(&c.LiveConns, 8)
@@ -120,9 +122,6 @@ func (c *PersistConfig) defaults() {
 	}
 	if c.LiveWarmup == 0 {
 		c.LiveWarmup = 2 * time.Second
-	}
-	if c.PollInterval == 0 {
-		c.PollInterval = 10 * time.Millisecond
 	}
 	if c.Progress == nil {
 		c.Progress = io.Discard
@@ -146,8 +145,8 @@ func (c *PersistConfig) Validate() error {
 		return fmt.Errorf("zipf-s must be above 1, got %g", c.ZipfS)
 	case c.ChunkSize < 1 || c.MaxBatch < 1 || c.Partitions < 1:
 		return errors.New("chunk-size, max-batch and partitions must be positive")
-	case c.Addr != "" && c.LiveDatabase == "":
-		return errors.New("live-database: the database the live server's persister writes")
+	case c.LiveOnly && c.Addr == "":
+		return errors.New("live-only needs addr")
 	case c.Addr != "" && c.ProbeRate < 1:
 		return fmt.Errorf("probe-rate must be positive, got %d", c.ProbeRate)
 	}
@@ -199,17 +198,20 @@ type PersistLive struct {
 	OfferedPerS int `json:"offered_per_s"` // in total
 	FanoutPerS  int `json:"fanout_per_s"`  // of it, fanout-v1 messages
 	ProbePerS   int `json:"probe_per_s"`   // of it, probe messages
-	// SendAck: probe send → SendAck (Redis seq + Kafka acks=all).
-	SendAck Latency `json:"send_ack"`
-	// AckStored: probe SendAck → the document found in the store by _id.
-	AckStored Latency `json:"ack_stored"`
-	// SendFailed: probe sends answered with an error ack; NotStored: acked
-	// probe messages not found within 30 s.
-	SendFailed      int64   `json:"send_failed"`
-	NotStored       int64   `json:"not_stored"`
-	PollIntervalMS  float64 `json:"poll_interval_ms"`
-	PollQueriesPerS float64 `json:"poll_queries_per_s"`
-	Fanout          *Report `json:"fanout,omitempty"`
+	// SendAck: probe send → SendAck (Redis seq + Kafka acks=all), over the
+	// fanout step's measured window; SendFailed: error acks or none.
+	SendAck    Latency `json:"send_ack"`
+	SendFailed int64   `json:"send_failed"`
+	// StoreDelay: the persister's parley_persister_store_delay_seconds
+	// (record timestamp, set when the server handed the message to the
+	// producer, → the write that stored it), for every record stored from
+	// the start of the measured window until the persister caught up
+	// (CatchUpSeconds after the run); quantiles interpolated in 25 %-wide
+	// buckets. It bounds ack→stored from above.
+	StoreDelay     Latency `json:"store_delay"`
+	StoreDelayNote string  `json:"store_delay_note,omitempty"`
+	CatchUpSeconds float64 `json:"catch_up_seconds"`
+	Fanout         *Report `json:"fanout,omitempty"`
 }
 
 // PersistReport is a persist-v1 run.
@@ -268,6 +270,10 @@ func RunPersist(ctx context.Context, cfg PersistConfig) (*PersistReport, error) 
 		defer cleanupPersist(cfg, mc, topic)
 	}
 
+	if cfg.LiveOnly {
+		rep.Records, rep.PersisterMode = 0, ""
+		return rep, runLive(ctx, cfg, rep)
+	}
 	parts, err := preload(ctx, cfg, rep, topic)
 	if err != nil {
 		return rep, err
@@ -284,15 +290,21 @@ func RunPersist(ctx context.Context, cfg PersistConfig) (*PersistReport, error) 
 	fmt.Fprintf(cfg.Progress, "persister %.0f records/s, raw insertMany %.0f records/s: ratio %.2f\n",
 		rep.Persister.RecordsPerS, rep.Raw.RecordsPerS, rep.Ratio)
 	if cfg.Addr != "" {
-		for _, rate := range cfg.LiveRates {
-			live, err := runPersistLive(ctx, cfg, mc, rate)
-			rep.Live = append(rep.Live, live)
-			if err != nil {
-				return rep, fmt.Errorf("live at %d msgs/s: %w", rate, err)
-			}
-		}
+		return rep, runLive(ctx, cfg, rep)
 	}
 	return rep, nil
+}
+
+// runLive runs the live part at each of LiveRates.
+func runLive(ctx context.Context, cfg PersistConfig, rep *PersistReport) error {
+	for _, rate := range cfg.LiveRates {
+		live, err := runPersistLive(ctx, cfg, rate)
+		rep.Live = append(rep.Live, live)
+		if err != nil {
+			return fmt.Errorf("live at %d msgs/s: %w", rate, err)
+		}
+	}
+	return nil
 }
 
 func cleanupPersist(cfg PersistConfig, mc *mongo.Client, topic string) {

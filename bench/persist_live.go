@@ -1,25 +1,26 @@
 package bench
 
 import (
+	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
-	"github.com/parleychat/parley/internal/msgstore"
 )
 
 // fanoutStartedLine is the progress line RunFanout prints once its streams
@@ -47,26 +48,19 @@ type probeSend struct {
 	measured bool
 }
 
-// probeAcked is an acked probe message waiting to be found in the store.
-type probeAcked struct {
-	id    string
-	ackAt time.Time
-}
-
 // runPersistLive runs fanout-v1 at rate-ProbeRate msgs/s through Parley
 // (RunFanout, unchanged) and, alongside in rooms of its own, a probe user
 // sending ProbeRate msgs/s on one Connect stream. The probe's sends whose
-// time falls in the fanout step's measured window give send→ack latency;
-// each of them, once acked, is looked up by _id every PollInterval until
-// found, giving ack→stored latency.
+// time falls in the fanout step's measured window give send→ack latency.
+// The store delay (record timestamp → stored) comes from the persister's
+// histogram: its increase from the start of the measured window until the
+// persister caught up after the run.
 //
 // The probe exists because RunFanout has no hook for its SendAcks; with an
 // OnAck(room, clientMsgID, sent, ack) callback in FanoutConfig every load
 // message could be measured instead.
-func runPersistLive(ctx context.Context, cfg PersistConfig, mc *mongo.Client, rate int) (*PersistLive, error) {
-	live := &PersistLive{OfferedPerS: rate, FanoutPerS: rate - cfg.ProbeRate, ProbePerS: cfg.ProbeRate,
-		PollIntervalMS: ms(cfg.PollInterval)}
-	coll := mc.Database(cfg.LiveDatabase).Collection(msgstore.CollectionName)
+func runPersistLive(ctx context.Context, cfg PersistConfig, rate int) (*PersistLive, error) {
+	live := &PersistLive{OfferedPerS: rate, FanoutPerS: rate - cfg.ProbeRate, ProbePerS: cfg.ProbeRate}
 	cc, err := grpc.NewClient(cfg.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return live, err
@@ -95,16 +89,10 @@ func runPersistLive(ctx context.Context, cfg PersistConfig, mc *mongo.Client, ra
 	}
 
 	var (
-		mu        sync.Mutex
-		sent      = map[string]probeSend{}
-		sendAck   Hist
-		ackStored Hist
-		failed    atomic.Int64
-		notStored atomic.Int64
-		dropped   atomic.Int64
-		queries   atomic.Int64
-		toPoll    = make(chan probeAcked, 1<<16)
-		noMore    = make(chan struct{})
+		mu      sync.Mutex
+		sent    = map[string]probeSend{}
+		sendAck Hist
+		failed  atomic.Int64
 	)
 	go func() {
 		for {
@@ -127,71 +115,6 @@ func runPersistLive(ctx context.Context, cfg PersistConfig, mc *mongo.Client, ra
 				failed.Add(1)
 			default:
 				sendAck.Record(now.Sub(p.at))
-				select {
-				case toPoll <- probeAcked{id: a.GetMessage().GetMessageId(), ackAt: now}:
-				default:
-					dropped.Add(1)
-				}
-			}
-		}
-	}()
-
-	// The poller: one FindOne by _id (pushed down to an index lookup by
-	// FerretDB and MongoDB) per pending message per tick. A message counts
-	// as stored at the start of the query that found it.
-	var pollSpan time.Duration
-	pollerDone := make(chan struct{})
-	go func() {
-		defer close(pollerDone)
-		t := time.NewTicker(cfg.PollInterval)
-		defer t.Stop()
-		var list []probeAcked
-		var first time.Time
-		proj := options.FindOne().SetProjection(bson.D{{Key: "_id", Value: 1}})
-		for {
-			for more := true; more; {
-				select {
-				case p := <-toPoll:
-					list = append(list, p)
-				default:
-					more = false
-				}
-			}
-			if len(list) == 0 {
-				select {
-				case <-noMore:
-					if len(toPoll) == 0 {
-						if !first.IsZero() {
-							pollSpan = time.Since(first)
-						}
-						return
-					}
-				default:
-				}
-			} else if first.IsZero() {
-				first = time.Now()
-			}
-			keep := list[:0]
-			for _, p := range list {
-				at := time.Now()
-				qctx, qcancel := context.WithTimeout(ctx, 5*time.Second)
-				err := coll.FindOne(qctx, bson.D{{Key: "_id", Value: p.id}}, proj).Err()
-				qcancel()
-				queries.Add(1)
-				switch {
-				case err == nil:
-					ackStored.Record(at.Sub(p.ackAt))
-				case time.Since(p.ackAt) > 30*time.Second:
-					notStored.Add(1)
-				default: // not there yet, or a transient error
-					keep = append(keep, p)
-				}
-			}
-			list = keep
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				return
 			}
 		}
 	}()
@@ -212,14 +135,13 @@ func runPersistLive(ctx context.Context, cfg PersistConfig, mc *mongo.Client, ra
 		r, err := RunFanout(sctx, fcfg)
 		fanDone <- fanResult{r, err}
 	}()
-	fmt.Fprintf(cfg.Progress, "live: fanout-v1 at %d msgs/s + probe %d msgs/s over %d rooms, send→ack and ack→stored (poll every %s)\n",
-		live.FanoutPerS, cfg.ProbeRate, cfg.ProbeRooms, cfg.PollInterval)
+	fmt.Fprintf(cfg.Progress, "live: fanout-v1 at %d msgs/s + probe %d msgs/s over %d rooms: send→ack, and the persister's store delay\n",
+		live.FanoutPerS, cfg.ProbeRate, cfg.ProbeRooms)
 	var loadStart time.Time
 	select {
 	case <-started:
 		loadStart = time.Now()
 	case res := <-fanDone:
-		close(noMore)
 		if res.err != nil {
 			return live, res.err
 		}
@@ -229,6 +151,15 @@ func runPersistLive(ctx context.Context, cfg PersistConfig, mc *mongo.Client, ra
 	}
 	windowStart := loadStart.Add(cfg.LiveWarmup)
 	windowEnd := windowStart.Add(cfg.LiveStep)
+	var before []bucket
+	var beforeErr error
+	beforeDone := make(chan struct{})
+	go func() {
+		defer close(beforeDone)
+		if sleepUntil(ctx, windowStart) == nil {
+			before, beforeErr = scrapeHistogram(ctx, cfg.PersisterMetrics, storeDelayMetric)
+		}
+	}()
 	interval := time.Second / time.Duration(cfg.ProbeRate)
 	body := strings.Repeat("p", cfg.BodyBytes)
 	var sendErr error
@@ -275,16 +206,13 @@ func runPersistLive(ctx context.Context, cfg PersistConfig, mc *mongo.Client, ra
 		}
 	}
 	mu.Unlock()
-	close(noMore)
-	<-pollerDone
-	live.SendAck, live.AckStored = latencyOf(&sendAck), latencyOf(&ackStored)
-	live.SendFailed, live.NotStored = failed.Load(), notStored.Load()+dropped.Load()
-	if pollSpan > 0 {
-		live.PollQueriesPerS = float64(queries.Load()) / pollSpan.Seconds()
+	live.SendAck, live.SendFailed = latencyOf(&sendAck), failed.Load()
+	<-beforeDone
+	if err := storeDelay(ctx, cfg, live, before, beforeErr); err != nil {
+		return live, err
 	}
-	fmt.Fprintf(cfg.Progress, "live: send→ack p50 %.1fms p99 %.1fms (%d); ack→stored p50 %.1fms p99 %.1fms (%d); failed %d, not stored %d; poller %.0f queries/s\n",
-		live.SendAck.P50, live.SendAck.P99, live.SendAck.Count, live.AckStored.P50, live.AckStored.P99, live.AckStored.Count,
-		live.SendFailed, live.NotStored, live.PollQueriesPerS)
+	fmt.Fprintf(cfg.Progress, "live: send→ack p50 %.1fms p99 %.1fms (%d, failed %d); store delay p50 %.1fms p99 %.1fms (%d records)\n",
+		live.SendAck.P50, live.SendAck.P99, live.SendAck.Count, live.SendFailed, live.StoreDelay.P50, live.StoreDelay.P99, live.StoreDelay.Count)
 	if res.err != nil {
 		return live, res.err
 	}
@@ -295,4 +223,147 @@ func runPersistLive(ctx context.Context, cfg PersistConfig, mc *mongo.Client, ra
 		return live, errors.New("no probe message was acked in the measured window")
 	}
 	return live, nil
+}
+
+// storeDelayMetric is the persister's histogram of record timestamp → stored.
+const storeDelayMetric = "parley_persister_store_delay_seconds"
+
+// bucket is one cumulative histogram bucket.
+type bucket struct {
+	le    float64
+	count float64
+}
+
+// scrapeHistogram reads the cumulative buckets of histogram name from a
+// /metrics URL, summed over series, in ascending le order.
+func scrapeHistogram(ctx context.Context, url, name string) ([]bucket, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	byLE := map[float64]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	prefix := name + "_bucket{"
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, prefix) {
+			continue
+		}
+		i := strings.Index(line, `le="`)
+		if i < 0 {
+			continue
+		}
+		rest := line[i+4:]
+		j := strings.IndexByte(rest, '"')
+		k := strings.LastIndexByte(line, ' ')
+		if j < 0 || k < 0 {
+			continue
+		}
+		le, err1 := strconv.ParseFloat(rest[:j], 64) // "+Inf" parses as +Inf
+		n, err2 := strconv.ParseFloat(line[k+1:], 64)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		byLE[le] += n
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if len(byLE) == 0 {
+		return nil, fmt.Errorf("%s: no %s histogram", url, name)
+	}
+	out := make([]bucket, 0, len(byLE))
+	for le, n := range byLE {
+		out = append(out, bucket{le, n})
+	}
+	slices.SortFunc(out, func(a, b bucket) int { return cmp.Compare(a.le, b.le) })
+	return out, nil
+}
+
+// histLatency summarises the observations between two scrapes of the same
+// histogram: quantiles interpolated linearly within a bucket, Max the upper
+// bound of the highest non-empty bucket (the largest finite bound if that
+// is +Inf).
+func histLatency(before, after []bucket) Latency {
+	if len(before) != len(after) {
+		before = nil
+	}
+	delta := make([]bucket, len(after))
+	for i, b := range after {
+		delta[i] = b
+		if before != nil {
+			delta[i].count -= before[i].count
+		}
+	}
+	if len(delta) == 0 || delta[len(delta)-1].count <= 0 {
+		return Latency{}
+	}
+	total := delta[len(delta)-1].count
+	q := func(q float64) float64 {
+		rank := q * total
+		prevLE, prevN := 0.0, 0.0
+		for _, b := range delta {
+			if b.count >= rank {
+				le := b.le
+				if math.IsInf(le, 1) {
+					return prevLE * 1000
+				}
+				if b.count == prevN {
+					return le * 1000
+				}
+				return (prevLE + (le-prevLE)*(rank-prevN)/(b.count-prevN)) * 1000
+			}
+			prevLE, prevN = b.le, b.count
+		}
+		return prevLE * 1000
+	}
+	l := Latency{Count: uint64(total), P50: q(0.5), P99: q(0.99)}
+	for i := len(delta) - 1; i >= 0; i-- {
+		if i == 0 || delta[i].count > delta[i-1].count {
+			l.Max = delta[i].le * 1000
+			if math.IsInf(delta[i].le, 1) && i > 0 {
+				l.Max = delta[i-1].le * 1000
+			}
+			break
+		}
+	}
+	return l
+}
+
+// storeDelay waits until the persister caught up (its consumer lag is 0, or
+// 60 s) and fills live.StoreDelay from the histogram's increase since before.
+func storeDelay(ctx context.Context, cfg PersistConfig, live *PersistLive, before []bucket, beforeErr error) error {
+	if cfg.PersisterMetrics == "" {
+		live.StoreDelayNote = "not measured: no --persister-metrics URL"
+		return nil
+	}
+	if beforeErr != nil {
+		return fmt.Errorf("persister metrics: %w", beforeErr)
+	}
+	t0 := time.Now()
+	for time.Since(t0) < 60*time.Second {
+		m, err := scrapeMetrics(ctx, cfg.PersisterMetrics)
+		if err == nil && m["parley_persister_consumer_lag"] == 0 {
+			break
+		}
+		if err := sleepUntil(ctx, time.Now().Add(200*time.Millisecond)); err != nil {
+			return err
+		}
+	}
+	live.CatchUpSeconds = time.Since(t0).Seconds()
+	after, err := scrapeHistogram(ctx, cfg.PersisterMetrics, storeDelayMetric)
+	if err != nil {
+		return fmt.Errorf("persister metrics: %w", err)
+	}
+	live.StoreDelay = histLatency(before, after)
+	return nil
 }

@@ -1,6 +1,10 @@
 package bench
 
 import (
+	"fmt"
+	"math"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -63,5 +67,33 @@ func TestMakeMessages(t *testing.T) {
 	}
 	if len(seqs) < 50 {
 		t.Fatalf("only %d rooms used", len(seqs))
+	}
+}
+
+func TestHistLatency(t *testing.T) {
+	before := []bucket{{0.01, 10}, {0.1, 10}, {1, 10}, {math.Inf(1), 10}}
+	// 100 new observations: 50 in (0, 10ms], 49 in (10ms, 100ms], 1 in (100ms, 1s].
+	after := []bucket{{0.01, 60}, {0.1, 109}, {1, 110}, {math.Inf(1), 110}}
+	l := histLatency(before, after)
+	if l.Count != 100 || math.Abs(l.P50-10) > 1e-9 || l.P99 <= 10 || l.P99 > 100 || l.Max != 1000 {
+		t.Fatalf("histLatency = %+v", l)
+	}
+	if l := histLatency(after, after); l.Count != 0 {
+		t.Fatalf("no observations: %+v", l)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, `# TYPE x histogram
+x_bucket{le="0.01"} 1
+x_bucket{le="0.1"} 3
+x_bucket{le="+Inf"} 4
+x_sum 0.5
+x_count 4
+y_bucket{le="0.01"} 100
+`)
+	}))
+	defer srv.Close()
+	b, err := scrapeHistogram(t.Context(), srv.URL, "x")
+	if err != nil || len(b) != 3 || b[0] != (bucket{0.01, 1}) || b[1] != (bucket{0.1, 3}) || !math.IsInf(b[2].le, 1) || b[2].count != 4 {
+		t.Fatalf("scrapeHistogram = %v, %v", b, err)
 	}
 }

@@ -86,12 +86,12 @@ start_server() {
   }
 }
 
-# start_persister NAME: the persister of server NAME's topic and database;
-# sets $persister (pid).
+# start_persister NAME [METRICS_ADDR]: the persister of server NAME's topic and
+# database; sets $persister (pid).
 start_persister() {
-  local name=$1
+  local name=$1 metrics=${2:-}
   "$work/parley" persister -kafka-brokers "$PARLEY_KAFKA_BROKERS" -topic "$name" -dlq-topic "$name.dlq" -group "$name" \
-    -mongo-uri "$PARLEY_MONGO_URI" -database "$name" -metrics-addr "" -log-level warn >"$work/$name-persister.log" 2>&1 &
+    -mongo-uri "$PARLEY_MONGO_URI" -database "$name" -metrics-addr "$metrics" -log-level warn >"$work/$name-persister.log" 2>&1 &
   persister=$!
   pids+=("$persister")
 }
@@ -133,12 +133,13 @@ fi
 if want persist; then
   name=${run}p
   start_server "$name" -max-streams-per-user 100
-  start_persister "$name"
+  metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  start_persister "$name" "127.0.0.1:$metrics_port"
   note="on: Kafka acks=all before every ack, persister writing FerretDB/PostgreSQL during the run"
   echo "== persist-v1 (preload, persister, raw insertMany; then live at 5k msgs/s)"
   # shellcheck disable=SC2086
   "$work/parley" bench persist -kafka-brokers "$PARLEY_KAFKA_BROKERS" -mongo-uri "$PARLEY_MONGO_URI" -name "${run}_persist" \
-    -pids "$store_pids,redis=$redis_pid,server=$server,persister=$persister" -addr "$addr" -live-database "$name" -live-rates 1000,2000,5000 -persistence "$note" \
+    -pids "$store_pids,redis=$redis_pid,server=$server,persister=$persister" -addr "$addr" -persister-metrics "http://127.0.0.1:$metrics_port/metrics" -live-rates 1000,2000,5000 -persistence "$note" \
     -out "$out/persist.json" ${PARLEY_BENCH_PERSIST_ARGS:-} | tee "$out/persist.txt"
   stop_started
 fi

@@ -129,11 +129,12 @@ func runBenchPersist(ctx context.Context, args []string) error {
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the topic and databases afterwards")
 	fs.DurationVar(&cfg.Every, "every", 5*time.Second, "progress line interval")
 	fs.StringVar(&cfg.Addr, "addr", "", "Parley server for the live part (empty: skip it)")
-	fs.StringVar(&cfg.LiveDatabase, "live-database", "", "database the live server's persister writes")
+	fs.StringVar(&cfg.PersisterMetrics, "persister-metrics", "", "live part: /metrics URL of the live server's persister (store delay histogram)")
 	liveRates := fs.String("live-rates", "5000", "live part: msgs/s offered in total (fanout-v1 + probe), one run per rate")
 	fs.IntVar(&cfg.ProbeRate, "probe-rate", 50, "live part: probe msgs/s whose latencies are measured")
 	fs.DurationVar(&cfg.LiveStep, "live-step", 10*time.Second, "live part: measured time")
-	fs.DurationVar(&cfg.PollInterval, "poll-interval", 10*time.Millisecond, "live part: how often a pending probe message is looked up in the store")
+	fs.IntVar(&cfg.ProbeRooms, "probe-rooms", 2, "live part: rooms of the probe messages")
+	fs.BoolVar(&cfg.LiveOnly, "live-only", false, "run only the live part (no preload, persister or raw phase)")
 	fs.StringVar(&cfg.Persistence, "persistence", "on (Kafka acks=all + persister)", "what to report about the live server's persistence")
 	pids := fs.String("pids", "", "processes to measure, name=pid,... (e.g. kafka=1,ferretdb=2,postgres=3,server=4,persister=5)")
 	out := fs.String("out", "bench-persist.json", "JSON report path (a PNG is drawn beside it)")
@@ -176,8 +177,10 @@ func runBenchPersist(ctx context.Context, args []string) error {
 			return werr
 		}
 		fmt.Println("report:", *out)
-		if perr := writePlot(*out, func(png string) error { return bench.PlotPersist(png, rep) }); perr != nil && err == nil {
-			err = perr
+		if rep.Records > 0 {
+			if perr := writePlot(*out, func(png string) error { return bench.PlotPersist(png, rep) }); perr != nil && err == nil {
+				err = perr
+			}
 		}
 	}
 	return err
