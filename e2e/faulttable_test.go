@@ -754,7 +754,7 @@ func (r *ftRun) account() *ftRow {
 			example("lost: acked message %s not stored", id)
 		}
 	}
-	missingPairs, recvDups, phantoms, latePairs := 0, 0, 0, 0
+	missingPairs, withdrawnPairs, recvDups, phantoms, latePairs := 0, 0, 0, 0, 0
 	for i, room := range r.rooms {
 		for _, cl := range r.members[i] {
 			v := cl.views[room]
@@ -768,6 +768,9 @@ func (r *ftRun) account() *ftRow {
 				}
 				if !v.have[id] {
 					missingPairs++
+					if v.withdrawnID[id] {
+						withdrawnPairs++
+					}
 					lostIDs[id] = true
 					example("lost: client %d lacks acked %s (received on the stream: %v, withdrawn there: %v)", cl.idx, where[id], v.stream[id], v.withdrawnID[id])
 				}
@@ -786,7 +789,7 @@ func (r *ftRun) account() *ftRow {
 	// Notes.
 	n := func(format string, args ...any) { row.notes = append(row.notes, fmt.Sprintf(format, args...)) }
 	if row.lost > 0 {
-		n("LOST: %d acked not stored, %d (receiver, message) pairs missing", notStored, missingPairs)
+		n("LOST: %d acked not stored, %d (receiver, message) pairs missing (%d of them withdrawn by the server although acked)", notStored, missingPairs, withdrawnPairs)
 	}
 	if row.dup > 0 {
 		n("DUP: %d same id twice in store, %d client_msg_id stored under two ids, %d twice at a receiver", storeDupIDs, storeDupCMIDs, recvDups)
