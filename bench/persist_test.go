@@ -28,14 +28,21 @@ weird{a="1"} notanumber
 	}
 }
 
-func TestTreeCPUTime(t *testing.T) {
+func TestTreeCPUTimes(t *testing.T) {
 	self := os.Getpid()
-	c, err := treeCPUTime(self, nil)
-	if err != nil || c < 0 {
-		t.Fatalf("treeCPUTime = %v, %v", c, err)
+	c, err := treeCPUTimes(self, nil)
+	if err != nil || len(c) == 0 {
+		t.Fatalf("treeCPUTimes = %v, %v", c, err)
 	}
-	if _, err := treeCPUTime(1<<30, nil); err == nil {
+	if _, err := treeCPUTimes(1<<30, nil); err == nil {
 		t.Fatal("no error for a missing process")
+	}
+	m := newCPUMeter(map[string]int{"self": self})
+	for i := 0; i < 1e7; i++ {
+		_ = strings.Repeat("x", i%3)
+	}
+	if p := m.percent()["self"]; p < 0 {
+		t.Fatalf("CPU %v%%", p)
 	}
 }
 

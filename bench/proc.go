@@ -56,21 +56,44 @@ func rssBytes(pid int) (int64, error) {
 	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
 }
 
-// cpuMeter measures the CPU% of named processes over an interval.
+// cpuMeter measures the CPU% of named processes over an interval. A
+// process counts with its descendants (PostgreSQL is a postmaster with one
+// backend process per connection), except descendants measured under a
+// name of their own. A descendant that exits during the interval loses its
+// CPU time since the start (it can no longer be read): figures are then a
+// little low, never negative.
 type cpuMeter struct {
 	pids  map[string]int
-	start map[string]time.Duration
+	start map[string]map[int]time.Duration
 	t0    time.Time
 }
 
 func newCPUMeter(pids map[string]int) *cpuMeter {
-	m := &cpuMeter{pids: pids, start: map[string]time.Duration{}, t0: time.Now()}
+	m := &cpuMeter{pids: pids, start: map[string]map[int]time.Duration{}, t0: time.Now()}
 	for name, pid := range pids {
-		if c, err := treeCPUTime(pid, m.measured()); err == nil {
+		if c, err := treeCPUTimes(pid, m.measured()); err == nil {
 			m.start[name] = c
 		}
 	}
 	return m
+}
+
+// percent returns CPU% (100 = one core) per process since the meter started.
+func (m *cpuMeter) percent() map[string]float64 {
+	wall := time.Since(m.t0)
+	out := map[string]float64{}
+	for name, pid := range m.pids {
+		now, err := treeCPUTimes(pid, m.measured())
+		if err != nil {
+			continue
+		}
+		var used time.Duration
+		for p, c := range now {
+			used += max(c-m.start[name][p], 0)
+		}
+		out[name] = float64(used) / float64(wall) * 100
+	}
+	return out
 }
 
 // measured is the set of pids the meter reports on their own.
@@ -82,18 +105,17 @@ func (m *cpuMeter) measured() map[int]bool {
 	return out
 }
 
-// treeCPUTime is cpuTime of pid plus that of its live descendants (except
-// those in skip, measured on their own, and theirs), so that PostgreSQL (a
-// postmaster with one backend process per connection) is measured whole.
-// Descendants that exited meanwhile are not counted.
-func treeCPUTime(pid int, skip map[int]bool) (time.Duration, error) {
-	total, err := cpuTime(pid)
+// treeCPUTimes returns the CPU time of pid and of each of its live
+// descendants, except those in skip (measured on their own) and theirs.
+func treeCPUTimes(pid int, skip map[int]bool) (map[int]time.Duration, error) {
+	own, err := cpuTime(pid)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
+	out := map[int]time.Duration{pid: own}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return total, nil
+		return out, nil
 	}
 	children := map[int][]int{}
 	for _, e := range entries {
@@ -127,24 +149,10 @@ func treeCPUTime(pid int, skip map[int]bool) (time.Duration, error) {
 		}
 		queue = append(queue, children[p]...)
 		if c, err := cpuTime(p); err == nil {
-			total += c
+			out[p] = c
 		}
 	}
-	return total, nil
-}
-
-// percent returns CPU% (100 = one core) per process since the meter started.
-func (m *cpuMeter) percent() map[string]float64 {
-	wall := time.Since(m.t0)
-	out := map[string]float64{}
-	for name, pid := range m.pids {
-		c, err := treeCPUTime(pid, m.measured())
-		if err != nil {
-			continue
-		}
-		out[name] = float64(c-m.start[name]) / float64(wall) * 100
-	}
-	return out
+	return out, nil
 }
 
 // metricSums sums every series of each metric in a Prometheus text
