@@ -35,7 +35,9 @@ type Broker interface {
 	Head(ctx context.Context, roomID string) (string, int64, error)
 	Recent(ctx context.Context, roomID string) ([]*parleyv1.Message, bool, error)
 	Newest(ctx context.Context, roomID string) (*parleyv1.Message, error)
-	Withdraw(ctx context.Context, m *parleyv1.Message) error
+	// Withdraw takes back a message whose record failed, unless a retry was
+	// answered with it meanwhile (withdrawn false).
+	Withdraw(ctx context.Context, m *parleyv1.Message) (withdrawn bool, err error)
 	PublishEvent(ctx context.Context, roomID string, ev *eventsv1.RoomEvent) error
 	PresenceJoin(ctx context.Context, roomID, userID, username, streamID string, ttl time.Duration) error
 	PresenceRefresh(ctx context.Context, members map[string][]string, ttl time.Duration) error
@@ -325,8 +327,14 @@ func (s *Service) send(ctx context.Context, me auth.Identity, req *parleyv1.Send
 			go func() {
 				wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()
-				if werr := s.broker.Withdraw(wctx, out); werr != nil {
+				withdrawn, werr := s.broker.Withdraw(wctx, out)
+				switch {
+				case werr != nil:
 					s.logger.Error("withdraw of a non-durable message failed", "room", out.RoomId, "seq", out.Seq, "err", werr)
+				case !withdrawn:
+					// A retry was answered with this message: its own record
+					// makes it durable, so it stays.
+					s.logger.Info("failed record not withdrawn: a retry of the same client_msg_id carries the message", "room", out.RoomId, "seq", out.Seq)
 				}
 			}()
 		}

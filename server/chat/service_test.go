@@ -127,9 +127,22 @@ func (s *memStore) MaxSeq(_ context.Context, room string) (int64, error) {
 type memLog struct {
 	store   *memStore
 	failing atomic.Bool
+	// held, when set, makes the next Append wait for an outcome on it.
+	held atomic.Pointer[chan error]
 }
 
 func (l *memLog) Append(_ context.Context, m *parleyv1.Message, done func(error)) {
+	if h := l.held.Swap(nil); h != nil {
+		go func() {
+			if err := <-*h; err != nil {
+				done(err)
+				return
+			}
+			l.store.put(m)
+			done(nil)
+		}()
+		return
+	}
 	go func() {
 		if l.failing.Load() {
 			done(errors.New("kafka: no ack"))
@@ -435,6 +448,54 @@ func TestRetryReturnsFirstMessage(t *testing.T) {
 	}
 	if n, _ := e.store.MaxSeq(context.Background(), "r"); n != 1 {
 		t.Fatalf("max seq %d after a retry", n)
+	}
+}
+
+func (s *memStore) put(m *parleyv1.Message) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.msgs[m.RoomId] == nil {
+		s.msgs[m.RoomId] = map[int64]*parleyv1.Message{}
+	}
+	s.msgs[m.RoomId][m.Seq] = m
+}
+
+// A send whose record is slow gets Unavailable at the send timeout; its retry
+// is answered with the same message (and its own record makes it durable).
+// When the first record then fails, the message must not be withdrawn.
+func TestFailedRecordAfterAnsweredRetryIsNotWithdrawn(t *testing.T) {
+	e := newTestEnv(t, Config{SendTimeout: 300 * time.Millisecond})
+	e.room(t, "r", store.VisibilityPublic, "a", "b")
+	watcher := e.connect(t, "b")
+	watcher.subscribe("r", nil)
+	outcome := make(chan error, 1)
+	e.log.held.Store(&outcome)
+	req := &parleyv1.SendMessageRequest{RoomId: "r", ClientMsgId: "x", Body: "hello"}
+	if _, err := e.client().SendMessage(e.ctx("a"), req); status.Code(err) != codes.Unavailable {
+		t.Fatalf("send with a record that does not come back: %v, want Unavailable", err)
+	}
+	resp, err := e.client().SendMessage(e.ctx("a"), req)
+	if err != nil || resp.Message.Seq != 1 {
+		t.Fatalf("retry: %v %v, want the first message (seq 1)", resp, err)
+	}
+	outcome <- errors.New("kafka: unable to dial") // the first record fails now
+	watcher.send(&parleyv1.ConnectRequest{Frame: &parleyv1.ConnectRequest_Ping{Ping: &parleyv1.Ping{Nonce: 9}}})
+	time.Sleep(300 * time.Millisecond) // give a (wrong) withdrawal time to arrive
+	f := watcher.waitFor("pong", func(f []*parleyv1.ConnectResponse) bool {
+		for _, x := range f {
+			if x.GetPong().GetNonce() == 9 {
+				return true
+			}
+		}
+		return false
+	})
+	for _, x := range f {
+		if x.GetMessageWithdrawn() != nil {
+			t.Fatal("the message was withdrawn although its retry was acknowledged")
+		}
+	}
+	if got, _ := e.store.List(context.Background(), "r", 0, 0, 10); len(got) != 1 || got[0].MessageId != resp.Message.MessageId {
+		t.Fatalf("stored %v, want the acknowledged message once", got)
 	}
 }
 

@@ -80,13 +80,18 @@ end
 local function ldelim(tag, s) return string.char(tag) .. varint(#s) .. s end
 `
 
-// sendScript: KEYS = state hash, dedupe key, recent list; ARGV = message bytes
-// (without epoch/seq), dedupe TTL seconds, recent cap, channel.
-// Returns {0, msg} for a new message, {1, msg} for a known client_msg_id, {2}
-// when the room has no epoch.
+// sendScript: KEYS = state hash, dedupe key, recent list, answered mark;
+// ARGV = message bytes (without epoch/seq), dedupe TTL seconds, recent cap,
+// channel. Returns {0, msg} for a new message, {1, msg} for a known
+// client_msg_id (and sets the answered mark: the retry produces its own
+// record, so the message must not be withdrawn any more), {2} when the room
+// has no epoch.
 const sendScript = luaProto + `
 local prev = redis.call('GET', KEYS[2])
-if prev then return {1, prev} end
+if prev then
+  redis.call('SET', KEYS[4], 1, 'EX', ARGV[2])
+  return {1, prev}
+end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then return {2} end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
@@ -107,9 +112,11 @@ end
 return redis.call('HGET', KEYS[1], 'epoch')
 `
 
-// withdrawScript: KEYS = dedupe key, recent list; ARGV = message bytes,
-// channel, withdrawn event bytes.
+// withdrawScript: KEYS = dedupe key, recent list, answered mark; ARGV =
+// message bytes, channel, withdrawn event bytes. Returns 0 (and changes
+// nothing) when a retry was answered with the message.
 const withdrawScript = `
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('LREM', KEYS[2], 1, ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
@@ -163,6 +170,11 @@ func (b *Redis) dedupeKey(roomID, senderID, clientMsgID string) string {
 	return b.opts.Prefix + "{" + roomID + "}:cmid:" + senderID + ":" + clientMsgID
 }
 
+// answeredKey marks a client_msg_id that was answered to a retry.
+func (b *Redis) answeredKey(roomID, senderID, clientMsgID string) string {
+	return b.dedupeKey(roomID, senderID, clientMsgID) + ":answered"
+}
+
 // Publish assigns m the room's next position, remembers its client_msg_id and
 // publishes it, atomically. m must have no epoch or seq set. If the sender
 // already sent that client_msg_id, the first message is returned with dup true
@@ -173,7 +185,8 @@ func (b *Redis) Publish(ctx context.Context, m *parleyv1.Message) (out *parleyv1
 	if err != nil {
 		return nil, false, err
 	}
-	keys := []string{b.stateKey(m.RoomId), b.dedupeKey(m.RoomId, m.SenderId, m.ClientMsgId), b.recentKey(m.RoomId)}
+	keys := []string{b.stateKey(m.RoomId), b.dedupeKey(m.RoomId, m.SenderId, m.ClientMsgId), b.recentKey(m.RoomId),
+		b.answeredKey(m.RoomId, m.SenderId, m.ClientMsgId)}
 	args := []string{string(raw), strconv.Itoa(int(b.opts.DedupeTTL / time.Second)), strconv.Itoa(b.opts.RecentCap), b.Channel(m.RoomId)}
 	res, err := b.send.Exec(ctx, b.client, keys, args).ToArray()
 	if err != nil {
@@ -270,31 +283,33 @@ func (b *Redis) Newest(ctx context.Context, roomID string) (m *parleyv1.Message,
 	return m, nil
 }
 
-// Withdraw takes back a published message that never became durable: it is
+// Withdraw takes back a published message whose record failed: it is
 // removed from the recent cache, its client_msg_id is forgotten (a retry gets
-// a new position) and a MessageWithdrawn event is published.
-func (b *Redis) Withdraw(ctx context.Context, m *parleyv1.Message) (err error) {
+// a new position) and a MessageWithdrawn event is published. If a retry with
+// the same client_msg_id was already answered with this message, its own
+// record may make it durable: then nothing changes and withdrawn is false.
+func (b *Redis) Withdraw(ctx context.Context, m *parleyv1.Message) (withdrawn bool, err error) {
 	defer func(start time.Time) { b.observe("withdraw", start, err) }(time.Now())
 	stored := proto.Clone(m).(*parleyv1.Message)
 	stored.Epoch, stored.Seq = "", 0
 	raw, err := proto.Marshal(stored)
 	if err != nil {
-		return err
+		return false, err
 	}
 	// Re-create the exact bytes the send script stored: epoch, seq, then the rest.
 	prefix := protoStringField(3, m.Epoch) + string(append([]byte{32}, protoVarint(uint64(m.Seq))...))
 	ev, err := proto.Marshal(&eventsv1.RoomEvent{Event: &eventsv1.RoomEvent_MessageWithdrawn{MessageWithdrawn: &parleyv1.MessageWithdrawn{
 		RoomId: m.RoomId, Epoch: m.Epoch, Seq: m.Seq, MessageId: m.MessageId}}})
 	if err != nil {
-		return err
+		return false, err
 	}
-	err = b.withdraw.Exec(ctx, b.client,
-		[]string{b.dedupeKey(m.RoomId, m.SenderId, m.ClientMsgId), b.recentKey(m.RoomId)},
-		[]string{prefix + string(raw), b.Channel(m.RoomId), string(ev)}).Error()
+	n, err := b.withdraw.Exec(ctx, b.client,
+		[]string{b.dedupeKey(m.RoomId, m.SenderId, m.ClientMsgId), b.recentKey(m.RoomId), b.answeredKey(m.RoomId, m.SenderId, m.ClientMsgId)},
+		[]string{prefix + string(raw), b.Channel(m.RoomId), string(ev)}).AsInt64()
 	if err != nil {
-		return fmt.Errorf("redis withdraw: %w", err)
+		return false, fmt.Errorf("redis withdraw: %w", err)
 	}
-	return nil
+	return n == 1, nil
 }
 
 func protoVarint(n uint64) []byte {

@@ -163,8 +163,8 @@ func TestRunDispatchesAndWithdraws(t *testing.T) {
 	if r1.badBytes != 0 {
 		t.Fatalf("%d events carried MessageBytes that are not their message", r1.badBytes)
 	}
-	if err := b.Withdraw(ctx, sent[19]); err != nil {
-		t.Fatal(err)
+	if withdrawn, err := b.Withdraw(ctx, sent[19]); err != nil || !withdrawn {
+		t.Fatalf("withdraw: %v, withdrawn %v", err, withdrawn)
 	}
 	waitFor(t, "withdrawal", func() bool { return r1.count() == 21 })
 	if w := r1.events[20].GetMessageWithdrawn(); w.GetSeq() != 20 || w.GetMessageId() != sent[19].MessageId {
@@ -265,5 +265,35 @@ func TestPresenceRefreshExtendsOnlyExistingEntries(t *testing.T) {
 	score, _ := mr.ZScore(b.onlineKey("room"), "u1/s1")
 	if until := time.UnixMilli(int64(score)); time.Until(until) < 50*time.Minute {
 		t.Fatalf("entry expires at %v: not extended by the refresh", until)
+	}
+}
+
+func TestWithdrawRefusedAfterARetryWasAnswered(t *testing.T) {
+	b, _ := newMiniBroker(t, Options{})
+	ctx := context.Background()
+	if _, err := b.InitRoom(ctx, "room", 0); err != nil {
+		t.Fatal(err)
+	}
+	first, _, err := b.Publish(ctx, msg("room", "u", "c1", "hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The sender retries (its first send timed out) and is answered from the
+	// dedupe entry; then the first record fails.
+	again, dup, err := b.Publish(ctx, msg("room", "u", "c1", "hello"))
+	if err != nil || !dup || again.MessageId != first.MessageId {
+		t.Fatalf("retry: dup %v, %v", dup, err)
+	}
+	withdrawn, err := b.Withdraw(ctx, first)
+	if err != nil || withdrawn {
+		t.Fatalf("withdraw after an answered retry: withdrawn %v, %v; want kept", withdrawn, err)
+	}
+	if recent, _, _ := b.Recent(ctx, "room"); len(recent) != 1 {
+		t.Fatalf("%d recent messages, want the message kept", len(recent))
+	}
+	// The client_msg_id is still known: a third try is the same message.
+	third, dup, err := b.Publish(ctx, msg("room", "u", "c1", "hello"))
+	if err != nil || !dup || third.Seq != first.Seq {
+		t.Fatalf("third try: seq %d dup %v %v", third.GetSeq(), dup, err)
 	}
 }
