@@ -31,6 +31,8 @@ import (
 // Broker assigns room positions and fans events out (fanout.Redis).
 type Broker interface {
 	Publish(ctx context.Context, m *parleyv1.Message) (*parleyv1.Message, bool, error)
+	// PublishBatch publishes several messages in one round trip, in order.
+	PublishBatch(ctx context.Context, ms []*parleyv1.Message) []fanout.PublishResult
 	InitRoom(ctx context.Context, roomID string, seed int64) (string, error)
 	Head(ctx context.Context, roomID string) (string, int64, error)
 	Recent(ctx context.Context, roomID string) ([]*parleyv1.Message, bool, error)
@@ -259,48 +261,90 @@ func (s *Service) validateSend(req *parleyv1.SendMessageRequest) error {
 	return nil
 }
 
+// sendJob is one send request and where its outcome goes.
+type sendJob struct {
+	req  *parleyv1.SendMessageRequest
+	done func(*parleyv1.Message, error)
+}
+
 // send runs the send path and calls done exactly once with the durable
 // message or the error. It returns after the message was published (or
 // refused); the durability wait is asynchronous.
 func (s *Service) send(ctx context.Context, me auth.Identity, req *parleyv1.SendMessageRequest, done func(*parleyv1.Message, error)) {
-	var once sync.Once
-	finish := func(result string, m *parleyv1.Message, err error) {
-		once.Do(func() {
-			s.sends.WithLabelValues(result).Inc()
-			done(m, err)
-		})
-	}
-	if err := s.validateSend(req); err != nil {
-		finish("invalid", nil, err)
-		return
-	}
-	if err := s.checkMember(ctx, req.GetRoomId(), me.UserID); err != nil {
-		finish("denied", nil, err)
-		return
-	}
-	if ok, wait := s.limiter.Allow(me.UserID, time.Now()); !ok {
-		finish("limited", nil, &apierr.RateLimitError{Limit: fmt.Sprintf("send rate limit of %g messages/s per user", s.cfg.SendRate), RetryAfter: wait})
-		return
-	}
-	cmid := req.GetClientMsgId()
-	if cmid == "" {
-		cmid = ulid.Make().String()
-	}
-	m := &parleyv1.Message{
-		MessageId: ulid.Make().String(), RoomId: req.GetRoomId(), SenderId: me.UserID, SenderUsername: me.Username,
-		ClientMsgId: cmid, Body: req.GetBody(), CreateTime: timestamppb.Now(),
-	}
-	out, dup, err := s.broker.Publish(ctx, m)
-	if errors.Is(err, fanout.ErrNoEpoch) {
-		if err = s.initEpoch(ctx, m.RoomId); err == nil {
-			out, dup, err = s.broker.Publish(ctx, m)
+	s.sendBatch(ctx, me, []sendJob{{req, done}})
+}
+
+// sendBatch is send for several requests of one sender, in order: their
+// positions are assigned in one Redis round trip, so a stream's sends do not
+// wait for each other's round trip (each is still checked on its own).
+func (s *Service) sendBatch(ctx context.Context, me auth.Identity, jobs []sendJob) {
+	finishers := make([]func(string, *parleyv1.Message, error), len(jobs))
+	msgs := make([]*parleyv1.Message, 0, len(jobs))
+	which := make([]int, 0, len(jobs))
+	now := time.Now()
+	for i, j := range jobs {
+		var once sync.Once
+		done := j.done
+		finish := func(result string, m *parleyv1.Message, err error) {
+			once.Do(func() {
+				s.sends.WithLabelValues(result).Inc()
+				done(m, err)
+			})
 		}
+		finishers[i] = finish
+		req := j.req
+		if err := s.validateSend(req); err != nil {
+			finish("invalid", nil, err)
+			continue
+		}
+		if err := s.checkMember(ctx, req.GetRoomId(), me.UserID); err != nil {
+			finish("denied", nil, err)
+			continue
+		}
+		if ok, wait := s.limiter.Allow(me.UserID, now); !ok {
+			finish("limited", nil, &apierr.RateLimitError{Limit: fmt.Sprintf("send rate limit of %g messages/s per user", s.cfg.SendRate), RetryAfter: wait})
+			continue
+		}
+		cmid := req.GetClientMsgId()
+		if cmid == "" {
+			cmid = ulid.Make().String()
+		}
+		msgs = append(msgs, &parleyv1.Message{
+			MessageId: ulid.Make().String(), RoomId: req.GetRoomId(), SenderId: me.UserID, SenderUsername: me.Username,
+			ClientMsgId: cmid, Body: req.GetBody(), CreateTime: timestamppb.New(now),
+		})
+		which = append(which, i)
 	}
-	if err != nil {
-		s.logger.WarnContext(ctx, "publish failed", "room", m.RoomId, "err", err)
-		finish("unavailable", nil, fmt.Errorf("cannot assign a position to the message: %w", apierr.ErrUnavailable))
+	var results []fanout.PublishResult
+	switch len(msgs) {
+	case 0:
 		return
+	case 1:
+		out, dup, err := s.broker.Publish(ctx, msgs[0])
+		results = []fanout.PublishResult{{Message: out, Dup: dup, Err: err}}
+	default:
+		results = s.broker.PublishBatch(ctx, msgs)
 	}
+	for k, r := range results {
+		m, finish := msgs[k], finishers[which[k]]
+		if errors.Is(r.Err, fanout.ErrNoEpoch) {
+			// Every later message of this room in the batch failed the same
+			// way, so publishing them one by one here keeps their order.
+			if r.Err = s.initEpoch(ctx, m.RoomId); r.Err == nil {
+				r.Message, r.Dup, r.Err = s.broker.Publish(ctx, m)
+			}
+		}
+		if r.Err != nil {
+			s.logger.WarnContext(ctx, "publish failed", "room", m.RoomId, "err", r.Err)
+			finish("unavailable", nil, fmt.Errorf("cannot assign a position to the message: %w", apierr.ErrUnavailable))
+			continue
+		}
+		s.commit(ctx, r.Message, r.Dup, finish)
+	}
+}
+
+// commit waits for out's record to be durable and finishes the send.
+func (s *Service) commit(ctx context.Context, out *parleyv1.Message, dup bool, finish func(string, *parleyv1.Message, error)) {
 	// The append must not be cancelled by the caller going away (the message
 	// is already live), only by the send timeout, which the producer enforces
 	// itself (its record delivery timeout is SendTimeout: no timer per send

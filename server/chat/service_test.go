@@ -365,6 +365,16 @@ func testTwoStreamsSeeSameOrder(t *testing.T, batches bool) {
 			t.Fatalf("position %d: a has seq %d (%s), b has %s", i, ma[i].Seq, ma[i].MessageId, mb[i].MessageId)
 		}
 	}
+	// Each sender's messages keep the order it sent them in (its sends are
+	// published in batches, in order).
+	next := map[string]int{}
+	for _, m := range ma {
+		who := m.ClientMsgId[:1]
+		if want := fmt.Sprint(who, next[who]); m.ClientMsgId != want {
+			t.Fatalf("seq %d is %s, want %s: a sender's order was broken", m.Seq, m.ClientMsgId, want)
+		}
+		next[who]++
+	}
 	for _, f := range append(fa, fb...) {
 		if f.GetMessageBatch() != nil && !batches {
 			t.Fatal("a MessageBatch frame on a stream that did not ask for batches")

@@ -61,6 +61,10 @@ type session struct {
 	mu    sync.Mutex
 	rooms map[string]bool // subscribed rooms, as the reader sees them
 
+	smu     sync.Mutex
+	sends   []sendJob // waiting for the sender goroutine
+	sending bool      // the sender goroutine runs
+
 	pending sync.WaitGroup // sends awaiting their ack
 	closed  atomic.Bool
 }
@@ -534,7 +538,7 @@ func (ss *session) read(stream parleyv1.ChatService_ConnectServer) error {
 		case *parleyv1.ConnectRequest_Send:
 			req := f.Send
 			ss.pending.Add(1)
-			ss.svc.send(ctx, ss.me, req, func(m *parleyv1.Message, err error) {
+			ss.queueSend(sendJob{req: req, done: func(m *parleyv1.Message, err error) {
 				defer ss.pending.Done()
 				ack := &parleyv1.SendAck{ClientMsgId: req.GetClientMsgId(), Message: m}
 				if err != nil {
@@ -542,7 +546,7 @@ func (ss *session) read(stream parleyv1.ChatService_ConnectServer) error {
 					ack.Error = &parleyv1.Status{Code: int32(st.Code()), Message: st.Message()}
 				}
 				ss.enqueue(item{frame: &parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_SendAck{SendAck: ack}}})
-			})
+			}})
 		case *parleyv1.ConnectRequest_Typing:
 			// At most one typing event per room per second per stream; extra
 			// frames are dropped, and refusals are not answered (typing is a hint).
@@ -570,6 +574,44 @@ func (ss *session) read(stream parleyv1.ChatService_ConnectServer) error {
 		if ss.ctx.Err() != nil {
 			return context.Cause(ss.ctx)
 		}
+	}
+}
+
+// queueSend hands a send to the stream's sender, which publishes what has
+// queued up in one Redis round trip, in order, so that a stream's sends do
+// not each wait for the previous one's round trip. The sender goroutine
+// exists only while there are sends to publish.
+func (ss *session) queueSend(j sendJob) {
+	ss.smu.Lock()
+	ss.sends = append(ss.sends, j)
+	start := !ss.sending
+	ss.sending = true
+	ss.smu.Unlock()
+	if start {
+		go ss.sender()
+	}
+}
+
+// maxSendBatch bounds how many sends go to Redis in one round trip.
+const maxSendBatch = 128
+
+func (ss *session) sender() {
+	for {
+		ss.smu.Lock()
+		jobs := ss.sends
+		if len(jobs) > maxSendBatch {
+			jobs = jobs[:maxSendBatch:maxSendBatch]
+			ss.sends = ss.sends[maxSendBatch:]
+		} else {
+			ss.sends = nil
+		}
+		if len(jobs) == 0 {
+			ss.sending = false
+			ss.smu.Unlock()
+			return
+		}
+		ss.smu.Unlock()
+		ss.svc.sendBatch(ss.ctx, ss.me, jobs)
 	}
 }
 

@@ -3,6 +3,7 @@ package fanout
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha1"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -56,6 +57,7 @@ type Redis struct {
 	ready  atomic.Bool
 
 	send, initRoom, withdraw, presenceJoin, presenceLeave *rueidis.Lua
+	sendSHA                                               string // of sendScript, for pipelined EVALSHA
 
 	calls       *prometheus.HistogramVec
 	received    prometheus.Counter
@@ -132,6 +134,7 @@ func NewRedis(client rueidis.Client, opts Options, log *slog.Logger, reg prometh
 		opts:          opts,
 		log:           log,
 		send:          rueidis.NewLuaScript(sendScript),
+		sendSHA:       scriptSHA(sendScript),
 		initRoom:      rueidis.NewLuaScript(initScript),
 		withdraw:      rueidis.NewLuaScript(withdrawScript),
 		presenceJoin:  rueidis.NewLuaScript(presenceJoinScript),
@@ -181,33 +184,92 @@ func (b *Redis) answeredKey(roomID, senderID, clientMsgID string) string {
 // and nothing is published. ErrNoEpoch if the room must be initialised first.
 func (b *Redis) Publish(ctx context.Context, m *parleyv1.Message) (out *parleyv1.Message, dup bool, err error) {
 	defer func(start time.Time) { b.observe("publish", start, err) }(time.Now())
-	raw, err := proto.Marshal(m)
+	keys, args, err := b.sendArgs(m)
 	if err != nil {
 		return nil, false, err
 	}
-	keys := []string{b.stateKey(m.RoomId), b.dedupeKey(m.RoomId, m.SenderId, m.ClientMsgId), b.recentKey(m.RoomId),
-		b.answeredKey(m.RoomId, m.SenderId, m.ClientMsgId)}
-	args := []string{string(raw), strconv.Itoa(int(b.opts.DedupeTTL / time.Second)), strconv.Itoa(b.opts.RecentCap), b.Channel(m.RoomId)}
-	res, err := b.send.Exec(ctx, b.client, keys, args).ToArray()
-	if err != nil {
-		return nil, false, fmt.Errorf("redis publish: %w", err)
+	r := b.sendResult(b.send.Exec(ctx, b.client, keys, args))
+	return r.Message, r.Dup, r.Err
+}
+
+// PublishResult is the outcome of one message of PublishBatch.
+type PublishResult struct {
+	Message *parleyv1.Message
+	Dup     bool
+	Err     error
+}
+
+// PublishBatch is Publish for several messages in one round trip. Redis runs
+// the scripts in the order given, so positions in a room follow it: one
+// stream's sends keep their order without waiting for each other.
+func (b *Redis) PublishBatch(ctx context.Context, ms []*parleyv1.Message) []PublishResult {
+	start := time.Now()
+	out := make([]PublishResult, len(ms))
+	cmds := make(rueidis.Commands, 0, len(ms))
+	idx := make([]int, 0, len(ms))
+	for i, m := range ms {
+		keys, args, err := b.sendArgs(m)
+		if err != nil {
+			out[i].Err = err
+			continue
+		}
+		cmds = append(cmds, b.client.B().Evalsha().Sha1(b.sendSHA).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build())
+		idx = append(idx, i)
 	}
-	code, err := res[0].AsInt64()
+	var failed error
+	for j, res := range b.client.DoMulti(ctx, cmds...) {
+		i := idx[j]
+		if rerr, ok := rueidis.IsRedisErr(res.Error()); ok && rerr.IsNoScript() {
+			// Redis lost its script cache (a restart): Exec loads it. The
+			// messages after this one in the batch failed the same way (or,
+			// if another client loaded the script meanwhile, were published:
+			// only then can their order relative to this one differ).
+			out[i].Message, out[i].Dup, out[i].Err = b.Publish(ctx, ms[i])
+			continue
+		}
+		out[i] = b.sendResult(res)
+		if out[i].Err != nil && failed == nil {
+			failed = out[i].Err
+		}
+	}
+	b.observe("publish_batch", start, failed)
+	return out
+}
+
+// sendArgs are the send script's keys and arguments for m.
+func (b *Redis) sendArgs(m *parleyv1.Message) (keys, args []string, err error) {
+	raw, err := proto.Marshal(m)
 	if err != nil {
-		return nil, false, fmt.Errorf("redis publish: %w", err)
+		return nil, nil, err
+	}
+	keys = []string{b.stateKey(m.RoomId), b.dedupeKey(m.RoomId, m.SenderId, m.ClientMsgId), b.recentKey(m.RoomId),
+		b.answeredKey(m.RoomId, m.SenderId, m.ClientMsgId)}
+	args = []string{string(raw), strconv.Itoa(int(b.opts.DedupeTTL / time.Second)), strconv.Itoa(b.opts.RecentCap), b.Channel(m.RoomId)}
+	return keys, args, nil
+}
+
+// sendResult decodes the send script's answer.
+func (b *Redis) sendResult(res rueidis.RedisResult) PublishResult {
+	arr, err := res.ToArray()
+	if err != nil {
+		return PublishResult{Err: fmt.Errorf("redis publish: %w", err)}
+	}
+	code, err := arr[0].AsInt64()
+	if err != nil {
+		return PublishResult{Err: fmt.Errorf("redis publish: %w", err)}
 	}
 	if code == 2 {
-		return nil, false, ErrNoEpoch
+		return PublishResult{Err: ErrNoEpoch}
 	}
-	body, err := res[1].ToString()
+	body, err := arr[1].ToString()
 	if err != nil {
-		return nil, false, fmt.Errorf("redis publish: %w", err)
+		return PublishResult{Err: fmt.Errorf("redis publish: %w", err)}
 	}
-	out = &parleyv1.Message{}
+	out := &parleyv1.Message{}
 	if err := proto.Unmarshal([]byte(body), out); err != nil {
-		return nil, false, fmt.Errorf("redis publish: stored message does not decode: %w", err)
+		return PublishResult{Err: fmt.Errorf("redis publish: stored message does not decode: %w", err)}
 	}
-	return out, code == 1, nil
+	return PublishResult{Message: out, Dup: code == 1}
 }
 
 // NewEpoch returns a random epoch id.
@@ -383,4 +445,9 @@ func (b *Redis) Run(ctx context.Context, hub *Hub) error {
 		backoff = min(backoff*2, 5*time.Second)
 	}
 	return nil
+}
+
+func scriptSHA(script string) string {
+	sum := sha1.Sum([]byte(script))
+	return hex.EncodeToString(sum[:])
 }

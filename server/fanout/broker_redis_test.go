@@ -2,6 +2,7 @@ package fanout
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -295,5 +296,29 @@ func TestWithdrawRefusedAfterARetryWasAnswered(t *testing.T) {
 	third, dup, err := b.Publish(ctx, msg("room", "u", "c1", "hello"))
 	if err != nil || !dup || third.Seq != first.Seq {
 		t.Fatalf("third try: seq %d dup %v %v", third.GetSeq(), dup, err)
+	}
+}
+
+func TestPublishBatchKeepsOrderAndDedupes(t *testing.T) {
+	b, _ := newMiniBroker(t, Options{})
+	ctx := context.Background()
+	if _, err := b.InitRoom(ctx, "room", 0); err != nil {
+		t.Fatal(err)
+	}
+	batch := []*parleyv1.Message{msg("room", "u", "c1", "a"), msg("room", "u", "c2", "b"), msg("room", "u", "c1", "a again"), msg("nowhere", "u", "c3", "c")}
+	res := b.PublishBatch(ctx, batch)
+	if res[0].Err != nil || res[0].Message.Seq != 1 || res[1].Message.GetSeq() != 2 {
+		t.Fatalf("positions: %+v %+v", res[0], res[1])
+	}
+	if !res[2].Dup || res[2].Message.MessageId != res[0].Message.MessageId {
+		t.Fatalf("a repeated client_msg_id in one batch: %+v", res[2])
+	}
+	if !errors.Is(res[3].Err, ErrNoEpoch) {
+		t.Fatalf("uninitialised room: %v", res[3].Err)
+	}
+	// The script is loaded now: the batch goes out as pipelined EVALSHA.
+	res = b.PublishBatch(ctx, []*parleyv1.Message{msg("room", "u", "c4", "d"), msg("room", "u", "c5", "e")})
+	if res[0].Err != nil || res[0].Message.Seq != 3 || res[1].Message.GetSeq() != 4 {
+		t.Fatalf("second batch: %+v %+v", res[0], res[1])
 	}
 }
