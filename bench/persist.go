@@ -241,6 +241,12 @@ type PersistReport struct {
 	// (otherwise a note says which did not).
 	CheckedRooms int   `json:"checked_rooms"`
 	CheckedDocs  int64 `json:"checked_docs"`
+	// RatioPerStoreCPU compares records per CPU-second of the store
+	// (ferretdb + postgres + mongod in the CPU maps) of the two phases:
+	// unlike Ratio it does not move when other load on the machine takes
+	// CPU from the store in one phase more than in the other (0: the store's
+	// processes were not measured).
+	RatioPerStoreCPU float64 `json:"ratio_per_store_cpu,omitempty"`
 	// Ratio is Persister.RecordsPerS / Raw.RecordsPerS.
 	Ratio float64        `json:"ratio"`
 	Live  []*PersistLive `json:"live,omitempty"` // one per live rate
@@ -287,6 +293,9 @@ func RunPersist(ctx context.Context, cfg PersistConfig) (*PersistReport, error) 
 	if rep.Raw.RecordsPerS > 0 {
 		rep.Ratio = rep.Persister.RecordsPerS / rep.Raw.RecordsPerS
 	}
+	if p, r := storeCPU(rep.Persister.CPU), storeCPU(rep.Raw.CPU); p > 0 && r > 0 && rep.Raw.RecordsPerS > 0 {
+		rep.RatioPerStoreCPU = (rep.Persister.RecordsPerS / p) / (rep.Raw.RecordsPerS / r)
+	}
 	fmt.Fprintf(cfg.Progress, "persister %.0f records/s, raw insertMany %.0f records/s: ratio %.2f\n",
 		rep.Persister.RecordsPerS, rep.Raw.RecordsPerS, rep.Ratio)
 	if cfg.Addr != "" {
@@ -305,6 +314,11 @@ func runLive(ctx context.Context, cfg PersistConfig, rep *PersistReport) error {
 		}
 	}
 	return nil
+}
+
+// storeCPU is the CPU% of the store's processes in a CPU map.
+func storeCPU(cpu map[string]float64) float64 {
+	return cpu["ferretdb"] + cpu["postgres"] + cpu["mongod"]
 }
 
 func cleanupPersist(cfg PersistConfig, mc *mongo.Client, topic string) {

@@ -51,6 +51,10 @@ func (r *PersistReport) writeDrain(w io.Writer) {
 	fmt.Fprintf(w, "\npersister counted %d inserted, %d duplicates, %d dead letters; %d rooms (%d documents) counted in the store afterwards\n",
 		r.Persister.Inserted, r.Persister.Duplicates, r.Persister.DeadLetters, r.CheckedRooms, r.CheckedDocs)
 	fmt.Fprintf(w, "persister / raw: %.2f (records/s from the first stored record to the last; target >= 0.80)\n", r.Ratio)
+	if r.RatioPerStoreCPU > 0 {
+		fmt.Fprintf(w, "per CPU-second of the store (ferretdb + postgres): persister / raw %.2f (%.0f vs %.0f records per store CPU-second)\n",
+			r.RatioPerStoreCPU, r.Persister.RecordsPerS/storeCPU(r.Persister.CPU)*100, r.Raw.RecordsPerS/storeCPU(r.Raw.CPU)*100)
+	}
 }
 
 func (r *PersistReport) writeLive(w io.Writer) {
