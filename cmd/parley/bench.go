@@ -49,6 +49,7 @@ func runBenchFanout(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.BodyBytes, "body-bytes", 100, "message body size")
 	fs.IntVar(&cfg.Conns, "conns", 8, "gRPC connections the streams are spread over")
 	fs.IntVar(&cfg.StopAfter, "stop-after", 2, "stop after this many failing steps in a row (0: run all)")
+	fs.BoolVar(&cfg.OneFramePerMessage, "one-frame-per-message", false, "member streams refuse MessageBatch frames (StreamOptions.message_batches false): one frame per delivery")
 	fs.StringVar(&cfg.Persistence, "persistence", "on (Kafka acks=all + persister)", "what to report about persistence")
 	pids := fs.String("pids", "", "processes to measure, name=pid,... (e.g. server=123,redis=456,persister=789)")
 	out := fs.String("out", "", "JSON report path (default: bench-fanout-<mode>.json)")
