@@ -11,6 +11,10 @@ type Config struct {
 	MaxMessageBytes int
 	// StreamQueue bounds a stream's outgoing queue (default 1024 frames).
 	StreamQueue int
+	// DeliveryTick gathers live messages for this long before waking the
+	// streams' writers (default 0: at once). A tick of about a millisecond
+	// lets each connection write many streams' frames at once.
+	DeliveryTick time.Duration
 	// MaxRoomsPerStream bounds subscriptions on one stream (default 200).
 	MaxRoomsPerStream int
 	// SendRate and SendBurst limit sends per user on this instance
@@ -89,6 +93,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("max message bytes must be 1..1048576, got %d", c.MaxMessageBytes)
 	case c.StreamQueue < 16:
 		return fmt.Errorf("stream queue must be at least 16, got %d", c.StreamQueue)
+	case c.DeliveryTick < 0 || c.DeliveryTick > 100*time.Millisecond:
+		return fmt.Errorf("delivery tick must be 0..100ms, got %s", c.DeliveryTick)
 	case c.MaxRoomsPerStream < 1:
 		return fmt.Errorf("max rooms per stream must be positive, got %d", c.MaxRoomsPerStream)
 	case c.SendRate <= 0 || c.SendBurst < 1:

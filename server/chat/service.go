@@ -90,6 +90,7 @@ type Service struct {
 	streamsMu   sync.Mutex
 	userStreams map[string]int
 	sessions    map[*session]struct{} // open streams, for the presence refresh
+	ticker      deliveryTicker
 
 	shutdown     chan struct{}
 	shutdownOnce sync.Once
@@ -112,6 +113,7 @@ func NewService(cfg Config, broker Broker, log Log, history History, rooms Rooms
 		shutdown:    make(chan struct{}),
 		userStreams: make(map[string]int),
 		sessions:    make(map[*session]struct{}),
+		ticker:      deliveryTicker{every: cfg.DeliveryTick},
 		sends: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "parley", Subsystem: "chat",
 			Name: "sends_total", Help: "Send requests by result (ok, duplicate, invalid, denied, limited, unavailable, uncertain)."}, []string{"result"}),
 		streams: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "parley", Subsystem: "chat",

@@ -336,12 +336,14 @@ func nMessages(n int) func([]*parleyv1.ConnectResponse) bool {
 
 func TestTwoStreamsSeeSameOrder(t *testing.T) {
 	for _, batches := range []bool{false, true} {
-		t.Run(fmt.Sprintf("message_batches=%v", batches), func(t *testing.T) { testTwoStreamsSeeSameOrder(t, batches) })
+		for _, tick := range []time.Duration{0, 2 * time.Millisecond} {
+			t.Run(fmt.Sprintf("message_batches=%v/delivery_tick=%s", batches, tick), func(t *testing.T) { testTwoStreamsSeeSameOrder(t, batches, tick) })
+		}
 	}
 }
 
-func testTwoStreamsSeeSameOrder(t *testing.T, batches bool) {
-	e := newTestEnv(t, Config{SendRate: 1e6, SendBurst: 1e6, FrameRate: 1e6, FrameBurst: 1e6})
+func testTwoStreamsSeeSameOrder(t *testing.T, batches bool, tick time.Duration) {
+	e := newTestEnv(t, Config{SendRate: 1e6, SendBurst: 1e6, FrameRate: 1e6, FrameBurst: 1e6, DeliveryTick: tick})
 	e.room(t, "r", store.VisibilityPublic, "a", "b")
 	a, b := e.connect(t, "a"), e.connect(t, "b")
 	for _, s := range []*stream{a, b} {

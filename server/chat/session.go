@@ -56,6 +56,7 @@ type session struct {
 
 	qmu   sync.Mutex
 	queue []item
+	dirty bool // live messages queued, waiting for the delivery tick
 	wake  chan struct{} // capacity 1: "the queue is not empty"
 
 	mu    sync.Mutex
@@ -81,7 +82,13 @@ func (s *Service) newSession(ctx context.Context, me auth.Identity, send func(*p
 var errSlowConsumer = status.Error(codes.ResourceExhausted, "stream is not reading fast enough; reconnect and resume from your last position")
 
 // enqueue hands it to the writer without blocking; a full queue ends the session.
-func (ss *session) enqueue(it item) {
+func (ss *session) enqueue(it item) { ss.put(it, false) }
+
+// put queues it and wakes the writer now, or with deferred at the next
+// delivery tick (Config.DeliveryTick): live messages of many streams then
+// reach gRPC together, and each connection's writer makes one write for
+// them instead of one per frame.
+func (ss *session) put(it item, deferred bool) {
 	ss.qmu.Lock()
 	if ss.closed.Load() {
 		ss.qmu.Unlock()
@@ -96,7 +103,21 @@ func (ss *session) enqueue(it item) {
 		return
 	}
 	ss.queue = append(ss.queue, it)
+	if deferred && ss.svc.cfg.DeliveryTick > 0 {
+		register := !ss.dirty
+		ss.dirty = true
+		ss.qmu.Unlock()
+		if register {
+			ss.svc.ticker.add(ss)
+		}
+		return
+	}
 	ss.qmu.Unlock()
+	ss.signal()
+}
+
+// signal wakes the writer.
+func (ss *session) signal() {
 	select {
 	case ss.wake <- struct{}{}:
 	default: // already signalled
@@ -113,7 +134,7 @@ func (ss *session) takeQueued(spare []item) []item {
 }
 
 // Deliver implements fanout.Subscriber.
-func (ss *session) Deliver(ev *fanout.Event) { ss.enqueue(item{ev: ev}) }
+func (ss *session) Deliver(ev *fanout.Event) { ss.put(item{ev: ev}, ev.MessageBytes != nil) }
 
 // Resync implements fanout.Subscriber.
 func (ss *session) Resync() { ss.enqueue(item{resync: true}) }
@@ -650,4 +671,46 @@ func (s *Service) StreamRoom(req *parleyv1.StreamRoomRequest, stream parleyv1.Ch
 	err = ss.serve()
 	ss.end(context.Canceled)
 	return err
+}
+
+// deliveryTicker wakes, once per tick, the writers of streams that have live
+// messages queued. It runs only while there are some.
+type deliveryTicker struct {
+	every   time.Duration
+	mu      sync.Mutex
+	pending []*session
+	running bool
+}
+
+func (t *deliveryTicker) add(ss *session) {
+	t.mu.Lock()
+	t.pending = append(t.pending, ss)
+	start := !t.running
+	t.running = true
+	t.mu.Unlock()
+	if start {
+		go t.run()
+	}
+}
+
+func (t *deliveryTicker) run() {
+	var batch []*session
+	for {
+		time.Sleep(t.every)
+		t.mu.Lock()
+		batch, t.pending = t.pending, batch[:0]
+		if len(batch) == 0 {
+			t.running = false
+			t.mu.Unlock()
+			return
+		}
+		t.mu.Unlock()
+		for i, ss := range batch {
+			ss.qmu.Lock()
+			ss.dirty = false
+			ss.qmu.Unlock()
+			ss.signal()
+			batch[i] = nil
+		}
+	}
 }
