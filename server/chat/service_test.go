@@ -165,6 +165,7 @@ type testEnv struct {
 	broker *fanout.Redis
 	issuer *auth.Issuer
 	conn   *grpc.ClientConn
+	redis  *miniredis.Miniredis
 }
 
 func newTestEnv(tb testing.TB, cfg Config) *testEnv {
@@ -211,7 +212,7 @@ func newTestEnv(tb testing.TB, cfg Config) *testEnv {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	return &testEnv{svc: svc, store: ms, log: ml, broker: broker, issuer: issuer, conn: conn}
+	return &testEnv{svc: svc, store: ms, log: ml, broker: broker, issuer: issuer, conn: conn, redis: mr}
 }
 
 func (e *testEnv) room(tb testing.TB, id, vis string, members ...string) {
@@ -424,6 +425,63 @@ func TestResumeReplaysExactlyTheGap(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Redis loses the room's state while a stream is subscribed: the next sends
+// re-create the counter under a new epoch. The stream must get
+// ResyncRequired and then every message of the new epoch from the recent
+// cache, without depending on the store (which may lag behind).
+func TestLostCounterNewEpochIsReplayedLive(t *testing.T) {
+	e := newTestEnv(t, Config{SendRate: 1e6, SendBurst: 1e6, FrameRate: 1e6, FrameBurst: 1e6})
+	e.room(t, "r", store.VisibilityPublic, "a", "b")
+	watcher := e.connect(t, "b")
+	watcher.subscribe("r", nil)
+	if _, err := e.client().SendMessage(e.ctx("a"), &parleyv1.SendMessageRequest{RoomId: "r", ClientMsgId: "before", Body: "old epoch"}); err != nil {
+		t.Fatal(err)
+	}
+	watcher.waitFor("the first message", nMessages(1))
+	// Redis restarts empty: the room's counter, cache and dedupe keys are
+	// gone, and this instance's subscription is down until it resubscribes,
+	// so the first messages of the new epoch do not come live.
+	e.redis.Close()
+	e.redis.FlushAll()
+	if err := e.redis.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	e.store.mu.Lock()
+	e.store.msgs = map[string]map[int64]*parleyv1.Message{} // and the store has nothing yet
+	e.store.mu.Unlock()
+	e.log.held.Store(nil)
+	var sent []string
+	for i := 0; i < 5; i++ {
+		var resp *parleyv1.SendMessageResponse
+		var err error
+		for try := 0; try < 50; try++ { // a real client retries while Redis comes back
+			resp, err = e.client().SendMessage(e.ctx("a"), &parleyv1.SendMessageRequest{RoomId: "r", ClientMsgId: fmt.Sprint("after", i), Body: "new epoch"})
+			if status.Code(err) != codes.Unavailable {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent = append(sent, resp.Message.MessageId)
+	}
+	f := watcher.waitFor("resync and the new epoch's 5 messages", nMessages(6))
+	var got []string
+	resynced := false
+	for _, x := range f {
+		if x.GetResyncRequired() != nil {
+			resynced = true
+		}
+	}
+	for _, m := range messages(f)[1:] {
+		got = append(got, m.MessageId)
+	}
+	if !resynced || fmt.Sprint(got) != fmt.Sprint(sent) {
+		t.Fatalf("resync %v; new epoch messages %v, want %v", resynced, got, sent)
 	}
 }
 

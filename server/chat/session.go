@@ -257,10 +257,18 @@ func (ss *session) handleAll(items []item, rooms map[string]*roomState, pending 
 				if err := flush(); err != nil {
 					return err
 				}
-				if err := ss.send(resyncFrame(it.ev.Room, m.Epoch, m.Seq-1, "room epoch changed")); err != nil {
+				// The room's counter was re-created: tell the client, and send
+				// what the new epoch already holds (messages published before
+				// this instance saw the new epoch never came live).
+				nst, err := ss.catchUp(it.ev.Room, &parleyv1.RoomPosition{Epoch: st.epoch, Seq: st.last})
+				if err != nil {
 					return err
 				}
-				st.epoch, st.last = m.Epoch, m.Seq-1
+				if nst.epoch != m.Epoch { // an even newer epoch meanwhile: that one rules
+					rooms[it.ev.Room] = nst
+					continue
+				}
+				*st = *nst
 			}
 			if m.Seq <= st.last {
 				continue
@@ -379,7 +387,25 @@ func (ss *session) catchUp(room string, from *parleyv1.RoomPosition) (*roomState
 		return st, nil
 	}
 	if from.Epoch != epoch {
-		return st, ss.send(resyncFrame(room, epoch, head, "room epoch changed; reload history"))
+		if err := ss.send(resyncFrame(room, epoch, head, "room epoch changed; reload history")); err != nil {
+			return nil, err
+		}
+		// The new epoch's messages so far are in the recent cache (unless it
+		// already overflowed): send them too, so that a client does not
+		// depend on the store, which may lag behind and receive a room's
+		// records out of order, to see them.
+		recent, _, err := ss.svc.broker.Recent(ctx, room)
+		if err != nil {
+			return nil, apierr.Err(fmt.Errorf("%w: %v", apierr.ErrUnavailable, err))
+		}
+		var fresh []*parleyv1.Message
+		for _, m := range recent {
+			if m.Epoch == epoch {
+				fresh = append(fresh, m)
+				st.last = max(st.last, m.Seq)
+			}
+		}
+		return st, ss.sendMessages(fresh)
 	}
 	if from.Seq >= head {
 		return st, nil
@@ -391,31 +417,36 @@ func (ss *session) catchUp(room string, from *parleyv1.RoomPosition) (*roomState
 	if !complete {
 		return st, ss.send(resyncFrame(room, epoch, head, "too far behind to replay; reload history"))
 	}
-	var batch []*parleyv1.Message
+	var missed []*parleyv1.Message
 	for _, m := range msgs {
 		if m.Epoch != epoch || m.Seq <= from.Seq {
 			continue
 		}
 		st.last = max(st.last, m.Seq)
-		if ss.batches.Load() {
-			if batch = append(batch, m); len(batch) == replayBatch {
-				if err := ss.send(batchOf(batch)); err != nil {
-					return nil, err
-				}
-				batch = nil
+		missed = append(missed, m)
+	}
+	return st, ss.sendMessages(missed)
+}
+
+// sendMessages sends replayed messages, in MessageBatch frames when the
+// client accepts them.
+func (ss *session) sendMessages(msgs []*parleyv1.Message) error {
+	if ss.batches.Load() {
+		for len(msgs) > 0 {
+			n := min(len(msgs), replayBatch)
+			if err := ss.send(batchOf(msgs[:n])); err != nil {
+				return err
 			}
-			continue
+			msgs = msgs[n:]
 		}
+		return nil
+	}
+	for _, m := range msgs {
 		if err := ss.send(&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_Message{Message: m}}); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	if len(batch) > 0 {
-		if err := ss.send(batchOf(batch)); err != nil {
-			return nil, err
-		}
-	}
-	return st, nil
+	return nil
 }
 
 // replayBatch is how many replayed messages go in one MessageBatch frame.
