@@ -29,6 +29,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+	"github.com/parleychat/parley/internal/grpcwebtest"
 	"github.com/parleychat/parley/internal/testenv"
 	"github.com/parleychat/parley/server/tlsconf/tlstest"
 )
@@ -191,7 +192,7 @@ func TestTLSEveryProtocol(t *testing.T) {
 	// grpc-web over https, HTTP/2 and HTTP/1.1.
 	for _, h2 := range []bool{true, false} {
 		req, _ := http.NewRequest("POST", "https://"+addr+"/parley.v1.AuthService/Login",
-			bytes.NewReader(grpcWebFrame(t, &parleyv1.LoginRequest{Username: "tina", Password: "password-tina"})))
+			bytes.NewReader(grpcwebtest.Frame(t, &parleyv1.LoginRequest{Username: "tina", Password: "password-tina"})))
 		req.Header.Set("Content-Type", "application/grpc-web+proto")
 		req.Header.Set("X-Grpc-Web", "1")
 		req.Header.Set("Origin", origin)
@@ -202,7 +203,7 @@ func TestTLSEveryProtocol(t *testing.T) {
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		var login parleyv1.LoginResponse
-		trailers := readGRPCWeb(t, body, &login)
+		trailers := grpcwebtest.Decode(t, body, &login)
 		if resp.StatusCode != http.StatusOK || trailers["grpc-status"] != "0" || login.GetTokens().GetAccessToken() == "" || (resp.ProtoMajor == 2) != h2 {
 			t.Fatalf("grpc-web Login (h2=%v): %s %d trailers %v", h2, resp.Proto, resp.StatusCode, trailers)
 		}
@@ -263,44 +264,6 @@ func TestTLSEveryProtocol(t *testing.T) {
 	}
 }
 
-// grpcWebFrame is m as a length-prefixed gRPC message.
-func grpcWebFrame(t testing.TB, m proto.Message) []byte {
-	t.Helper()
-	b, err := proto.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := make([]byte, 5, 5+len(b))
-	binary.BigEndian.PutUint32(out[1:], uint32(len(b)))
-	return append(out, b...)
-}
-
-// readGRPCWeb decodes a grpc-web response body: the last message into m,
-// and the trailers.
-func readGRPCWeb(t testing.TB, body []byte, m proto.Message) map[string]string {
-	t.Helper()
-	trailers := map[string]string{}
-	for len(body) >= 5 {
-		flag, n := body[0], binary.BigEndian.Uint32(body[1:5])
-		if uint32(len(body)-5) < n {
-			t.Fatalf("short grpc-web frame: %d of %d bytes", len(body)-5, n)
-		}
-		payload := body[5 : 5+n]
-		body = body[5+n:]
-		if flag&0x80 != 0 {
-			for _, line := range strings.Split(string(payload), "\r\n") {
-				if k, v, ok := strings.Cut(line, ":"); ok {
-					trailers[strings.ToLower(strings.TrimSpace(k))] = strings.TrimSpace(v)
-				}
-			}
-			continue
-		}
-		if err := proto.Unmarshal(payload, m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return trailers
-}
 
 // wsConn is a minimal WebSocket client (RFC 6455) speaking improbable-eng's
 // grpc-websockets protocol, over a TLS connection that offered only
@@ -373,7 +336,7 @@ func (w *wsConn) writeMessage(t *testing.T, p []byte) {
 // send sends m as a grpc-websockets data message.
 func (w *wsConn) send(t *testing.T, m proto.Message) {
 	t.Helper()
-	w.writeMessage(t, append([]byte{0}, grpcWebFrame(t, m)...))
+	w.writeMessage(t, append([]byte{0}, grpcwebtest.Frame(t, m)...))
 }
 
 // readMessage returns the payload of the next data message (control

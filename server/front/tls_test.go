@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"io"
 	"log/slog"
@@ -25,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parleychat/parley/internal/grpcwebtest"
 	"github.com/parleychat/parley/server/tlsconf"
 	"github.com/parleychat/parley/server/tlsconf/tlstest"
 )
@@ -201,7 +201,7 @@ func TestHTTPOverTLS(t *testing.T) {
 func TestGRPCWebOverTLS(t *testing.T) {
 	f := startFront(t, true)
 	for _, h2 := range []bool{true, false} {
-		req, _ := http.NewRequest("POST", "https://"+f.addr+"/grpc.health.v1.Health/Check", bytes.NewReader(grpcWebFrame(t, &healthpb.HealthCheckRequest{})))
+		req, _ := http.NewRequest("POST", "https://"+f.addr+"/grpc.health.v1.Health/Check", bytes.NewReader(grpcwebtest.Frame(t, &healthpb.HealthCheckRequest{})))
 		req.Header.Set("Content-Type", "application/grpc-web+proto")
 		req.Header.Set("X-Grpc-Web", "1")
 		req.Header.Set("Origin", "https://chat.example")
@@ -327,18 +327,6 @@ func TestNativeGRPC(t *testing.T) {
 	}
 }
 
-// grpcWebFrame is m as the body of a grpc-web request.
-func grpcWebFrame(t *testing.T, m proto.Message) []byte {
-	t.Helper()
-	b, err := proto.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := make([]byte, 5, 5+len(b))
-	binary.BigEndian.PutUint32(out[1:], uint32(len(b)))
-	return append(out, b...)
-}
-
 // readGRPCWeb reads a grpc-web response: the one message into m, and the
 // trailers.
 func readGRPCWeb(t *testing.T, resp *http.Response, m proto.Message) map[string]string {
@@ -348,27 +336,7 @@ func readGRPCWeb(t *testing.T, resp *http.Response, m proto.Message) map[string]
 	if err != nil {
 		t.Fatal(err)
 	}
-	trailers := map[string]string{}
-	for len(body) >= 5 {
-		flag, n := body[0], binary.BigEndian.Uint32(body[1:5])
-		if uint32(len(body)-5) < n {
-			t.Fatalf("short grpc-web frame: %d of %d bytes", len(body)-5, n)
-		}
-		payload := body[5 : 5+n]
-		body = body[5+n:]
-		if flag&0x80 != 0 {
-			for _, line := range strings.Split(string(payload), "\r\n") {
-				if k, v, ok := strings.Cut(line, ":"); ok {
-					trailers[strings.ToLower(strings.TrimSpace(k))] = strings.TrimSpace(v)
-				}
-			}
-			continue
-		}
-		if err := proto.Unmarshal(payload, m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return trailers
+	return grpcwebtest.Decode(t, body, m)
 }
 
 // BenchmarkUnaryOverTLS compares the two ways a native gRPC call is served
