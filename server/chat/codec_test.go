@@ -68,7 +68,7 @@ func TestHandleAllCoalescesQueuedMessages(t *testing.T) {
 				{ev: liveEvent(t, "r", "e1", 5)},
 				{ev: liveEvent(t, "r", "e1", 6)},
 			}
-			var pending [][]byte
+			var pending []*fanout.Event
 			if err := ss.handleAll(items, rooms, &pending); err != nil {
 				t.Fatal(err)
 			}

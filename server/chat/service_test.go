@@ -698,3 +698,65 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 }
 
 func (rawCodec) Name() string { return "proto" }
+
+// StreamRoom takes the same delivery path as Connect, as protobuf frames.
+func TestStreamRoomDeliversInOrder(t *testing.T) {
+	e := newTestEnv(t, Config{SendRate: 1e6, SendBurst: 1e6, DeliveryTick: 2 * time.Millisecond})
+	e.room(t, "r", store.VisibilityPublic, "a", "b")
+	ctx, cancel := context.WithCancel(e.ctx("b"))
+	defer cancel()
+	st, err := e.client().StreamRoom(ctx, &parleyv1.StreamRoomRequest{RoomId: "r"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *parleyv1.Message, 10)
+	go func() {
+		for {
+			ev, err := st.Recv()
+			if err != nil {
+				close(got)
+				return
+			}
+			if m := ev.GetMessage(); m != nil {
+				got <- m
+			}
+		}
+	}()
+	// The subscription is registered asynchronously: send until the first arrives.
+	deadline := time.After(5 * time.Second)
+	var first *parleyv1.Message
+	for first == nil {
+		if _, err := e.client().SendMessage(e.ctx("a"), &parleyv1.SendMessageRequest{RoomId: "r", Body: "probe"}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case first = <-got:
+		case <-time.After(50 * time.Millisecond):
+		case <-deadline:
+			t.Fatal("no message on StreamRoom")
+		}
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := e.client().SendMessage(e.ctx("a"), &parleyv1.SendMessageRequest{RoomId: "r", ClientMsgId: fmt.Sprint("m", i), Body: "hi"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := first.Seq
+	for n := 0; n < 3; {
+		select {
+		case m := <-got:
+			if m.Seq <= last {
+				continue // a probe that arrived late
+			}
+			if m.Seq != last+1 {
+				t.Fatalf("seq %d after %d", m.Seq, last)
+			}
+			last = m.Seq
+			if m.ClientMsgId == fmt.Sprint("m", n) {
+				n++
+			}
+		case <-deadline:
+			t.Fatal("timed out")
+		}
+	}
+}

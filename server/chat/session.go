@@ -169,7 +169,7 @@ func (ss *session) writer() error {
 	rooms := make(map[string]*roomState)
 	defer ss.leaveAll(rooms)
 	var spare []item
-	var pending [][]byte
+	var pending []*fanout.Event
 	for {
 		select {
 		case <-ss.ctx.Done():
@@ -224,30 +224,42 @@ const (
 )
 
 // handleAll handles items in order. Consecutive live messages are written
-// from their broker encoding, as one MessageBatch frame when the client
-// accepts them, else one Message frame each. pending is scratch space kept
-// by the writer between calls.
-func (ss *session) handleAll(items []item, rooms map[string]*roomState, pending *[][]byte) error {
+// together: from their broker encoding where the stream takes pre-encoded
+// frames, as one MessageBatch frame when the client accepts them, else one
+// Message frame each. pending is scratch space kept by the writer between
+// calls.
+func (ss *session) handleAll(items []item, rooms map[string]*roomState, pending *[]*fanout.Event) error {
 	size := 0
 	flush := func() error {
-		msgs := *pending
-		defer func() { clear(msgs); *pending, size = msgs[:0], 0 }()
+		evs := *pending
+		defer func() { clear(evs); *pending, size = evs[:0], 0 }()
 		switch {
-		case len(msgs) == 0:
+		case len(evs) == 0:
 			return nil
-		case len(msgs) == 1 || !ss.batches.Load():
-			for _, m := range msgs {
-				if err := ss.sendRaw(messageFrame(m)); err != nil {
+		case ss.sendRaw == nil: // StreamRoom: its send converts each frame
+			for _, ev := range evs {
+				if err := ss.send(&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_Message{Message: ev.GetMessage()}}); err != nil {
+					return err
+				}
+			}
+			return nil
+		case len(evs) == 1 || !ss.batches.Load():
+			for _, ev := range evs {
+				if err := ss.sendRaw(messageFrame(ev.MessageBytes)); err != nil {
 					return err
 				}
 			}
 			return nil
 		default:
+			msgs := make([][]byte, len(evs))
+			for i, ev := range evs {
+				msgs[i] = ev.MessageBytes
+			}
 			return ss.sendRaw(batchFrame(msgs))
 		}
 	}
 	for _, it := range items {
-		if ss.sendRaw != nil && it.ev != nil && it.ev.MessageBytes != nil {
+		if it.ev != nil && it.ev.GetMessage() != nil {
 			st := rooms[it.ev.Room]
 			if st == nil {
 				continue // not (yet / any more) subscribed: replay covers it
@@ -279,7 +291,7 @@ func (ss *session) handleAll(items []item, rooms map[string]*roomState, pending 
 					return err
 				}
 			}
-			*pending = append(*pending, it.ev.MessageBytes)
+			*pending = append(*pending, it.ev)
 			size += len(it.ev.MessageBytes) + 8
 			continue
 		}
@@ -302,21 +314,7 @@ func (ss *session) handle(it item, rooms map[string]*roomState) error {
 		if st == nil {
 			return nil // not (yet / any more) subscribed: replay covers it
 		}
-		switch e := it.ev.Event.(type) {
-		case *eventsv1.RoomEvent_Message:
-			m := e.Message
-			if m.Epoch != st.epoch {
-				// The room's counter was re-created: positions restart under a new epoch.
-				if err := ss.send(resyncFrame(it.ev.Room, m.Epoch, m.Seq-1, "room epoch changed")); err != nil {
-					return err
-				}
-				st.epoch, st.last = m.Epoch, m.Seq-1
-			}
-			if m.Seq <= st.last {
-				return nil
-			}
-			st.last = m.Seq
-			return ss.send(&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_Message{Message: m}})
+		switch e := it.ev.Event.(type) { // messages are handled by handleAll
 		case *eventsv1.RoomEvent_MessageWithdrawn:
 			return ss.send(&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_MessageWithdrawn{MessageWithdrawn: e.MessageWithdrawn}})
 		case *eventsv1.RoomEvent_Typing:
