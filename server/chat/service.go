@@ -317,17 +317,10 @@ func (s *Service) sendBatch(ctx context.Context, me auth.Identity, jobs []sendJo
 		})
 		which = append(which, i)
 	}
-	var results []fanout.PublishResult
-	switch len(msgs) {
-	case 0:
+	if len(msgs) == 0 {
 		return
-	case 1:
-		out, dup, err := s.broker.Publish(ctx, msgs[0])
-		results = []fanout.PublishResult{{Message: out, Dup: dup, Err: err}}
-	default:
-		results = s.broker.PublishBatch(ctx, msgs)
 	}
-	for k, r := range results {
+	for k, r := range s.broker.PublishBatch(ctx, msgs) {
 		m, finish := msgs[k], finishers[which[k]]
 		if errors.Is(r.Err, fanout.ErrNoEpoch) {
 			// Every later message of this room in the batch failed the same

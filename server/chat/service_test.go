@@ -148,12 +148,7 @@ func (l *memLog) Append(_ context.Context, m *parleyv1.Message, done func(error)
 			done(errors.New("kafka: no ack"))
 			return
 		}
-		l.store.mu.Lock()
-		if l.store.msgs[m.RoomId] == nil {
-			l.store.msgs[m.RoomId] = map[int64]*parleyv1.Message{}
-		}
-		l.store.msgs[m.RoomId][m.Seq] = m
-		l.store.mu.Unlock()
+		l.store.put(m)
 		done(nil)
 	}()
 }

@@ -66,7 +66,7 @@ func (b *Redis) PresenceJoin(ctx context.Context, roomID, userID, username, stre
 	}
 	now := time.Now()
 	return b.presenceJoin.Exec(ctx, b.client, []string{b.onlineKey(roomID)}, []string{
-		userID + "/" + streamID, userID + "/", ms(now), ms(now.Add(ttl)), b.Channel(roomID), ev}).Error()
+		PresenceEntry(userID, streamID), userID + "/", ms(now), ms(now.Add(ttl)), b.Channel(roomID), ev}).Error()
 }
 
 // PresenceRefresh extends the entries of streams in rooms (no events):
@@ -108,7 +108,7 @@ func (b *Redis) PresenceLeave(ctx context.Context, roomID, userID, username, str
 		return err
 	}
 	return b.presenceLeave.Exec(ctx, b.client, []string{b.onlineKey(roomID)}, []string{
-		userID + "/" + streamID, userID + "/", ms(time.Now()), b.Channel(roomID), ev}).Error()
+		PresenceEntry(userID, streamID), userID + "/", ms(time.Now()), b.Channel(roomID), ev}).Error()
 }
 
 // PresenceSweep removes expired entries of room (streams of a crashed
