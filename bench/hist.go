@@ -38,19 +38,8 @@ func bucketUpper(b int) time.Duration {
 
 // Record adds one observation.
 func (h *Hist) Record(d time.Duration) {
-	if d < 0 {
-		d = 0
-	}
-	b := bucketOf(d)
 	h.mu.Lock()
-	if b >= len(h.counts) {
-		b = len(h.counts) - 1
-	}
-	h.counts[b]++
-	h.n++
-	if d > h.max {
-		h.max = d
-	}
+	h.add(d)
 	h.mu.Unlock()
 }
 
@@ -59,11 +48,16 @@ func (h *Hist) RecordAll(ds []time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, d := range ds {
-		d = max(d, 0)
-		h.counts[min(bucketOf(d), len(h.counts)-1)]++
-		h.n++
-		h.max = max(h.max, d)
+		h.add(d)
 	}
+}
+
+// add records d; h.mu is held.
+func (h *Hist) add(d time.Duration) {
+	d = max(d, 0)
+	h.counts[min(bucketOf(d), len(h.counts)-1)]++
+	h.n++
+	h.max = max(h.max, d)
 }
 
 // Merge adds o's observations.

@@ -41,13 +41,20 @@ func (l *Limiter) Allow(key string, now time.Time) (bool, time.Duration) {
 		b = &bucket{tokens: l.burst, last: now}
 		l.b[key] = b
 	}
-	b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
+	return b.take(now, l.rate, l.burst)
+}
+
+// take refills b for the time since its last use and takes a token.
+func (b *bucket) take(now time.Time, rate, burst float64) (bool, time.Duration) {
+	if !b.last.IsZero() {
+		b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*rate)
+	}
 	b.last = now
 	if b.tokens >= 1 {
 		b.tokens--
 		return true, 0
 	}
-	return false, time.Duration((1 - b.tokens) / l.rate * float64(time.Second))
+	return false, time.Duration((1 - b.tokens) / rate * float64(time.Second))
 }
 
 // Bucket is a single token bucket for one owner (e.g. one stream): the
@@ -64,14 +71,4 @@ func NewBucket(rate float64, burst int) Bucket {
 }
 
 // Allow takes a token; if none is left it returns how long until one is.
-func (l *Bucket) Allow(now time.Time) (bool, time.Duration) {
-	if !l.b.last.IsZero() {
-		l.b.tokens = min(l.burst, l.b.tokens+now.Sub(l.b.last).Seconds()*l.rate)
-	}
-	l.b.last = now
-	if l.b.tokens >= 1 {
-		l.b.tokens--
-		return true, 0
-	}
-	return false, time.Duration((1 - l.b.tokens) / l.rate * float64(time.Second))
-}
+func (l *Bucket) Allow(now time.Time) (bool, time.Duration) { return l.b.take(now, l.rate, l.burst) }
