@@ -188,6 +188,59 @@ export function BrowseDialog({ joined, onClose, onDone }: { joined: Record<strin
   );
 }
 
+/** A labelled username input with its error, as the direct-message and add-member dialogs use it. */
+function UsernameField({
+  id,
+  errorId,
+  value,
+  error,
+  placeholder,
+  onChange,
+}: {
+  id: string;
+  errorId: string;
+  value: string;
+  error: string;
+  placeholder: string;
+  onChange: (v: string) => void;
+}) {
+  return (
+    <div className={`field${error ? ' invalid' : ''}`}>
+      <label htmlFor={id}>Username</label>
+      <input
+        id={id}
+        value={value}
+        onChange={(e) => onChange(e.target.value)}
+        autoCapitalize="none"
+        autoComplete="off"
+        spellCheck={false}
+        placeholder={placeholder}
+        aria-invalid={!!error || undefined}
+        aria-describedby={error ? errorId : undefined}
+      />
+      {error && (
+        <p className="field-error" id={errorId} role="alert">
+          {error}
+        </p>
+      )}
+    </div>
+  );
+}
+
+/** Cancel and submit buttons of a dialog form. */
+function FormActions({ onCancel, busy, label, busyLabel }: { onCancel: () => void; busy: boolean; label: string; busyLabel: string }) {
+  return (
+    <div className="modal-actions">
+      <button type="button" onClick={onCancel}>
+        Cancel
+      </button>
+      <button className="primary" type="submit" disabled={busy}>
+        {busy ? busyLabel : label}
+      </button>
+    </div>
+  );
+}
+
 export function DirectDialog({ me, onClose, onDone }: { me: User; onClose: () => void; onDone: (r: Room) => void }) {
   const [username, setUsername] = useState('');
   const [error, setError] = useState('');
@@ -214,35 +267,18 @@ export function DirectDialog({ me, onClose, onDone }: { me: User; onClose: () =>
   return (
     <Modal title="Direct message" onClose={onClose}>
       <form onSubmit={submit} noValidate>
-        <div className={`field${error ? ' invalid' : ''}`}>
-          <label htmlFor="dm-user">Username</label>
-          <input
-            id="dm-user"
-            value={username}
-            onChange={(e) => {
-              setUsername(e.target.value);
-              setError('');
-            }}
-            autoCapitalize="none"
-            spellCheck={false}
-            placeholder="e.g. ann"
-            aria-invalid={!!error || undefined}
-            aria-describedby={error ? 'dm-error' : undefined}
-          />
-          {error && (
-            <p className="field-error" id="dm-error" role="alert">
-              {error}
-            </p>
-          )}
-        </div>
-        <div className="modal-actions">
-          <button type="button" onClick={onClose}>
-            Cancel
-          </button>
-          <button className="primary" type="submit" disabled={busy}>
-            {busy ? 'Opening…' : 'Start conversation'}
-          </button>
-        </div>
+        <UsernameField
+          id="dm-user"
+          errorId="dm-error"
+          value={username}
+          error={error}
+          placeholder="e.g. ann"
+          onChange={(v) => {
+            setUsername(v);
+            setError('');
+          }}
+        />
+        <FormActions onCancel={onClose} busy={busy} label="Start conversation" busyLabel="Opening…" />
       </form>
     </Modal>
   );
@@ -299,36 +335,18 @@ export function AddMemberDialog({
         <p className="muted small modal-text" id="add-member-help">
           They will see <strong>{roomName}</strong> in their rooms and can read its history.
         </p>
-        <div className={`field${error ? ' invalid' : ''}`}>
-          <label htmlFor="add-member-user">Username</label>
-          <input
-            id="add-member-user"
-            value={username}
-            onChange={(e) => {
-              setUsername(e.target.value);
-              setError('');
-            }}
-            autoCapitalize="none"
-            autoComplete="off"
-            spellCheck={false}
-            placeholder="e.g. bob"
-            aria-invalid={!!error || undefined}
-            aria-describedby={error ? 'add-member-error' : undefined}
-          />
-          {error && (
-            <p className="field-error" id="add-member-error" role="alert">
-              {error}
-            </p>
-          )}
-        </div>
-        <div className="modal-actions">
-          <button type="button" onClick={onClose}>
-            Cancel
-          </button>
-          <button className="primary" type="submit" disabled={busy}>
-            {busy ? 'Adding…' : 'Add'}
-          </button>
-        </div>
+        <UsernameField
+          id="add-member-user"
+          errorId="add-member-error"
+          value={username}
+          error={error}
+          placeholder="e.g. bob"
+          onChange={(v) => {
+            setUsername(v);
+            setError('');
+          }}
+        />
+        <FormActions onCancel={onClose} busy={busy} label="Add" busyLabel="Adding…" />
       </form>
     </Modal>
   );
