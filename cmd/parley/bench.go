@@ -56,14 +56,10 @@ func runBenchFanout(ctx context.Context, args []string) error {
 	if err := config.Parse(fs, args[1:]); err != nil {
 		return err
 	}
-	for _, r := range strings.Split(*rates, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(r))
-		if err != nil || n <= 0 {
-			return fmt.Errorf("rates: %q is not a positive number", r)
-		}
-		cfg.Rates = append(cfg.Rates, n)
-	}
 	var err error
+	if cfg.Rates, err = positiveInts("rates", *rates); err != nil {
+		return err
+	}
 	if cfg.Pids, err = parsePids(*pids); err != nil {
 		return err
 	}
@@ -82,6 +78,19 @@ func runBenchFanout(ctx context.Context, args []string) error {
 	}
 	fmt.Println("report:", path)
 	return writePlot(path, func(png string) error { return bench.PlotFanout(png, rep) })
+}
+
+// positiveInts parses the comma-separated list of flag name.
+func positiveInts(name, s string) ([]int, error) {
+	var out []int
+	for _, v := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("%s: %q is not a positive number", name, v)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 // parsePids parses name=pid,name=pid.
@@ -143,14 +152,10 @@ func runBenchPersist(ctx context.Context, args []string) error {
 		return err
 	}
 	cfg.Brokers = brokers
-	for _, r := range strings.Split(*liveRates, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(r))
-		if err != nil || n <= 0 {
-			return fmt.Errorf("live-rates: %q is not a positive number", r)
-		}
-		cfg.LiveRates = append(cfg.LiveRates, n)
-	}
 	var err error
+	if cfg.LiveRates, err = positiveInts("live-rates", *liveRates); err != nil {
+		return err
+	}
 	if cfg.Pids, err = parsePids(*pids); err != nil {
 		return err
 	}
@@ -233,14 +238,10 @@ func runBenchConns(ctx context.Context, args []string) error {
 	if err := config.Parse(fs, args[1:]); err != nil {
 		return err
 	}
-	for _, l := range strings.Split(*levels, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(l))
-		if err != nil || n <= 0 {
-			return fmt.Errorf("streams: %q is not a positive number", l)
-		}
-		cfg.Levels = append(cfg.Levels, n)
-	}
 	var err error
+	if cfg.Levels, err = positiveInts("streams", *levels); err != nil {
+		return err
+	}
 	if cfg.Pids, err = parsePids(*pids); err != nil {
 		return err
 	}
