@@ -194,6 +194,16 @@ func metricSums(r io.Reader) (map[string]float64, error) {
 
 // scrapeMetrics fetches a /metrics URL and sums its series by name.
 func scrapeMetrics(ctx context.Context, url string) (map[string]float64, error) {
+	body, err := getMetrics(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	return metricSums(body)
+}
+
+// getMetrics fetches a /metrics URL; the caller closes the body.
+func getMetrics(ctx context.Context, url string) (io.ReadCloser, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
@@ -202,11 +212,11 @@ func scrapeMetrics(ctx context.Context, url string) (map[string]float64, error) 
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
 		return nil, fmt.Errorf("%s: %s", url, resp.Status)
 	}
-	return metricSums(resp.Body)
+	return resp.Body, nil
 }
 
 // gatherSums sums every series of each metric a Gatherer holds, by name
