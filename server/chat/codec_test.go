@@ -68,8 +68,8 @@ func TestHandleAllCoalescesQueuedMessages(t *testing.T) {
 				{ev: liveEvent(t, "r", "e1", 5)},
 				{ev: liveEvent(t, "r", "e1", 6)},
 			}
-			var pending []*fanout.Event
-			if err := ss.handleAll(items, rooms, &pending); err != nil {
+			ss.wrooms = rooms
+			if err := ss.handleAll(items); err != nil {
 				t.Fatal(err)
 			}
 			var kinds, order []string

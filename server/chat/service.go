@@ -130,7 +130,20 @@ func NewService(cfg Config, broker Broker, log Log, history History, rooms Rooms
 
 // Shutdown ends every open stream with Unavailable ("reconnect"), so that a
 // graceful stop does not wait for long-lived streams.
-func (s *Service) Shutdown() { s.shutdownOnce.Do(func() { close(s.shutdown) }) }
+func (s *Service) Shutdown() {
+	s.shutdownOnce.Do(func() {
+		s.streamsMu.Lock()
+		close(s.shutdown)
+		open := make([]*session, 0, len(s.sessions))
+		for ss := range s.sessions {
+			open = append(open, ss)
+		}
+		s.streamsMu.Unlock()
+		for _, ss := range open {
+			ss.end(errShuttingDown)
+		}
+	})
+}
 
 // openStream counts a stream of user against MaxStreamsPerUser; the returned
 // func releases it.

@@ -165,6 +165,14 @@ type testEnv struct {
 
 func newTestEnv(tb testing.TB, cfg Config) *testEnv {
 	tb.Helper()
+	return newTestEnvEnder(tb, cfg, true)
+}
+
+// newTestEnvEnder is newTestEnv; without ender, sessions cannot end their
+// streams themselves (see statusWriter) and Connect reads on a goroutine of
+// its own.
+func newTestEnvEnder(tb testing.TB, cfg Config, ender bool) *testEnv {
+	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	tb.Cleanup(cancel)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -187,7 +195,11 @@ func newTestEnv(tb testing.TB, cfg Config) *testEnv {
 	issuer, _ := auth.NewIssuer([]byte("0123456789abcdef0123456789abcdef"), time.Hour)
 	eu, es := apierr.Interceptors(logger)
 	au, as := issuer.Interceptors(nil)
-	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(eu, au), grpc.ChainStreamInterceptor(es, as), grpc.ForceServerCodecV2(NewCodec()))
+	streamInterceptors := []grpc.StreamServerInterceptor{es, as}
+	if !ender {
+		streamInterceptors = append(streamInterceptors, hideStatusWriter)
+	}
+	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(eu, au), grpc.ChainStreamInterceptor(streamInterceptors...), grpc.ForceServerCodecV2(NewCodec()))
 	parleyv1.RegisterChatServiceServer(gs, svc)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -39,11 +39,13 @@ type roomState struct {
 
 // session is one Connect or StreamRoom stream.
 //
-// Everything the client gets goes through one queue and one writer
-// goroutine, in order. The queue is a slice under a mutex plus a wake-up
-// channel rather than a channel of items: the writer takes everything queued
-// at once, so a stream that is behind costs one wake-up and (with
-// StreamOptions.message_batches) one frame for many messages, not one each.
+// Everything the client gets goes through one queue and one writer, in
+// order. The writer is a goroutine that runs only while the queue is not
+// empty: an idle stream costs no goroutine but its handler's (see
+// statusWriter). The queue is a slice under a mutex rather than a channel: the
+// writer takes everything queued at once, so a stream that is behind costs
+// one wake-up and (with StreamOptions.message_batches) one frame for many
+// messages, not one each.
 type session struct {
 	svc     *Service
 	me      auth.Identity
@@ -52,12 +54,22 @@ type session struct {
 	sendRaw func(EncodedFrame) error // nil: the stream takes no pre-encoded frames (StreamRoom)
 	batches atomic.Bool              // the client accepts MessageBatch frames
 	ctx     context.Context
-	cancel  context.CancelCauseFunc
+	ender   statusWriter            // ends the stream, and with it ctx and a blocked Recv
+	cancel  context.CancelCauseFunc // ends ctx where there is no ender
 
-	qmu   sync.Mutex
-	queue []item
-	dirty bool // live messages queued, waiting for the delivery tick
-	wake  chan struct{} // capacity 1: "the queue is not empty"
+	qmu     sync.Mutex
+	queue   []item
+	dirty   bool           // live messages queued, waiting for the delivery tick
+	writing bool           // the writer goroutine runs
+	writers sync.WaitGroup // the writer goroutine, for finish
+	closed  atomic.Bool    // set under qmu: no more items, no new writer
+	cause   error          // why the session ended (under qmu)
+
+	// The writer's own state. One writer runs at a time, and qmu orders one
+	// writer's exit before the next one's start.
+	wrooms  map[string]*roomState // positions in the subscribed rooms
+	spare   []item                // the last queue, emptied, for reuse
+	pending []*fanout.Event       // scratch for handleAll
 
 	mu    sync.Mutex
 	rooms map[string]bool // subscribed rooms, as the reader sees them
@@ -66,17 +78,17 @@ type session struct {
 	sends   []sendJob // waiting for the sender goroutine
 	sending bool      // the sender goroutine runs
 
-	pending sync.WaitGroup // sends awaiting their ack
-	closed  atomic.Bool
+	acks sync.WaitGroup // sends awaiting their ack
 }
 
 func (s *Service) newSession(ctx context.Context, me auth.Identity, send func(*parleyv1.ConnectResponse) error) *session {
-	ctx, cancel := context.WithCancelCause(ctx)
-	return &session{
-		svc: s, me: me, id: ulid.Make().String(), send: send,
-		wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
-		rooms: make(map[string]bool),
+	ss := &session{svc: s, me: me, id: ulid.Make().String(), send: send, ctx: ctx, rooms: make(map[string]bool)}
+	if w, ok := streamStatusWriter(ctx); ok {
+		ss.ender = w
+	} else {
+		ss.ctx, ss.cancel = context.WithCancelCause(ctx)
 	}
+	return ss
 }
 
 var errSlowConsumer = status.Error(codes.ResourceExhausted, "stream is not reading fast enough; reconnect and resume from your last position")
@@ -84,9 +96,9 @@ var errSlowConsumer = status.Error(codes.ResourceExhausted, "stream is not readi
 // enqueue hands it to the writer without blocking; a full queue ends the session.
 func (ss *session) enqueue(it item) { ss.put(it, false) }
 
-// put queues it and wakes the writer now, or with deferred at the next
+// put queues it and starts the writer now, or with deferred at the next
 // delivery tick (Config.DeliveryTick): live messages of many streams then
-// reach gRPC together, and each connection's writer makes one write for
+// reach gRPC together, and each connection's transport makes one write for
 // them instead of one per frame.
 func (ss *session) put(it item, deferred bool) {
 	ss.qmu.Lock()
@@ -95,10 +107,11 @@ func (ss *session) put(it item, deferred bool) {
 		return
 	}
 	if len(ss.queue) >= ss.svc.cfg.StreamQueue {
+		now := ss.endLocked(errSlowConsumer)
 		ss.qmu.Unlock()
-		if ss.closed.CompareAndSwap(false, true) {
-			ss.svc.slow.Inc()
-			ss.cancel(errSlowConsumer)
+		ss.svc.slow.Inc()
+		if now {
+			ss.stop(errSlowConsumer)
 		}
 		return
 	}
@@ -112,25 +125,56 @@ func (ss *session) put(it item, deferred bool) {
 		}
 		return
 	}
+	start := ss.startWriterLocked()
 	ss.qmu.Unlock()
-	ss.signal()
-}
-
-// signal wakes the writer.
-func (ss *session) signal() {
-	select {
-	case ss.wake <- struct{}{}:
-	default: // already signalled
+	if start {
+		go ss.write()
 	}
 }
 
-// takeQueued returns everything queued and leaves spare (emptied) in its place.
-func (ss *session) takeQueued(spare []item) []item {
-	ss.qmu.Lock()
-	defer ss.qmu.Unlock()
-	items := ss.queue
-	ss.queue = spare[:0]
-	return items
+// startWriterLocked reports whether the caller must start the writer
+// goroutine (which it then counts as running). ss.qmu must be held.
+func (ss *session) startWriterLocked() bool {
+	if ss.writing || ss.closed.Load() || len(ss.queue) == 0 {
+		return false
+	}
+	ss.writing = true
+	ss.writers.Add(1)
+	return true
+}
+
+// write is the writer goroutine: it sends what is queued, in order, until
+// the queue is empty, and ends the session if a send fails.
+func (ss *session) write() {
+	defer ss.writers.Done()
+	for {
+		ss.qmu.Lock()
+		items := ss.queue
+		if len(items) == 0 || ss.closed.Load() {
+			ss.writing = false
+			ended, cause := ss.closed.Load(), ss.cause
+			ss.qmu.Unlock()
+			if ended && cause != nil {
+				ss.stop(cause) // deferred by end while this writer was sending
+			}
+			return
+		}
+		ss.queue = ss.spare
+		ss.qmu.Unlock()
+		ss.svc.queue.Observe(float64(len(items)))
+		err := ss.handleAll(items)
+		clear(items) // let the events go
+		ss.spare = items[:0]
+		if err != nil {
+			ss.qmu.Lock()
+			ss.endLocked(err)
+			ss.writing = false
+			cause := ss.cause
+			ss.qmu.Unlock()
+			ss.stop(cause)
+			return
+		}
+	}
 }
 
 // Deliver implements fanout.Subscriber.
@@ -139,15 +183,31 @@ func (ss *session) Deliver(ev *fanout.Event) { ss.put(item{ev: ev}, ev.MessageBy
 // Resync implements fanout.Subscriber.
 func (ss *session) Resync() { ss.enqueue(item{resync: true}) }
 
-// serve runs the writer on the calling goroutine (the stream's handler: no
-// extra goroutine per stream) until the session ends, then cleans up.
-func (ss *session) serve() error {
+// register counts the session as open; a session opened during shutdown
+// ends at once.
+func (ss *session) register() {
 	ss.svc.streams.Inc()
 	ss.svc.streamsMu.Lock()
 	ss.svc.sessions[ss] = struct{}{}
 	ss.svc.streamsMu.Unlock()
-	err := ss.writer()
+	select {
+	case <-ss.svc.shutdown:
+		ss.end(errShuttingDown)
+	default:
+	}
+}
+
+var errShuttingDown = status.Error(codes.Unavailable, "server is shutting down; reconnect and resume")
+
+// finish runs on the handler once the session has ended: it waits for the
+// writer (nothing may be sent after the handler returns), cleans up and
+// returns the status to end the stream with (nil after a drain).
+func (ss *session) finish() error {
+	ss.qmu.Lock()
 	ss.closed.Store(true)
+	ss.qmu.Unlock()
+	ss.writers.Wait()
+	ss.leaveAll()
 	ss.mu.Lock()
 	for room := range ss.rooms {
 		ss.svc.hub.Remove(room, ss)
@@ -157,56 +217,79 @@ func (ss *session) serve() error {
 	ss.svc.streamsMu.Lock()
 	delete(ss.svc.sessions, ss)
 	ss.svc.streamsMu.Unlock()
-	return err
+	return ss.endStatus()
 }
 
-// end stops the session with cause.
-func (ss *session) end(cause error) { ss.cancel(cause) }
-
-// writer sends everything the client gets, in queue order, until the session
-// ends. It returns the status to end the stream with (nil after a drain).
-func (ss *session) writer() error {
-	rooms := make(map[string]*roomState)
-	defer ss.leaveAll(rooms)
-	var spare []item
-	var pending []*fanout.Event
-	for {
-		select {
-		case <-ss.ctx.Done():
-			return ss.endStatus()
-		case <-ss.svc.shutdown:
-			return status.Error(codes.Unavailable, "server is shutting down; reconnect and resume")
-		case <-ss.wake:
-			items := ss.takeQueued(spare)
-			ss.svc.queue.Observe(float64(len(items)))
-			err := ss.handleAll(items, rooms, &pending)
-			clear(items) // let the events go
-			spare = items[:0]
-			if errors.Is(err, errDrained) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-		}
+// end stops the session with cause (the first cause given wins).
+func (ss *session) end(cause error) {
+	ss.qmu.Lock()
+	now := ss.endLocked(cause)
+	cause = ss.cause
+	ss.qmu.Unlock()
+	if now {
+		ss.stop(cause)
 	}
+}
+
+// endLocked marks the session ended and drops what is queued; it reports
+// whether the caller must stop it now. While the writer is in the middle of
+// a send, the writer stops it when the send returns instead: the stream's
+// status must not be written under a send (a stalled client then waits for
+// the end of its stream until it reads or goes away, and holds a bounded
+// amount meanwhile: the queue is dropped). ss.qmu must be held.
+func (ss *session) endLocked(cause error) bool {
+	if ss.cause == nil {
+		ss.cause = cause
+	}
+	ss.closed.Store(true)
+	clear(ss.queue)
+	ss.queue = nil
+	return ss.ender == nil || !ss.writing
+}
+
+// stop ends the stream with cause's status, which ends the session's
+// context; without an ender, it ends the context, and the handler returns
+// the status.
+func (ss *session) stop(cause error) {
+	if ss.ender != nil {
+		_ = ss.ender.WriteStatus(status.Convert(statusFor(cause)))
+		return
+	}
+	ss.cancel(cause)
 }
 
 var errDrained = errors.New("drained")
 
 // leaveAll removes the stream's presence from every room it was in.
-func (ss *session) leaveAll(rooms map[string]*roomState) {
+func (ss *session) leaveAll() {
+	if len(ss.wrooms) == 0 {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	for room := range rooms {
+	for room := range ss.wrooms {
 		if err := ss.svc.broker.PresenceLeave(ctx, room, ss.me.UserID, ss.me.Username, ss.id); err != nil {
 			ss.svc.logger.Warn("presence leave failed", "room", room, "err", err)
 		}
 	}
 }
 
+// endStatus returns the status to end the stream with once ss.ctx is done.
 func (ss *session) endStatus() error {
-	cause := context.Cause(ss.ctx)
+	ss.qmu.Lock()
+	cause := ss.cause
+	ss.qmu.Unlock()
+	if cause == nil { // the client went away
+		cause = context.Cause(ss.ctx)
+	}
+	return statusFor(cause)
+}
+
+// statusFor returns the status to end a stream with for cause.
+func statusFor(cause error) error {
+	if errors.Is(cause, errDrained) {
+		return nil
+	}
 	if _, ok := status.FromError(cause); ok {
 		return cause
 	}
@@ -226,9 +309,12 @@ const (
 // handleAll handles items in order. Consecutive live messages are written
 // together: from their broker encoding where the stream takes pre-encoded
 // frames, as one MessageBatch frame when the client accepts them, else one
-// Message frame each. pending is scratch space kept by the writer between
-// calls.
-func (ss *session) handleAll(items []item, rooms map[string]*roomState, pending *[]*fanout.Event) error {
+// Message frame each.
+func (ss *session) handleAll(items []item) error {
+	if ss.wrooms == nil {
+		ss.wrooms = make(map[string]*roomState)
+	}
+	rooms, pending := ss.wrooms, &ss.pending
 	size := 0
 	flush := func() error {
 		evs := *pending
@@ -548,20 +634,26 @@ func (s *Service) Connect(stream parleyv1.ChatService_ConnectServer) error {
 	defer release()
 	ss := s.newSession(stream.Context(), me, stream.Send)
 	ss.sendRaw = func(f EncodedFrame) error { return stream.SendMsg(f) }
-	// The reader runs on its own goroutine so that the stream ends as soon as
-	// the writer does (slow consumer, shutdown), even while Recv is blocked.
-	go func() {
+	ss.register()
+	readAll := func() {
 		if err := ss.read(stream); err != nil {
 			ss.end(err)
 			return
 		}
 		// The client half-closed: answer what is pending, then finish.
-		ss.pending.Wait()
+		ss.acks.Wait()
 		ss.enqueue(item{drain: true})
-	}()
-	err = ss.serve()
-	ss.end(context.Canceled)
-	return err
+	}
+	if ss.ender != nil {
+		// Ending the session ends Recv too: the handler reads.
+		readAll()
+	} else {
+		// Recv would outlive a session the server ends (slow consumer,
+		// shutdown): read on another goroutine so that the handler can return.
+		go readAll()
+	}
+	<-ss.ctx.Done()
+	return ss.finish()
 }
 
 // read handles client frames until the client half-closes (nil) or fails.
@@ -587,9 +679,9 @@ func (ss *session) read(stream parleyv1.ChatService_ConnectServer) error {
 			ss.unsubscribe(f.Unsubscribe.GetRoomId())
 		case *parleyv1.ConnectRequest_Send:
 			req := f.Send
-			ss.pending.Add(1)
+			ss.acks.Add(1)
 			ss.queueSend(sendJob{req: req, done: func(m *parleyv1.Message, err error) {
-				defer ss.pending.Done()
+				defer ss.acks.Done()
 				ack := &parleyv1.SendAck{ClientMsgId: req.GetClientMsgId(), Message: m}
 				if err != nil {
 					st := apierr.Status(err)
@@ -696,14 +788,14 @@ func (s *Service) StreamRoom(req *parleyv1.StreamRoomRequest, stream parleyv1.Ch
 	}
 	defer release()
 	ss := s.newSession(stream.Context(), me, send)
+	ss.register()
 	ss.subscribe(stream.Context(), &parleyv1.Subscribe{RoomId: req.GetRoomId(), ResumeFrom: req.GetResumeFrom()})
-	err = ss.serve()
-	ss.end(context.Canceled)
-	return err
+	<-ss.ctx.Done()
+	return ss.finish()
 }
 
-// deliveryTicker wakes, once per tick, the writers of streams that have live
-// messages queued. It runs only while there are some.
+// deliveryTicker starts, once per tick, the writers of streams that have
+// live messages queued. It runs only while there are some.
 type deliveryTicker struct {
 	every   time.Duration
 	mu      sync.Mutex
@@ -737,8 +829,11 @@ func (t *deliveryTicker) run() {
 		for i, ss := range batch {
 			ss.qmu.Lock()
 			ss.dirty = false
+			start := ss.startWriterLocked()
 			ss.qmu.Unlock()
-			ss.signal()
+			if start {
+				go ss.write()
+			}
 			batch[i] = nil
 		}
 	}
