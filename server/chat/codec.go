@@ -36,7 +36,21 @@ func (c Codec) Marshal(v any) (mem.BufferSlice, error) {
 }
 
 // Unmarshal implements encoding.CodecV2.
-func (c Codec) Unmarshal(data mem.BufferSlice, v any) error { return c.proto.Unmarshal(data, v) }
+func (c Codec) Unmarshal(data mem.BufferSlice, v any) error {
+	if f, ok := v.(*rawFrame); ok {
+		f.b = data.Materialize()
+		return nil
+	}
+	return c.proto.Unmarshal(data, v)
+}
+
+// rawFrame receives a request frame undecoded. Connect decodes it after
+// RecvMsg has returned: deep in grpc's receive path the decoder would grow
+// the stream handler's stack past 8 KiB, and the stack of a goroutine that
+// then parks in Recv for hours is never shrunk back (conns-v1: 16 instead
+// of 8 KiB per idle stream). Decoding in the handler also gives a malformed
+// frame InvalidArgument instead of grpc's Internal.
+type rawFrame struct{ b []byte }
 
 // Name implements encoding.CodecV2: it is the protobuf codec on the wire.
 func (c Codec) Name() string { return protocodec.Name }

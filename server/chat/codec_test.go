@@ -2,6 +2,11 @@ package chat
 
 import (
 	"fmt"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -100,5 +105,26 @@ func TestHandleAllCoalescesQueuedMessages(t *testing.T) {
 				t.Fatalf("room position %+v", st)
 			}
 		})
+	}
+}
+
+// A Connect frame that is not a valid ConnectRequest (here: a room id that
+// is not UTF-8) ends the stream with InvalidArgument naming the problem,
+// not with grpc's Internal.
+func TestMalformedConnectFrameIsInvalidArgument(t *testing.T) {
+	e := newTestEnv(t, Config{})
+	s, err := e.conn.NewStream(e.ctx("a"), &parleyv1.ChatService_ServiceDesc.Streams[0], parleyv1.ChatService_Connect_FullMethodName, grpc.ForceCodecV2(rawCodec{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), []byte{0xff, 0xfe})
+	frame := rawBytes(protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), sub)) // ConnectRequest.subscribe
+	if err := s.SendMsg(&frame); err != nil {
+		t.Fatal(err)
+	}
+	var got rawBytes
+	err = s.RecvMsg(&got)
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "ConnectRequest") {
+		t.Fatalf("stream ended with %v, want InvalidArgument about the ConnectRequest", err)
 	}
 }

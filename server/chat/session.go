@@ -12,6 +12,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	eventsv1 "github.com/parleychat/parley/gen/go/parley/events/v1"
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
@@ -19,6 +20,7 @@ import (
 	"github.com/parleychat/parley/server/apierr"
 	"github.com/parleychat/parley/server/auth"
 	"github.com/parleychat/parley/server/fanout"
+	"github.com/parleychat/parley/server/rooms"
 )
 
 // item is one unit of work for a session's writer.
@@ -75,8 +77,8 @@ type session struct {
 	rooms map[string]bool // subscribed rooms, as the reader sees them
 
 	smu     sync.Mutex
-	sends   []sendJob // waiting for the sender goroutine
-	sending bool      // the sender goroutine runs
+	tasks   []task // waiting for the worker goroutine
+	working bool   // the worker goroutine runs
 
 	acks sync.WaitGroup // sends awaiting their ack
 }
@@ -418,6 +420,20 @@ func (ss *session) handle(it item, rooms map[string]*roomState) error {
 		}
 		return nil
 	case it.sub != nil:
+		// The membership check runs here, on the writer, rather than on the
+		// reading handler: see session.read.
+		if err := ss.svc.checkMember(ss.ctx, it.sub.RoomId, ss.me.UserID); err != nil {
+			ss.dropRoom(it.sub.RoomId)
+			if _, was := rooms[it.sub.RoomId]; was { // a re-subscription, refused now
+				delete(rooms, it.sub.RoomId)
+				if err := ss.svc.broker.PresenceLeave(ss.ctx, it.sub.RoomId, ss.me.UserID, ss.me.Username, ss.id); err != nil {
+					ss.svc.logger.Warn("presence leave failed", "room", it.sub.RoomId, "err", err)
+				}
+			}
+			st := apierr.Status(err)
+			return ss.send(&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_SubscribeError{SubscribeError: &parleyv1.SubscribeError{
+				RoomId: it.sub.RoomId, Error: &parleyv1.Status{Code: int32(st.Code()), Message: st.Message()}}}})
+		}
 		st, err := ss.catchUp(it.sub.RoomId, it.sub.ResumeFrom)
 		if err != nil {
 			return err
@@ -579,14 +595,15 @@ func (s *Service) replay(ctx context.Context, room string, after int64) ([]*parl
 }
 
 // subscribe validates and registers a subscription requested by the client;
-// a refusal is reported in-band as SubscribeError.
-func (ss *session) subscribe(ctx context.Context, sub *parleyv1.Subscribe) {
+// a refusal is reported in-band as SubscribeError. The writer checks the
+// membership before it sends anything of the room.
+func (ss *session) subscribe(sub *parleyv1.Subscribe) {
 	refuse := func(err error) {
 		st := apierr.Status(err)
 		ss.enqueue(item{frame: &parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_SubscribeError{SubscribeError: &parleyv1.SubscribeError{
 			RoomId: sub.GetRoomId(), Error: &parleyv1.Status{Code: int32(st.Code()), Message: st.Message()}}}}})
 	}
-	if err := ss.svc.checkMember(ctx, sub.GetRoomId(), ss.me.UserID); err != nil {
+	if err := rooms.ValidateRoomID("room_id", sub.GetRoomId()); err != nil {
 		refuse(err)
 		return
 	}
@@ -614,11 +631,16 @@ func (ss *session) subscribe(ctx context.Context, sub *parleyv1.Subscribe) {
 }
 
 func (ss *session) unsubscribe(room string) {
+	ss.dropRoom(room)
+	ss.enqueue(item{unsub: room})
+}
+
+// dropRoom stops the room's live events to the stream.
+func (ss *session) dropRoom(room string) {
 	ss.mu.Lock()
 	delete(ss.rooms, room)
 	ss.mu.Unlock()
 	ss.svc.hub.Remove(room, ss)
-	ss.enqueue(item{unsub: room})
 }
 
 // Connect implements parleyv1.ChatServiceServer.
@@ -657,30 +679,42 @@ func (s *Service) Connect(stream parleyv1.ChatService_ConnectServer) error {
 }
 
 // read handles client frames until the client half-closes (nil) or fails.
+//
+// It runs on the stream's handler goroutine, which then waits in Recv for
+// as long as the stream is open, and Go never shrinks the stack of a
+// goroutine that parks using more than a quarter of it: one deep call here
+// (the store driver, a Redis round trip) would cost the stream 16 KiB of
+// stack instead of 8 for its whole life. So everything that talks to a
+// backend runs on the worker or the writer, which exist only while they
+// have work: read only decodes, checks and queues.
 func (ss *session) read(stream parleyv1.ChatService_ConnectServer) error {
-	ctx := ss.ctx
 	var lastTyping map[string]time.Time // allocated on the first typing frame
 	frames := ratelimit.NewBucket(ss.svc.cfg.FrameRate, ss.svc.cfg.FrameBurst)
+	var raw rawFrame
 	for {
-		req, err := stream.Recv()
+		err := stream.RecvMsg(&raw)
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
+		req := &parleyv1.ConnectRequest{}
+		if err := proto.Unmarshal(raw.b, req); err != nil {
+			return status.Errorf(codes.InvalidArgument, "frame: not a valid ConnectRequest: %v", err)
+		}
 		if ok, _ := frames.Allow(time.Now()); !ok {
 			return status.Errorf(codes.ResourceExhausted, "frame rate limit of %g frames/s per stream exceeded", ss.svc.cfg.FrameRate)
 		}
 		switch f := req.Frame.(type) {
 		case *parleyv1.ConnectRequest_Subscribe:
-			ss.subscribe(ctx, f.Subscribe)
+			ss.subscribe(f.Subscribe)
 		case *parleyv1.ConnectRequest_Unsubscribe:
 			ss.unsubscribe(f.Unsubscribe.GetRoomId())
 		case *parleyv1.ConnectRequest_Send:
 			req := f.Send
 			ss.acks.Add(1)
-			ss.queueSend(sendJob{req: req, done: func(m *parleyv1.Message, err error) {
+			ss.queueTask(task{send: sendJob{req: req, done: func(m *parleyv1.Message, err error) {
 				defer ss.acks.Done()
 				ack := &parleyv1.SendAck{ClientMsgId: req.GetClientMsgId(), Message: m}
 				if err != nil {
@@ -688,7 +722,7 @@ func (ss *session) read(stream parleyv1.ChatService_ConnectServer) error {
 					ack.Error = &parleyv1.Status{Code: int32(st.Code()), Message: st.Message()}
 				}
 				ss.enqueue(item{frame: &parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_SendAck{SendAck: ack}}})
-			}})
+			}}})
 		case *parleyv1.ConnectRequest_Typing:
 			// At most one typing event per room per second per stream; extra
 			// frames are dropped, and refusals are not answered (typing is a hint).
@@ -698,14 +732,10 @@ func (ss *session) read(stream parleyv1.ChatService_ConnectServer) error {
 					lastTyping = make(map[string]time.Time)
 				}
 				lastTyping[room] = now
-				if err := ss.svc.typing(ctx, ss.me, room); err != nil {
-					ss.svc.logger.Debug("typing refused", "room", room, "err", err)
-				}
+				ss.queueTask(task{typing: room})
 			}
 		case *parleyv1.ConnectRequest_MarkRead:
-			if _, err := ss.svc.markRead(ctx, ss.me, f.MarkRead); err != nil {
-				ss.svc.logger.Debug("mark read refused", "room", f.MarkRead.GetRoomId(), "err", err)
-			}
+			ss.queueTask(task{markRead: f.MarkRead})
 		case *parleyv1.ConnectRequest_Options:
 			ss.batches.Store(f.Options.GetMessageBatches())
 		case *parleyv1.ConnectRequest_Ping:
@@ -719,41 +749,70 @@ func (ss *session) read(stream parleyv1.ChatService_ConnectServer) error {
 	}
 }
 
-// queueSend hands a send to the stream's sender, which publishes what has
-// queued up in one Redis round trip, in order, so that a stream's sends do
-// not each wait for the previous one's round trip. The sender goroutine
-// exists only while there are sends to publish.
-func (ss *session) queueSend(j sendJob) {
+// task is a client request that talks to the backends: a send, a typing
+// notice or a read marker (exactly one is set).
+type task struct {
+	send     sendJob
+	typing   string
+	markRead *parleyv1.MarkReadRequest
+}
+
+// queueTask hands t to the stream's worker, which runs tasks in order and
+// publishes consecutive sends in one Redis round trip, so that a stream's
+// sends do not each wait for the previous one's. The worker goroutine exists
+// only while there are tasks.
+func (ss *session) queueTask(t task) {
 	ss.smu.Lock()
-	ss.sends = append(ss.sends, j)
-	start := !ss.sending
-	ss.sending = true
+	ss.tasks = append(ss.tasks, t)
+	start := !ss.working
+	ss.working = true
 	ss.smu.Unlock()
 	if start {
-		go ss.sender()
+		go ss.work()
 	}
 }
 
 // maxSendBatch bounds how many sends go to Redis in one round trip.
 const maxSendBatch = 128
 
-func (ss *session) sender() {
+func (ss *session) work() {
+	var sends []sendJob
+	flush := func() {
+		if len(sends) > 0 {
+			ss.svc.sendBatch(ss.ctx, ss.me, sends)
+			clear(sends)
+			sends = sends[:0]
+		}
+	}
 	for {
 		ss.smu.Lock()
-		jobs := ss.sends
-		if len(jobs) > maxSendBatch {
-			jobs = jobs[:maxSendBatch:maxSendBatch]
-			ss.sends = ss.sends[maxSendBatch:]
-		} else {
-			ss.sends = nil
-		}
-		if len(jobs) == 0 {
-			ss.sending = false
+		tasks := ss.tasks
+		ss.tasks = nil
+		if len(tasks) == 0 {
+			ss.working = false
 			ss.smu.Unlock()
 			return
 		}
 		ss.smu.Unlock()
-		ss.svc.sendBatch(ss.ctx, ss.me, jobs)
+		for _, t := range tasks {
+			switch {
+			case t.send.req != nil:
+				if sends = append(sends, t.send); len(sends) == maxSendBatch {
+					flush()
+				}
+			case t.typing != "":
+				flush()
+				if err := ss.svc.typing(ss.ctx, ss.me, t.typing); err != nil {
+					ss.svc.logger.Debug("typing refused", "room", t.typing, "err", err)
+				}
+			case t.markRead != nil:
+				flush()
+				if _, err := ss.svc.markRead(ss.ctx, ss.me, t.markRead); err != nil {
+					ss.svc.logger.Debug("mark read refused", "room", t.markRead.GetRoomId(), "err", err)
+				}
+			}
+		}
+		flush()
 	}
 }
 
@@ -789,7 +848,7 @@ func (s *Service) StreamRoom(req *parleyv1.StreamRoomRequest, stream parleyv1.Ch
 	defer release()
 	ss := s.newSession(stream.Context(), me, send)
 	ss.register()
-	ss.subscribe(stream.Context(), &parleyv1.Subscribe{RoomId: req.GetRoomId(), ResumeFrom: req.GetResumeFrom()})
+	ss.subscribe(&parleyv1.Subscribe{RoomId: req.GetRoomId(), ResumeFrom: req.GetResumeFrom()})
 	<-ss.ctx.Done()
 	return ss.finish()
 }
