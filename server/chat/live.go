@@ -194,7 +194,7 @@ func (s *Service) roomState(ctx context.Context, roomID, readEpoch string, readS
 }
 
 // presenceEntries returns, per room, the presence entries of the local
-// streams subscribed to it.
+// streams subscribed to it. It also trims idle streams' buffers.
 func (s *Service) presenceEntries() map[string][]string {
 	s.streamsMu.Lock()
 	sessions := make([]*session, 0, len(s.sessions))
@@ -204,6 +204,7 @@ func (s *Service) presenceEntries() map[string][]string {
 	s.streamsMu.Unlock()
 	members := make(map[string][]string)
 	for _, ss := range sessions {
+		ss.trimIdle()
 		entry := fanout.PresenceEntry(ss.me.UserID, ss.id)
 		ss.mu.Lock()
 		for room := range ss.rooms {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -85,7 +86,8 @@ type Service struct {
 	hub     Hub
 	logger  *slog.Logger
 	limiter *ratelimit.Limiter
-	members sync.Map // "room/user" -> memberEntry
+	members sync.Map           // "room/user" -> memberEntry
+	lookups singleflight.Group // "room/user" -> membership lookup in flight
 
 	streamsMu   sync.Mutex
 	userStreams map[string]int
@@ -189,19 +191,36 @@ func (s *Service) checkMember(ctx context.Context, roomID, userID string) error 
 			return nil
 		}
 	}
-	err := s.lookupMember(ctx, roomID, userID)
-	if err == nil {
-		e := &memberEntry{}
-		e.confirmed.Store(now.UnixNano())
-		s.members.Store(key, e)
+	// Concurrent misses of one key (a user's streams reconnecting at once)
+	// share one lookup. It runs on its own goroutine with its own deadline,
+	// so a caller that gives up does not fail the others, and no caller's
+	// context (a stream's, for hours) gets a child.
+	ch := s.lookups.DoChan(key, func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), memberLookupTimeout)
+		defer cancel()
+		err := s.lookupMember(ctx, roomID, userID)
+		if err == nil {
+			e := &memberEntry{}
+			e.confirmed.Store(now.UnixNano())
+			s.members.Store(key, e)
+		}
+		return nil, err
+	})
+	select {
+	case r := <-ch:
+		return r.Err
+	case <-ctx.Done():
+		return fmt.Errorf("membership check: %w", context.Cause(ctx))
 	}
-	return err
 }
+
+// memberLookupTimeout bounds a membership lookup in the store.
+const memberLookupTimeout = 5 * time.Second
 
 // refreshMember re-asks the store about a cached membership.
 func (s *Service) refreshMember(key, roomID, userID string, e *memberEntry) {
 	defer e.refreshing.Store(false)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), memberLookupTimeout)
 	defer cancel()
 	err := s.lookupMember(ctx, roomID, userID)
 	switch {

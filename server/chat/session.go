@@ -63,6 +63,7 @@ type session struct {
 	queue   []item
 	dirty   bool           // live messages queued, waiting for the delivery tick
 	writing bool           // the writer goroutine runs
+	woke    bool           // the writer ran since the last trimIdle
 	writers sync.WaitGroup // the writer goroutine, for finish
 	closed  atomic.Bool    // set under qmu: no more items, no new writer
 	cause   error          // why the session ended (under qmu)
@@ -141,8 +142,21 @@ func (ss *session) startWriterLocked() bool {
 		return false
 	}
 	ss.writing = true
+	ss.woke = true
 	ss.writers.Add(1)
 	return true
+}
+
+// trimIdle gives back the writer's buffers if it has not run since the
+// last call: an idle stream would otherwise hold them for good (a few
+// hundred bytes each), a busy one keeps them.
+func (ss *session) trimIdle() {
+	ss.qmu.Lock()
+	defer ss.qmu.Unlock()
+	if !ss.woke && !ss.writing && len(ss.queue) == 0 {
+		ss.queue, ss.spare, ss.pending = nil, nil, nil
+	}
+	ss.woke = false
 }
 
 // write is the writer goroutine: it sends what is queued, in order, until
