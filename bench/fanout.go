@@ -33,6 +33,7 @@ type FanoutConfig struct {
 	Rates       []int          // offered msgs/s in total, per step
 	Step        time.Duration  // measured part of a step (10s)
 	Warmup      time.Duration  // unmeasured start of a step (2s)
+	PreWarm     time.Duration  // unmeasured, at the first rate, before the first step (20s)
 	Grace       time.Duration  // wait for stragglers after a step (5s)
 	BodyBytes   int            // 100
 	Conns       int            // gRPC connections the streams are spread over
@@ -213,6 +214,12 @@ func runSteps(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*stepS
 		var phaseErr error
 		for _, measured := range []bool{false, true} {
 			d := cfg.Warmup
+			if si == 0 && !measured && cfg.PreWarm > 0 {
+				// A JVM broker (Kafka) just started spends its first minute
+				// compiling: without this the first step measures that.
+				d += cfg.PreWarm
+				fmt.Fprintf(cfg.Progress, "warm-up: %s at %d msgs/s before the first step (unmeasured)\n", d, rate)
+			}
 			if measured {
 				d = cfg.Step
 				meter = newCPUMeter(cfg.Pids)
@@ -335,7 +342,7 @@ func RunFanout(ctx context.Context, cfg FanoutConfig) (*Report, error) {
 	}
 	cfg.Pids["loadgen"] = os.Getpid()
 	rep := &Report{Workload: "fanout-v1", Mode: "parley", Machine: machine(), Started: time.Now().UTC(),
-		Rooms: cfg.Rooms, Members: cfg.Members, BodyBytes: cfg.BodyBytes, StepSeconds: cfg.Step.Seconds(), Persistence: cfg.Persistence}
+		Rooms: cfg.Rooms, Members: cfg.Members, BodyBytes: cfg.BodyBytes, StepSeconds: cfg.Step.Seconds(), PreWarmS: cfg.PreWarm.Seconds(), Persistence: cfg.Persistence}
 	stats := make([]*stepStats, len(cfg.Rates))
 	for i := range stats {
 		stats[i] = &stepStats{}

@@ -37,6 +37,7 @@ type Report struct {
 	Members     int       `json:"members_per_room"`
 	BodyBytes   int       `json:"body_bytes"`
 	StepSeconds float64   `json:"step_seconds"`
+	PreWarmS    float64   `json:"prewarm_seconds,omitempty"`
 	Persistence string    `json:"persistence"`
 	Steps       []Step    `json:"steps"`
 	Peak        int       `json:"peak_per_s"`
@@ -55,8 +56,12 @@ func (r *Report) computePeak() {
 
 // WriteTable prints the report as a table.
 func (r *Report) WriteTable(w io.Writer) {
-	fmt.Fprintf(w, "\n%s (%s), %d rooms x %d members, %d-byte bodies, %.0fs steps, persistence %s\nmachine: %s\n\n",
-		r.Workload, r.Mode, r.Rooms, r.Members, r.BodyBytes, r.StepSeconds, r.Persistence, r.Machine)
+	prewarm := ""
+	if r.PreWarmS > 0 {
+		prewarm = fmt.Sprintf(" after %.0fs of unmeasured warm-up", r.PreWarmS)
+	}
+	fmt.Fprintf(w, "\n%s (%s), %d rooms x %d members, %d-byte bodies, %.0fs steps%s, persistence %s\nmachine: %s\n\n",
+		r.Workload, r.Mode, r.Rooms, r.Members, r.BodyBytes, r.StepSeconds, prewarm, r.Persistence, r.Machine)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	var names []string
 	if len(r.Steps) > 0 {

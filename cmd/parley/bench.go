@@ -45,6 +45,7 @@ func runBenchFanout(ctx context.Context, args []string) error {
 	rates := fs.String("rates", "1000,2000,5000,10000,20000,50000,100000", "offered msgs/s per step, in total")
 	fs.DurationVar(&cfg.Step, "step", 10*time.Second, "measured time per step")
 	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "unmeasured warm-up per step")
+	fs.DurationVar(&cfg.PreWarm, "prewarm", 20*time.Second, "unmeasured load at the first rate before the first step (a freshly started broker's JIT)")
 	fs.DurationVar(&cfg.Grace, "grace", 5*time.Second, "how long a message may take before it counts as lost")
 	fs.IntVar(&cfg.BodyBytes, "body-bytes", 100, "message body size")
 	fs.IntVar(&cfg.Conns, "conns", 8, "gRPC connections the streams are spread over")
