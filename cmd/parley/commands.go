@@ -76,6 +76,7 @@ func runPersister(ctx context.Context, args []string) error {
 	mongoURI := fs.String("mongo-uri", "mongodb://127.0.0.1:27017", "MongoDB-protocol store URI")
 	database := fs.String("database", "parley", "database name")
 	chunk := fs.Int("chunk-size", 40, "documents per insertMany (keep below FerretDB's SQL pool size)")
+	inFlight := fs.Int("insert-in-flight", msgstore.DefaultMaxInFlight, "insert commands in flight at once, shared by all partitions (records of several partitions share a command)")
 	sessionTimeout := fs.Duration("session-timeout", 10*time.Second, "consumer group session timeout: how soon a crashed persister's partitions move to another")
 	metricsAddr := fs.String("metrics-addr", "127.0.0.1:9464", "address of /metrics and /healthz (empty: off)")
 	var tlsFiles tlsconf.Files // TLS on metrics-addr
@@ -109,7 +110,10 @@ func runPersister(ctx context.Context, args []string) error {
 		return fmt.Errorf("mongo-uri: %w", err)
 	}
 	defer func() { _ = mc.Disconnect(context.Background()) }()
-	store := msgstore.New(mc.Database(*database), msgstore.Options{ChunkSize: *chunk})
+	if *inFlight < 1 {
+		return fmt.Errorf("insert-in-flight: %d is not positive", *inFlight)
+	}
+	store := msgstore.New(mc.Database(*database), msgstore.Options{ChunkSize: *chunk, MaxInFlight: *inFlight})
 	ictx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	if err := store.EnsureIndexes(ictx); err != nil {

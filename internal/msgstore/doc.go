@@ -23,7 +23,9 @@
 // and limited finds, countDocuments. Inserts are split into chunks of
 // Options.ChunkSize documents because FerretDB hangs forever on a write
 // command with as many statements as its SQL connection pool has connections
-// (50 by default).
+// (50 by default). Concurrent InsertMessages calls share those commands
+// (group commit, Options.MaxInFlight at once): on FerretDB a command costs
+// far more than its documents.
 //
 // A Store is safe for concurrent use; it does not own the *mongo.Database and
 // never disconnects its client.

@@ -81,6 +81,10 @@ type Options struct {
 	// default): a command with as many statements hangs forever. On real
 	// MongoDB a few hundred is better.
 	ChunkSize int
+
+	// MaxInFlight bounds the insert commands InsertMessages runs at once,
+	// over all callers (see inserter). Zero means DefaultMaxInFlight.
+	MaxInFlight int
 }
 
 // Store reads and writes the messages collection of one database. It is safe
@@ -89,6 +93,7 @@ type Options struct {
 type Store struct {
 	coll      *mongo.Collection
 	chunkSize int
+	ins       *inserter
 }
 
 // New returns a Store on db's "messages" collection. It does not contact the
@@ -98,7 +103,12 @@ func New(db *mongo.Database, opts Options) *Store {
 	if chunk <= 0 {
 		chunk = DefaultChunkSize
 	}
-	return &Store{coll: db.Collection(CollectionName), chunkSize: chunk}
+	s := &Store{coll: db.Collection(CollectionName), chunkSize: chunk}
+	s.ins = &inserter{s: s, max: opts.MaxInFlight}
+	if s.ins.max <= 0 {
+		s.ins.max = DefaultMaxInFlight
+	}
+	return s
 }
 
 // Collection returns the underlying collection (for tests and tooling).
@@ -186,7 +196,8 @@ func checkMessage(i int, m *parleyv1.Message) error {
 }
 
 // InsertMessages stores msgs with unordered insertMany commands of at most
-// ChunkSize documents each. It is idempotent: a message whose _id is already
+// ChunkSize documents each, shared with concurrent calls (see inserter). It
+// is idempotent: a message whose _id is already
 // stored counts in duplicates, not as a failure, so a redelivered batch can
 // be passed again as a whole.
 //
@@ -206,16 +217,12 @@ func (s *Store) InsertMessages(ctx context.Context, msgs []*parleyv1.Message) (i
 			return 0, 0, err
 		}
 	}
-	var conflicts []string
-	for start := 0; start < len(msgs); start += s.chunkSize {
-		chunk := msgs[start:min(start+s.chunkSize, len(msgs))]
-		ins, dup, conf, err := s.insertChunk(ctx, chunk)
-		inserted += ins
-		duplicates += dup
-		conflicts = append(conflicts, conf...)
-		if err != nil {
-			return inserted, duplicates, err
-		}
+	if len(msgs) == 0 {
+		return 0, 0, nil
+	}
+	inserted, duplicates, conflicts, err := s.ins.insert(ctx, msgs)
+	if err != nil {
+		return inserted, duplicates, err
 	}
 	if len(conflicts) > 0 {
 		return inserted, duplicates, &ConflictError{MessageIDs: conflicts}
@@ -223,32 +230,32 @@ func (s *Store) InsertMessages(ctx context.Context, msgs []*parleyv1.Message) (i
 	return inserted, duplicates, nil
 }
 
-// insertChunk inserts one chunk and sorts its duplicate-key failures into
-// duplicates (the _id is stored) and conflicts (it is not: another message
-// holds the position).
-func (s *Store) insertChunk(ctx context.Context, chunk []*parleyv1.Message) (inserted, duplicates int, conflicts []string, err error) {
+// insertChunk inserts one chunk and returns each document's outcome: its
+// duplicate-key failures are sorted into duplicates (the _id is stored) and
+// conflicts (it is not: another message holds the position).
+func (s *Store) insertChunk(ctx context.Context, chunk []*parleyv1.Message) (outcomes []uint8, err error) {
 	docs := make([]any, len(chunk))
 	for i, m := range chunk {
 		docs[i] = toDocument(m)
 	}
+	outcomes = make([]uint8, len(chunk)) // outInserted
 	_, err = s.coll.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
 	if err == nil {
-		return len(chunk), 0, nil, nil
+		return outcomes, nil
 	}
 	var bwe mongo.BulkWriteException
 	if !errors.As(err, &bwe) || bwe.WriteConcernError != nil || len(bwe.WriteErrors) == 0 {
-		return 0, 0, nil, fmt.Errorf("msgstore: insert %d messages: %w", len(chunk), err)
+		return nil, fmt.Errorf("msgstore: insert %d messages: %w", len(chunk), err)
 	}
 	dupIdx := make([]int, 0, len(bwe.WriteErrors))
 	for _, we := range bwe.WriteErrors {
 		if we.Code != duplicateKeyCode || we.Index < 0 || we.Index >= len(chunk) {
 			// Unordered: the rest of the chunk was attempted, but the
 			// caller retries everything anyway.
-			return 0, 0, nil, fmt.Errorf("msgstore: insert %d messages: %w", len(chunk), err)
+			return nil, fmt.Errorf("msgstore: insert %d messages: %w", len(chunk), err)
 		}
 		dupIdx = append(dupIdx, we.Index)
 	}
-	inserted = len(chunk) - len(dupIdx)
 
 	// A duplicate key is either this _id (already stored: redelivery) or
 	// this (room_id, seq) under another _id (a conflict). Ask which.
@@ -258,16 +265,16 @@ func (s *Store) insertChunk(ctx context.Context, chunk []*parleyv1.Message) (ins
 	}
 	stored, err := s.storedIDs(ctx, ids)
 	if err != nil {
-		return 0, 0, nil, err
+		return nil, err
 	}
-	for _, id := range ids {
-		if _, ok := stored[id]; ok {
-			duplicates++
+	for i, idx := range dupIdx {
+		if _, ok := stored[ids[i]]; ok {
+			outcomes[idx] = outDuplicate
 		} else {
-			conflicts = append(conflicts, id)
+			outcomes[idx] = outConflict
 		}
 	}
-	return inserted, duplicates, conflicts, nil
+	return outcomes, nil
 }
 
 // storedIDs returns which of ids exist as _id. It asks for one id at a time
