@@ -606,32 +606,48 @@ func TestSlowConsumerIsDisconnectedOthersAreNot(t *testing.T) {
 	e.room(t, "r", store.VisibilityPublic, "a", "slow")
 	fast := e.connect(t, "a")
 	fast.subscribe("r", nil)
-	// The slow client subscribes but never reads: use a raw stream.
-	ctx, cancel := context.WithCancel(e.ctx("slow"))
-	defer cancel()
-	slow, err := e.client().Connect(ctx)
-	if err != nil {
-		t.Fatal(err)
+	slowEnd := e.stalledStream(t, "slow", "r")
+	const n = 3000
+	e.flood(t, "a", "r", n)
+	fast.waitFor("all at the fast client", nMessages(n))
+	if got := slowEnd(); status.Code(got) != codes.ResourceExhausted {
+		t.Fatalf("slow client ended with %v, want ResourceExhausted", got)
 	}
-	if err := slow.Send(&parleyv1.ConnectRequest{Frame: &parleyv1.ConnectRequest_Subscribe{Subscribe: &parleyv1.Subscribe{RoomId: "r"}}}); err != nil {
-		t.Fatal(err)
+}
+
+// stalledStream opens a Connect stream of user subscribed to room that does
+// not read; the returned func reads what is left and returns how it ended.
+func (e *testEnv) stalledStream(tb testing.TB, user, room string) func() error {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(e.ctx(user))
+	tb.Cleanup(cancel)
+	s, err := e.client().Connect(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := s.Send(&parleyv1.ConnectRequest{Frame: &parleyv1.ConnectRequest_Subscribe{Subscribe: &parleyv1.Subscribe{RoomId: room}}}); err != nil {
+		tb.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond)
-	big := fmt.Sprintf("%04000d", 0)
-	const n = 3000 // ~12 MB: more than the transport's flow-control windows
-	c := e.client()
-	for i := 0; i < n; i++ {
-		if _, err := c.SendMessage(e.ctx("a"), &parleyv1.SendMessageRequest{RoomId: "r", Body: big}); err != nil {
-			t.Fatal(err)
+	return func() error {
+		for {
+			if _, err := s.Recv(); err != nil {
+				return err
+			}
 		}
 	}
-	fast.waitFor("all at the fast client", nMessages(n))
-	var got error
-	for got == nil {
-		_, got = slow.Recv()
-	}
-	if status.Code(got) != codes.ResourceExhausted {
-		t.Fatalf("slow client ended with %v, want ResourceExhausted", got)
+}
+
+// flood sends n messages of 4 KB to room as sender (3,000 are about 12 MB:
+// more than the transport's flow-control windows).
+func (e *testEnv) flood(tb testing.TB, sender, room string, n int) {
+	tb.Helper()
+	big := fmt.Sprintf("%04000d", 0)
+	c := e.client()
+	for i := 0; i < n; i++ {
+		if _, err := c.SendMessage(e.ctx(sender), &parleyv1.SendMessageRequest{RoomId: room, Body: big}); err != nil {
+			tb.Fatal(err)
+		}
 	}
 }
 

@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
 	"github.com/parleychat/parley/server/store"
 )
 
@@ -33,6 +32,19 @@ func chatGoroutines(tb testing.TB) int {
 		}
 	}
 	return n
+}
+
+// waitEnd waits for the stream to end with code.
+func (s *stream) waitEnd(code codes.Code, what string) {
+	s.tb.Helper()
+	select {
+	case err := <-s.done:
+		if status.Code(err) != code {
+			s.tb.Fatalf("%s ended with %v, want %v", what, err, code)
+		}
+	case <-time.After(10 * time.Second):
+		s.tb.Fatalf("%s did not end", what)
+	}
 }
 
 // hideStatusWriter hides the transport stream's WriteStatus from the
@@ -108,52 +120,19 @@ func TestStreamLifecycle(t *testing.T) {
 
 			// A client that never reads is ended with ResourceExhausted
 			// while it sends nothing either.
-			ctx, cancel := context.WithCancel(e.ctx("slow"))
-			defer cancel()
-			slow, err := e.client().Connect(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := slow.Send(&parleyv1.ConnectRequest{Frame: &parleyv1.ConnectRequest_Subscribe{Subscribe: &parleyv1.Subscribe{RoomId: "r"}}}); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(100 * time.Millisecond)
-			big := strings.Repeat("x", 4000)
-			for i := 0; i < 3000; i++ {
-				if _, err := e.client().SendMessage(e.ctx("a"), &parleyv1.SendMessageRequest{RoomId: "r", Body: big}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			var got error
-			for got == nil {
-				_, got = slow.Recv()
-			}
-			if status.Code(got) != codes.ResourceExhausted {
+			slowEnd := e.stalledStream(t, "slow", "r")
+			e.flood(t, "a", "r", 3000)
+			if got := slowEnd(); status.Code(got) != codes.ResourceExhausted {
 				t.Fatalf("slow client ended with %v, want ResourceExhausted", got)
 			}
 
-			// Shutdown ends the idle streams with Unavailable.
+			// Shutdown ends the idle streams with Unavailable, and a stream
+			// opened after it at once.
 			b := e.connect(t, "b")
 			b.subscribe("r", nil)
 			e.svc.Shutdown()
-			select {
-			case err := <-b.done:
-				if status.Code(err) != codes.Unavailable {
-					t.Fatalf("at shutdown the stream ended with %v, want Unavailable", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("shutdown did not end an idle stream")
-			}
-			// A stream opened after the shutdown ends at once.
-			late := e.connect(t, "b")
-			select {
-			case err := <-late.done:
-				if status.Code(err) != codes.Unavailable {
-					t.Fatalf("a stream opened after shutdown ended with %v, want Unavailable", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("a stream opened after shutdown stayed open")
-			}
+			b.waitEnd(codes.Unavailable, "an idle stream at shutdown")
+			e.connect(t, "b").waitEnd(codes.Unavailable, "a stream opened after shutdown")
 		})
 	}
 }
