@@ -55,6 +55,7 @@ type PersistConfig struct {
 	Partitions int     // partitions of the topic (12, the server's default)
 	ChunkSize  int     // documents per insertMany (40, the persister's default)
 	MaxBatch   int     // records per persister write (500, its default)
+	InFlight   int     // persister insert commands in flight, shared by the partitions (its default)
 	// PersisterBin, when set, is a parley binary run as `PersisterBin
 	// persister ...` (its CPU is then measured on its own); empty runs the
 	// persister package in this process.
@@ -100,6 +101,7 @@ func (c *PersistConfig) defaults() {
 	setInt(&c.Partitions, persister.DefaultPartitions)
 	setInt(&c.ChunkSize, msgstore.DefaultChunkSize)
 	setInt(&c.MaxBatch, persister.DefaultMaxBatch)
+	setInt(&c.InFlight, msgstore.DefaultMaxInFlight)
 	setInt(&c.ProbeRate, 50)
 	setInt(&c.ProbeRooms, 2)
 	setInt(&c.LiveRooms, 100)
@@ -143,7 +145,7 @@ func (c *PersistConfig) Validate() error {
 		return errors.New("records and rooms must be positive")
 	case c.ZipfS <= 1:
 		return fmt.Errorf("zipf-s must be above 1, got %g", c.ZipfS)
-	case c.ChunkSize < 1 || c.MaxBatch < 1 || c.Partitions < 1:
+	case c.ChunkSize < 1 || c.MaxBatch < 1 || c.Partitions < 1 || c.InFlight < 1:
 		return errors.New("chunk-size, max-batch and partitions must be positive")
 	case c.LiveOnly && c.Addr == "":
 		return errors.New("live-only needs addr")
@@ -231,6 +233,7 @@ type PersistReport struct {
 	PartitionMin  float64      `json:"partition_share_min"`
 	ChunkSize     int          `json:"chunk_size"`
 	MaxBatch      int          `json:"max_batch"`
+	InFlight      int          `json:"insert_in_flight"`
 	Concurrency   int          `json:"concurrency"`
 	PersisterMode string       `json:"persister_mode"` // "process" or "in-process"
 	Preload       PersistPhase `json:"preload"`
@@ -261,7 +264,7 @@ func RunPersist(ctx context.Context, cfg PersistConfig) (*PersistReport, error) 
 	rep := &PersistReport{
 		Workload: "persist-v1", Machine: machine(), Started: time.Now().UTC(),
 		Records: cfg.Records, Rooms: cfg.Rooms, ZipfS: cfg.ZipfS, BodyBytes: cfg.BodyBytes, Partitions: cfg.Partitions,
-		ChunkSize: cfg.ChunkSize, MaxBatch: cfg.MaxBatch, Concurrency: cfg.Partitions, PersisterMode: "in-process",
+		ChunkSize: cfg.ChunkSize, MaxBatch: cfg.MaxBatch, InFlight: cfg.InFlight, Concurrency: cfg.Partitions, PersisterMode: "in-process",
 	}
 	if cfg.PersisterBin != "" {
 		rep.PersisterMode = "process"
@@ -547,7 +550,7 @@ func runPersisterPhase(ctx context.Context, cfg PersistConfig, rep *PersistRepor
 		cmd := exec.Command(cfg.PersisterBin, "persister",
 			"-kafka-brokers", strings.Join(cfg.Brokers, ","), "-topic", topic, "-dlq-topic", topic+".dlq", "-group", topic,
 			"-partitions", strconv.Itoa(cfg.Partitions), "-mongo-uri", cfg.MongoURI, "-database", cfg.Name,
-			"-chunk-size", strconv.Itoa(cfg.ChunkSize), "-max-batch", strconv.Itoa(cfg.MaxBatch),
+			"-chunk-size", strconv.Itoa(cfg.ChunkSize), "-max-batch", strconv.Itoa(cfg.MaxBatch), "-insert-in-flight", strconv.Itoa(cfg.InFlight),
 			"-metrics-addr", metricsAddr, "-log-level", "warn", "-log-format", "text")
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		start = time.Now()
@@ -575,7 +578,7 @@ func runPersisterPhase(ctx context.Context, cfg PersistConfig, rep *PersistRepor
 		}
 	} else {
 		reg := prometheus.NewRegistry()
-		store := msgstore.New(mc.Database(cfg.Name), msgstore.Options{ChunkSize: cfg.ChunkSize})
+		store := msgstore.New(mc.Database(cfg.Name), msgstore.Options{ChunkSize: cfg.ChunkSize, MaxInFlight: cfg.InFlight})
 		if err := store.EnsureIndexes(ctx); err != nil {
 			return err
 		}

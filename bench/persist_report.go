@@ -24,8 +24,8 @@ func (r *PersistReport) WriteTable(w io.Writer) {
 func (r *PersistReport) writeDrain(w io.Writer) {
 	fmt.Fprintf(w, "\n%s: %d records, %d rooms (Zipf s=%g, largest room %d records), %d-byte bodies, %d partitions (shares %.1f%%..%.1f%%)\n",
 		r.Workload, r.Records, r.Rooms, r.ZipfS, r.LargestRoom, r.BodyBytes, r.Partitions, 100*r.PartitionMin, 100*r.PartitionMax)
-	fmt.Fprintf(w, "chunk %d documents per insertMany, persister max batch %d, concurrency %d (one writer per partition), persister %s\nmachine: %s\n\n",
-		r.ChunkSize, r.MaxBatch, r.Concurrency, r.PersisterMode, r.Machine)
+	fmt.Fprintf(w, "chunk %d documents per insertMany, persister max batch %d, %d partition writers sharing at most %d insert commands in flight, raw loop concurrency %d (one per partition), persister %s\nmachine: %s\n\n",
+		r.ChunkSize, r.MaxBatch, r.Concurrency, r.InFlight, r.Concurrency, r.PersisterMode, r.Machine)
 	names := cpuNames(r.Persister.CPU, r.Raw.CPU)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	hdr := "phase\trecords\tseconds\tstartup s\trecords/s\t"

@@ -135,6 +135,7 @@ func runBenchPersist(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.Partitions, "partitions", 12, "partitions of the preloaded topic")
 	fs.IntVar(&cfg.ChunkSize, "chunk-size", 40, "documents per insertMany, for the persister and the raw loop")
 	fs.IntVar(&cfg.MaxBatch, "max-batch", 500, "records per persister write")
+	fs.IntVar(&cfg.InFlight, "insert-in-flight", 0, "persister insert commands in flight, shared by the partitions (0: its default)")
 	inProcess := fs.Bool("in-process", false, "run the persister package in this process instead of `parley persister`")
 	cpuProfile := fs.String("cpu-profile", "", "with --in-process: write a CPU profile of the persister phase to this file")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the topic and databases afterwards")
