@@ -264,7 +264,6 @@ func TestTLSEveryProtocol(t *testing.T) {
 	}
 }
 
-
 // wsConn is a minimal WebSocket client (RFC 6455) speaking improbable-eng's
 // grpc-websockets protocol, over a TLS connection that offered only
 // HTTP/1.1 by ALPN, as browsers open WebSockets.

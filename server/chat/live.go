@@ -38,7 +38,11 @@ func (s *Service) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		if members := s.presenceEntries(); len(members) > 0 {
+		sessions := s.openSessions()
+		for _, ss := range sessions {
+			ss.trimIdle()
+		}
+		if members := presenceEntries(sessions); len(members) > 0 {
 			if err := s.broker.PresenceRefresh(ctx, members, presenceTTL); err != nil && ctx.Err() == nil {
 				s.logger.Warn("presence refresh failed", "rooms", len(members), "err", err)
 			}
@@ -193,18 +197,11 @@ func (s *Service) roomState(ctx context.Context, roomID, readEpoch string, readS
 	return st, nil
 }
 
-// presenceEntries returns, per room, the presence entries of the local
-// streams subscribed to it. It also trims idle streams' buffers.
-func (s *Service) presenceEntries() map[string][]string {
-	s.streamsMu.Lock()
-	sessions := make([]*session, 0, len(s.sessions))
-	for ss := range s.sessions {
-		sessions = append(sessions, ss)
-	}
-	s.streamsMu.Unlock()
+// presenceEntries returns, per room, the presence entries of sessions'
+// streams.
+func presenceEntries(sessions []*session) map[string][]string {
 	members := make(map[string][]string)
 	for _, ss := range sessions {
-		ss.trimIdle()
 		entry := fanout.PresenceEntry(ss.me.UserID, ss.id)
 		ss.mu.Lock()
 		for room := range ss.rooms {

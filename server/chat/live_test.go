@@ -159,7 +159,7 @@ func TestPresenceEntriesCoverEveryLocalStream(t *testing.T) {
 	a.subscribe("r", nil)
 	a.subscribe("q", nil)
 	b.subscribe("r", nil)
-	got := e.svc.presenceEntries()
+	got := presenceEntries(e.svc.openSessions())
 	if len(got["r"]) != 2 || len(got["q"]) != 1 || !strings.HasPrefix(got["q"][0], "a/") {
 		t.Fatalf("presence entries = %v", got)
 	}

@@ -97,10 +97,11 @@ type Service struct {
 	shutdown     chan struct{}
 	shutdownOnce sync.Once
 
-	sends   *prometheus.CounterVec
-	streams prometheus.Gauge
-	queue   prometheus.Histogram
-	slow    prometheus.Counter
+	sends       *prometheus.CounterVec
+	sendResults map[string]prometheus.Counter // sends by result, resolved
+	streams     prometheus.Gauge
+	queue       prometheus.Histogram
+	slow        prometheus.Counter
 }
 
 // NewService returns the ChatService.
@@ -127,6 +128,10 @@ func NewService(cfg Config, broker Broker, log Log, history History, rooms Rooms
 			Name: "slow_consumer_disconnects_total", Help: "Streams ended because their queue was full."}),
 	}
 	reg.MustRegister(s.sends, s.streams, s.queue, s.slow)
+	s.sendResults = make(map[string]prometheus.Counter)
+	for _, r := range []string{"ok", "duplicate", "invalid", "denied", "limited", "unavailable", "uncertain"} {
+		s.sendResults[r] = s.sends.WithLabelValues(r) // resolved once: a send only looks it up
+	}
 	return s, nil
 }
 
@@ -135,16 +140,23 @@ func NewService(cfg Config, broker Broker, log Log, history History, rooms Rooms
 func (s *Service) Shutdown() {
 	s.shutdownOnce.Do(func() {
 		s.streamsMu.Lock()
-		close(s.shutdown)
-		open := make([]*session, 0, len(s.sessions))
-		for ss := range s.sessions {
-			open = append(open, ss)
-		}
+		close(s.shutdown) // under streamsMu: see session.register
 		s.streamsMu.Unlock()
-		for _, ss := range open {
+		for _, ss := range s.openSessions() {
 			ss.end(errShuttingDown)
 		}
 	})
+}
+
+// openSessions returns the open streams' sessions.
+func (s *Service) openSessions() []*session {
+	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
+	open := make([]*session, 0, len(s.sessions))
+	for ss := range s.sessions {
+		open = append(open, ss)
+	}
+	return open
 }
 
 // openStream counts a stream of user against MaxStreamsPerUser; the returned
@@ -321,7 +333,7 @@ func (s *Service) sendBatch(ctx context.Context, me auth.Identity, jobs []sendJo
 		done := j.done
 		finish := func(result string, m *parleyv1.Message, err error) {
 			once.Do(func() {
-				s.sends.WithLabelValues(result).Inc()
+				s.sendResults[result].Inc()
 				done(m, err)
 			})
 		}
@@ -352,12 +364,22 @@ func (s *Service) sendBatch(ctx context.Context, me auth.Identity, jobs []sendJo
 	if len(msgs) == 0 {
 		return
 	}
+	var inited map[string]bool // rooms whose lost counter this batch re-created
 	for k, r := range s.broker.PublishBatch(ctx, msgs) {
 		m, finish := msgs[k], finishers[which[k]]
 		if errors.Is(r.Err, fanout.ErrNoEpoch) {
 			// Every later message of this room in the batch failed the same
-			// way, so publishing them one by one here keeps their order.
-			if r.Err = s.initEpoch(ctx, m.RoomId); r.Err == nil {
+			// way, so publishing them one by one here keeps their order; the
+			// counter is re-created once, for the first of them.
+			r.Err = nil
+			if !inited[m.RoomId] {
+				if inited == nil {
+					inited = make(map[string]bool)
+				}
+				inited[m.RoomId] = true
+				r.Err = s.initEpoch(ctx, m.RoomId)
+			}
+			if r.Err == nil {
 				r.Message, r.Dup, r.Err = s.broker.Publish(ctx, m)
 			}
 		}
@@ -374,13 +396,14 @@ func (s *Service) sendBatch(ctx context.Context, me auth.Identity, jobs []sendJo
 func (s *Service) commit(ctx context.Context, out *parleyv1.Message, dup bool, finish func(string, *parleyv1.Message, error)) {
 	// The append must not be cancelled by the caller going away (the message
 	// is already live), only by the send timeout, which the producer enforces
-	// itself (its record delivery timeout is SendTimeout: no timer per send
-	// here). The producer fails a record on that timeout only while it is
-	// still buffered, i.e. certainly not written: then the message is withdrawn. A record already sent to a
-	// broker that went away cannot be failed safely (idempotent producer): its
-	// outcome is unknown until the broker answers, so at the timeout the
-	// sender gets Unavailable without a withdrawal, and a retry with the same
-	// client_msg_id returns this message once it is durable.
+	// itself (its record delivery timeout is SendTimeout, so the append needs
+	// no context timer). The producer fails a record on that timeout only
+	// while it is still buffered, i.e. certainly not written: then the
+	// message is withdrawn. A record already sent to a broker that went away
+	// cannot be failed safely (idempotent producer): its outcome is unknown
+	// until the broker answers, so the timer below answers the sender
+	// Unavailable at the timeout without a withdrawal, and a retry with the
+	// same client_msg_id returns this message once it is durable.
 	timer := time.AfterFunc(s.cfg.SendTimeout+100*time.Millisecond, func() {
 		finish("uncertain", nil, fmt.Errorf("Kafka has not acknowledged the message yet; retry with the same client_msg_id: %w", apierr.ErrUnavailable))
 	})

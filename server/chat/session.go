@@ -171,7 +171,7 @@ func (ss *session) write() {
 			ended, cause := ss.closed.Load(), ss.cause
 			ss.qmu.Unlock()
 			if ended && cause != nil {
-				ss.stop(cause) // deferred by end while this writer was sending
+				ss.stop(cause) // this writer's error, or an end deferred while it was sending
 			}
 			return
 		}
@@ -183,12 +183,8 @@ func (ss *session) write() {
 		ss.spare = items[:0]
 		if err != nil {
 			ss.qmu.Lock()
-			ss.endLocked(err)
-			ss.writing = false
-			cause := ss.cause
+			ss.endLocked(err) // the loop's exit stops the stream
 			ss.qmu.Unlock()
-			ss.stop(cause)
-			return
 		}
 	}
 }
@@ -284,10 +280,30 @@ func (ss *session) leaveAll() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for room := range ss.wrooms {
-		if err := ss.svc.broker.PresenceLeave(ctx, room, ss.me.UserID, ss.me.Username, ss.id); err != nil {
-			ss.svc.logger.Warn("presence leave failed", "room", room, "err", err)
-		}
+		ss.presenceLeave(ctx, room)
 	}
+}
+
+// leaveRoom forgets the writer's position in room, if it had one, and the
+// stream's presence there.
+func (ss *session) leaveRoom(rooms map[string]*roomState, room string) {
+	if _, ok := rooms[room]; ok {
+		delete(rooms, room)
+		ss.presenceLeave(ss.ctx, room)
+	}
+}
+
+func (ss *session) presenceLeave(ctx context.Context, room string) {
+	if err := ss.svc.broker.PresenceLeave(ctx, room, ss.me.UserID, ss.me.Username, ss.id); err != nil {
+		ss.svc.logger.Warn("presence leave failed", "room", room, "err", err)
+	}
+}
+
+// subscribeError is the in-band refusal of a subscription to room.
+func subscribeError(room string, err error) *parleyv1.ConnectResponse {
+	st := apierr.Status(err)
+	return &parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_SubscribeError{SubscribeError: &parleyv1.SubscribeError{
+		RoomId: room, Error: &parleyv1.Status{Code: int32(st.Code()), Message: st.Message()}}}}
 }
 
 // endStatus returns the status to end the stream with once ss.ctx is done.
@@ -438,15 +454,8 @@ func (ss *session) handle(it item, rooms map[string]*roomState) error {
 		// reading handler: see session.read.
 		if err := ss.svc.checkMember(ss.ctx, it.sub.RoomId, ss.me.UserID); err != nil {
 			ss.dropRoom(it.sub.RoomId)
-			if _, was := rooms[it.sub.RoomId]; was { // a re-subscription, refused now
-				delete(rooms, it.sub.RoomId)
-				if err := ss.svc.broker.PresenceLeave(ss.ctx, it.sub.RoomId, ss.me.UserID, ss.me.Username, ss.id); err != nil {
-					ss.svc.logger.Warn("presence leave failed", "room", it.sub.RoomId, "err", err)
-				}
-			}
-			st := apierr.Status(err)
-			return ss.send(&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_SubscribeError{SubscribeError: &parleyv1.SubscribeError{
-				RoomId: it.sub.RoomId, Error: &parleyv1.Status{Code: int32(st.Code()), Message: st.Message()}}}})
+			ss.leaveRoom(rooms, it.sub.RoomId) // a re-subscription, refused now
+			return ss.send(subscribeError(it.sub.RoomId, err))
 		}
 		st, err := ss.catchUp(it.sub.RoomId, it.sub.ResumeFrom)
 		if err != nil {
@@ -461,12 +470,7 @@ func (ss *session) handle(it item, rooms map[string]*roomState) error {
 		return ss.send(&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_Subscribed{Subscribed: &parleyv1.Subscribed{
 			RoomId: it.sub.RoomId, Head: &parleyv1.RoomPosition{Epoch: st.epoch, Seq: st.last}}}})
 	case it.unsub != "":
-		if _, ok := rooms[it.unsub]; ok {
-			delete(rooms, it.unsub)
-			if err := ss.svc.broker.PresenceLeave(ss.ctx, it.unsub, ss.me.UserID, ss.me.Username, ss.id); err != nil {
-				ss.svc.logger.Warn("presence leave failed", "room", it.unsub, "err", err)
-			}
-		}
+		ss.leaveRoom(rooms, it.unsub)
 		return nil
 	case it.resync:
 		for room, st := range rooms {
@@ -612,11 +616,7 @@ func (s *Service) replay(ctx context.Context, room string, after int64) ([]*parl
 // a refusal is reported in-band as SubscribeError. The writer checks the
 // membership before it sends anything of the room.
 func (ss *session) subscribe(sub *parleyv1.Subscribe) {
-	refuse := func(err error) {
-		st := apierr.Status(err)
-		ss.enqueue(item{frame: &parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_SubscribeError{SubscribeError: &parleyv1.SubscribeError{
-			RoomId: sub.GetRoomId(), Error: &parleyv1.Status{Code: int32(st.Code()), Message: st.Message()}}}}})
-	}
+	refuse := func(err error) { ss.enqueue(item{frame: subscribeError(sub.GetRoomId(), err)}) }
 	if err := rooms.ValidateRoomID("room_id", sub.GetRoomId()); err != nil {
 		refuse(err)
 		return

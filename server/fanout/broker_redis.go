@@ -58,6 +58,7 @@ type Redis struct {
 
 	send, initRoom, withdraw, presenceJoin, presenceLeave *rueidis.Lua
 	sendSHA                                               string // of sendScript, for pipelined EVALSHA
+	ttlArg, capArg                                        string // the send script's DedupeTTL (s) and RecentCap arguments
 
 	calls       *prometheus.HistogramVec
 	received    prometheus.Counter
@@ -135,6 +136,8 @@ func NewRedis(client rueidis.Client, opts Options, log *slog.Logger, reg prometh
 		log:           log,
 		send:          rueidis.NewLuaScript(sendScript),
 		sendSHA:       scriptSHA(sendScript),
+		ttlArg:        strconv.Itoa(int(opts.DedupeTTL / time.Second)),
+		capArg:        strconv.Itoa(opts.RecentCap),
 		initRoom:      rueidis.NewLuaScript(initScript),
 		withdraw:      rueidis.NewLuaScript(withdrawScript),
 		presenceJoin:  rueidis.NewLuaScript(presenceJoinScript),
@@ -173,10 +176,8 @@ func (b *Redis) dedupeKey(roomID, senderID, clientMsgID string) string {
 	return b.opts.Prefix + "{" + roomID + "}:cmid:" + senderID + ":" + clientMsgID
 }
 
-// answeredKey marks a client_msg_id that was answered to a retry.
-func (b *Redis) answeredKey(roomID, senderID, clientMsgID string) string {
-	return b.dedupeKey(roomID, senderID, clientMsgID) + ":answered"
-}
+// answeredKey marks the client_msg_id of dedupeKey dk as answered to a retry.
+func answeredKey(dk string) string { return dk + ":answered" }
 
 // Publish assigns m the room's next position, remembers its client_msg_id and
 // publishes it, atomically. m must have no epoch or seq set. If the sender
@@ -242,9 +243,9 @@ func (b *Redis) sendArgs(m *parleyv1.Message) (keys, args []string, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	keys = []string{b.stateKey(m.RoomId), b.dedupeKey(m.RoomId, m.SenderId, m.ClientMsgId), b.recentKey(m.RoomId),
-		b.answeredKey(m.RoomId, m.SenderId, m.ClientMsgId)}
-	args = []string{string(raw), strconv.Itoa(int(b.opts.DedupeTTL / time.Second)), strconv.Itoa(b.opts.RecentCap), b.Channel(m.RoomId)}
+	dk := b.dedupeKey(m.RoomId, m.SenderId, m.ClientMsgId)
+	keys = []string{b.stateKey(m.RoomId), dk, b.recentKey(m.RoomId), answeredKey(dk)}
+	args = []string{string(raw), b.ttlArg, b.capArg, b.Channel(m.RoomId)}
 	return keys, args, nil
 }
 
@@ -365,8 +366,8 @@ func (b *Redis) Withdraw(ctx context.Context, m *parleyv1.Message) (withdrawn bo
 	if err != nil {
 		return false, err
 	}
-	n, err := b.withdraw.Exec(ctx, b.client,
-		[]string{b.dedupeKey(m.RoomId, m.SenderId, m.ClientMsgId), b.recentKey(m.RoomId), b.answeredKey(m.RoomId, m.SenderId, m.ClientMsgId)},
+	dk := b.dedupeKey(m.RoomId, m.SenderId, m.ClientMsgId)
+	n, err := b.withdraw.Exec(ctx, b.client, []string{dk, b.recentKey(m.RoomId), answeredKey(dk)},
 		[]string{prefix + string(raw), b.Channel(m.RoomId), string(ev)}).AsInt64()
 	if err != nil {
 		return false, fmt.Errorf("redis withdraw: %w", err)
