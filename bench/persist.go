@@ -146,7 +146,7 @@ func (c *PersistConfig) Validate() error {
 	case c.ZipfS <= 1:
 		return fmt.Errorf("zipf-s must be above 1, got %g", c.ZipfS)
 	case c.ChunkSize < 1 || c.MaxBatch < 1 || c.Partitions < 1 || c.InFlight < 1:
-		return errors.New("chunk-size, max-batch and partitions must be positive")
+		return errors.New("chunk-size, max-batch, insert-in-flight and partitions must be positive")
 	case c.LiveOnly && c.Addr == "":
 		return errors.New("live-only needs addr")
 	case c.Addr != "" && c.ProbeRate < 1:
@@ -269,6 +269,13 @@ func RunPersist(ctx context.Context, cfg PersistConfig) (*PersistReport, error) 
 	if cfg.PersisterBin != "" {
 		rep.PersisterMode = "process"
 	}
+	if cfg.LiveOnly {
+		// Before the connection and the cleanup below: the live part
+		// creates no topic or database of this run's name, so it must not
+		// drop or delete any.
+		rep.Records, rep.PersisterMode = 0, ""
+		return rep, runLive(ctx, cfg, rep)
+	}
 	mc, err := mongo.Connect(options.Client().ApplyURI(cfg.MongoURI).SetTimeout(2 * time.Minute))
 	if err != nil {
 		return nil, fmt.Errorf("mongo-uri: %w", err)
@@ -279,10 +286,6 @@ func RunPersist(ctx context.Context, cfg PersistConfig) (*PersistReport, error) 
 		defer cleanupPersist(cfg, mc, topic)
 	}
 
-	if cfg.LiveOnly {
-		rep.Records, rep.PersisterMode = 0, ""
-		return rep, runLive(ctx, cfg, rep)
-	}
 	parts, err := preload(ctx, cfg, rep, topic)
 	if err != nil {
 		return rep, err

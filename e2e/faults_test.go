@@ -33,8 +33,12 @@ func services(t *testing.T, args ...string) {
 	}
 }
 
+// probeHTTP is for probes of a server that may hang (stopped backends):
+// they give up after a second.
+var probeHTTP = &http.Client{Timeout: time.Second}
+
 func ready(addr string) bool {
-	resp, err := http.Get("http://" + addr + "/readyz")
+	resp, err := probeHTTP.Get("http://" + addr + "/readyz")
 	if err != nil {
 		return false
 	}

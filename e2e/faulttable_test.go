@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"runtime"
 	"slices"
@@ -135,12 +134,12 @@ func TestFaultTable(t *testing.T) {
 			}()
 			r := newFTRun(t, sc)
 			r.startLoad()
-			r.sleep(ftWarmup)
+			time.Sleep(ftWarmup)
 			r.faultAt.Store(time.Now().UnixNano())
 			sc.inject(r)
 			healed := time.Now()
 			r.healed.Store(healed.UnixNano())
-			r.sleep(time.Until(later(r.loadStart.Add(ftMinLoad), healed.Add(ftAfterHeal))))
+			time.Sleep(time.Until(later(r.loadStart.Add(ftMinLoad), healed.Add(ftAfterHeal))))
 			r.stopLoad()
 			r.quiet()
 			row = r.account()
@@ -169,45 +168,26 @@ func ftKillPersister(r *ftRun) {
 	lag := r.lag()
 	r.c.pers.kill()
 	r.mark("persister SIGKILLed (its lag: %d records)", lag)
-	r.sleep(2 * time.Second)
+	time.Sleep(2 * time.Second)
 	r.c.startPersister()
 	r.mark("persister restarted")
 }
 
 // ftStopKafka: stop the broker, keep it away 10 s, start it again.
-func ftStopKafka(r *ftRun) {
-	r.t.Cleanup(func() { services(r.t, "start", "kafka") })
-	t0 := time.Now()
-	services(r.t, "stop", "kafka")
-	stopped := time.Now()
-	r.mark("Kafka stopped")
-	r.sleep(10 * time.Second)
-	t1 := time.Now()
-	services(r.t, "start", "kafka")
-	r.mark("Kafka started")
-	r.outage("Kafka", t0, stopped, t1)
-}
+func ftStopKafka(r *ftRun) { r.away("Kafka", "kafka", 10*time.Second, nil) }
 
 // ftRestartRedis: stop Redis (it keeps nothing on disk), wait until both
 // instances report not ready, keep it away 5 s, start it empty, wait until
 // both are ready again.
 func ftRestartRedis(r *ftRun) {
-	r.t.Cleanup(func() { services(r.t, "start", "redis") })
-	t0 := time.Now()
-	services(r.t, "stop", "redis")
-	stopped := time.Now()
-	r.mark("Redis stopped")
-	eventually(r.t, "both instances not ready", 15*time.Second, func() bool {
-		return !ftReady(r.c.servers[0].addr) && !ftReady(r.c.servers[1].addr)
+	r.away("Redis", "redis", 5*time.Second, func() {
+		eventually(r.t, "both instances not ready", 15*time.Second, func() bool {
+			return !ready(r.c.servers[0].addr) && !ready(r.c.servers[1].addr)
+		})
+		r.mark("both instances report not ready")
 	})
-	r.mark("both instances report not ready")
-	r.sleep(5 * time.Second)
-	t1 := time.Now()
-	services(r.t, "start", "redis")
-	r.mark("Redis started, empty")
-	r.outage("Redis", t0, stopped, t1)
 	eventually(r.t, "both instances ready again", 30*time.Second, func() bool {
-		return ftReady(r.c.servers[0].addr) && ftReady(r.c.servers[1].addr)
+		return ready(r.c.servers[0].addr) && ready(r.c.servers[1].addr)
 	})
 	r.mark("both instances ready again")
 }
@@ -219,19 +199,9 @@ func ftKillServer(r *ftRun) {
 	r.mark("server 0 SIGKILLed")
 }
 
-// ftStopStore: stop FerretDB and PostgreSQL, keep them away 10 s, start them.
-func ftStopStore(r *ftRun) {
-	r.t.Cleanup(func() { services(r.t, "start", "ferretdb") })
-	t0 := time.Now()
-	services(r.t, "stop", "ferretdb", "postgres")
-	stopped := time.Now()
-	r.mark("FerretDB and PostgreSQL stopped")
-	r.sleep(10 * time.Second)
-	t1 := time.Now()
-	services(r.t, "start", "ferretdb")
-	r.mark("FerretDB and PostgreSQL started")
-	r.outage("the store", t0, stopped, t1)
-}
+// ftStopStore: stop FerretDB and PostgreSQL (services.sh stops and starts
+// them together), keep them away 10 s, start them.
+func ftStopStore(r *ftRun) { r.away("the store", "ferretdb", 10*time.Second, nil) }
 
 // ftSlowReader: the extra member (on instance 0, subscribed to every room)
 // stops reading for 15 s, then reads again. The instance's heap and RSS and
@@ -239,7 +209,7 @@ func ftStopStore(r *ftRun) {
 func ftSlowReader(r *ftRun) {
 	srv := r.c.servers[r.slow.home]
 	before := ftScrape(srv.addr)
-	heap0, rss0 := before["go_memstats_heap_inuse_bytes"], ftRSS(srv.cmd.Process.Pid)
+	heap0, rss0 := before["go_memstats_heap_inuse_bytes"], before["process_resident_memory_bytes"]
 	r.slow.paused.Store(true)
 	r.stallStart = time.Now()
 	r.mark("slow client stops reading")
@@ -248,7 +218,7 @@ func ftSlowReader(r *ftRun) {
 	for time.Since(r.stallStart) < 15*time.Second {
 		m := ftScrape(srv.addr)
 		heapMax = max(heapMax, m["go_memstats_heap_inuse_bytes"])
-		rssMax = max(rssMax, ftRSS(srv.cmd.Process.Pid))
+		rssMax = max(rssMax, m["process_resident_memory_bytes"])
 		if dropped == 0 && m["parley_chat_slow_consumer_disconnects_total"] > before["parley_chat_slow_consumer_disconnects_total"] {
 			dropped = time.Since(r.stallStart)
 			r.mark("server dropped the slow stream (slow-consumer counter went up)")
@@ -274,9 +244,22 @@ func ftSlowReader(r *ftRun) {
 	}
 }
 
-// outage notes how long a service was away: its stop began at t0 and
-// returned at stopped; its start began at t1 and returned (ready) now.
-func (r *ftRun) outage(what string, t0, stopped, t1 time.Time) {
+// away stops service svc, runs during (if any), keeps it away for d more,
+// starts it again (services.sh waits until it is ready) and notes how long
+// it was away.
+func (r *ftRun) away(what, svc string, d time.Duration, during func()) {
+	r.t.Cleanup(func() { services(r.t, "start", svc) })
+	t0 := time.Now()
+	services(r.t, "stop", svc)
+	stopped := time.Now()
+	r.mark("%s stopped", what)
+	if during != nil {
+		during()
+	}
+	time.Sleep(d)
+	t1 := time.Now()
+	services(r.t, "start", svc)
+	r.mark("%s started", what)
 	r.extraNotes = append(r.extraNotes, fmt.Sprintf("%s away %.0f s (stopping %.1f s, start until ready %.1f s)",
 		what, time.Since(t0).Seconds(), stopped.Sub(t0).Seconds(), time.Since(t1).Seconds()))
 }
@@ -416,12 +399,6 @@ func (r *ftRun) all() []*ftClient {
 	return append(slices.Clip(r.clients), r.slow)
 }
 
-func (r *ftRun) sleep(d time.Duration) {
-	if d > 0 {
-		time.Sleep(d)
-	}
-}
-
 // mark notes a moment of the scenario in the test log.
 func (r *ftRun) mark(format string, args ...any) {
 	r.t.Logf("%6.1fs %s", time.Since(r.loadStart).Seconds(), fmt.Sprintf(format, args...))
@@ -496,7 +473,7 @@ func (r *ftRun) sample(ctx context.Context) {
 		case now := <-tick.C:
 			if r.sc.ready {
 				for i, s := range r.c.servers {
-					if !r.killed[i].Load() && !ftReady(s.addr) {
+					if !r.killed[i].Load() && !ready(s.addr) {
 						r.notReady[i] += now.Sub(last)
 					}
 				}
@@ -1390,21 +1367,10 @@ func (cl *ftClient) history(ctx context.Context, room string, since int64) ([]*p
 
 // ---------------------------------------------------------------- probes
 
-var ftHTTP = &http.Client{Timeout: time.Second}
-
-func ftReady(addr string) bool {
-	resp, err := ftHTTP.Get("http://" + addr + "/readyz")
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
-}
-
 // ftScrape returns the unlabelled samples of an instance's /metrics.
 func ftScrape(addr string) map[string]float64 {
 	out := map[string]float64{}
-	resp, err := ftHTTP.Get("http://" + addr + "/metrics")
+	resp, err := probeHTTP.Get("http://" + addr + "/metrics")
 	if err != nil {
 		return out
 	}
@@ -1425,21 +1391,6 @@ func ftScrape(addr string) map[string]float64 {
 		}
 	}
 	return out
-}
-
-// ftRSS returns a process's resident set size in bytes (0 if unknown).
-func ftRSS(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
-			return kb * 1024
-		}
-	}
-	return 0
 }
 
 // ---------------------------------------------------------------- the table
