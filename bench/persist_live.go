@@ -184,27 +184,23 @@ func runPersistLive(ctx context.Context, cfg PersistConfig, rate int) (*PersistL
 	}
 	res := <-fanDone
 	live.Fanout = res.rep
-	// Acks of measured sends: wait until all arrived (or 15 s).
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	// Acks of measured sends: wait until all arrived (or 15 s); the ones
+	// still missing then were never acked.
+	unacked := 0
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		mu.Lock()
-		n := 0
+		unacked = 0
 		for _, p := range sent {
 			if p.measured {
-				n++
+				unacked++
 			}
 		}
 		mu.Unlock()
-		if n == 0 {
+		if unacked == 0 || !time.Now().Before(deadline) {
 			break
 		}
 	}
-	mu.Lock()
-	for _, p := range sent {
-		if p.measured {
-			failed.Add(1) // never acked
-		}
-	}
-	mu.Unlock()
+	failed.Add(int64(unacked))
 	live.SendAck, live.SendFailed = latencyOf(&sendAck), failed.Load()
 	<-beforeDone
 	if err := storeDelay(ctx, cfg, live, before, beforeErr); err != nil {

@@ -59,13 +59,16 @@ ferretdb_pid=$(pidof_service ferretdb/ferretdb.pid)
 pg_pid=$(pidof_service postgres/data/postmaster.pid)
 store_pids="kafka=$kafka_pid,ferretdb=$ferretdb_pid,postgres=$pg_pid"
 
+# free_port prints a TCP port free on 127.0.0.1 now.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
 # start_server NAME [FLAGS...]: a Parley server on a free port; sets $server
 # (pid) and $addr.
 start_server() {
   local name=$1
   shift
   local port
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  port=$(free_port)
   addr=127.0.0.1:$port
   "$work/parley" server -addr "$addr" -redis-url "$PARLEY_REDIS_URL" -redis-prefix "$name:" \
     -kafka-brokers "$PARLEY_KAFKA_BROKERS" -topic "$name" -partitions 12 \
@@ -133,7 +136,7 @@ fi
 if want persist; then
   name=${run}p
   start_server "$name" -max-streams-per-user 100
-  metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  metrics_port=$(free_port)
   start_persister "$name" "127.0.0.1:$metrics_port"
   note="on: Kafka acks=all before every ack, persister writing FerretDB/PostgreSQL during the run"
   echo "== persist-v1 (preload, persister, raw insertMany; then live at 5k msgs/s)"

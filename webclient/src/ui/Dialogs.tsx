@@ -103,14 +103,7 @@ export function NewRoomDialog({ onClose, onDone }: { onClose: () => void; onDone
           </label>
         </fieldset>
         {errors.form && <p className="form-error" role="alert">{errors.form}</p>}
-        <div className="modal-actions">
-          <button type="button" onClick={onClose}>
-            Cancel
-          </button>
-          <button className="primary" type="submit" disabled={busy}>
-            {busy ? 'Creating…' : 'Create room'}
-          </button>
-        </div>
+        <FormActions onCancel={onClose} busy={busy} label="Create room" busyLabel="Creating…" />
       </form>
     </Modal>
   );
