@@ -217,7 +217,7 @@ func RunConns(ctx context.Context, cfg ConnsConfig) (*ConnsReport, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	rep := &ConnsReport{Workload: "conns-v1", Machine: machine(), Started: time.Now().UTC(),
+	rep := &ConnsReport{Workload: "conns-v1", Machine: Machine(), Started: time.Now().UTC(),
 		MembersPerRoom: cfg.MembersPerRoom, UsersPerRoom: cfg.UsersPerRoom, StreamsPerUser: cfg.StreamsPerUser,
 		StreamsPerConn: cfg.StreamsPerConn, BodyBytes: cfg.BodyBytes}
 	maxStreams := cfg.Levels[len(cfg.Levels)-1]

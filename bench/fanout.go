@@ -341,7 +341,7 @@ func RunFanout(ctx context.Context, cfg FanoutConfig) (*Report, error) {
 		cfg.Pids = map[string]int{}
 	}
 	cfg.Pids["loadgen"] = os.Getpid()
-	rep := &Report{Workload: "fanout-v1", Mode: "parley", Machine: machine(), Started: time.Now().UTC(),
+	rep := &Report{Workload: "fanout-v1", Mode: "parley", Machine: Machine(), Started: time.Now().UTC(),
 		Rooms: cfg.Rooms, Members: cfg.Members, BodyBytes: cfg.BodyBytes, StepSeconds: cfg.Step.Seconds(), PreWarmS: cfg.PreWarm.Seconds(), Persistence: cfg.Persistence}
 	stats := make([]*stepStats, len(cfg.Rates))
 	for i := range stats {

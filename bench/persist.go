@@ -262,7 +262,7 @@ func RunPersist(ctx context.Context, cfg PersistConfig) (*PersistReport, error) 
 		return nil, err
 	}
 	rep := &PersistReport{
-		Workload: "persist-v1", Machine: machine(), Started: time.Now().UTC(),
+		Workload: "persist-v1", Machine: Machine(), Started: time.Now().UTC(),
 		Records: cfg.Records, Rooms: cfg.Rooms, ZipfS: cfg.ZipfS, BodyBytes: cfg.BodyBytes, Partitions: cfg.Partitions,
 		ChunkSize: cfg.ChunkSize, MaxBatch: cfg.MaxBatch, InFlight: cfg.InFlight, Concurrency: cfg.Partitions, PersisterMode: "in-process",
 	}

@@ -100,8 +100,8 @@ func (r *Report) WriteJSON(path string) error {
 	return os.WriteFile(path, append(b, '\n'), 0o644)
 }
 
-// machine describes this machine for the report.
-func machine() string {
+// Machine describes this machine: CPU model, cores, memory.
+func Machine() string {
 	cpu := "unknown cpu"
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/parleychat/parley/bench"
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
 )
 
@@ -1413,25 +1414,12 @@ func ftMarkdownRow(r ftRow) string {
 func ftMarkdown(rows []ftRow) string {
 	var b strings.Builder
 	host, _ := os.Hostname()
-	fmt.Fprintf(&b, "Fault table: %s, %s, %d CPUs (%s), %s. Load: %.0f msgs/s over %d rooms, %d members per room (senders and receivers, half on each of two instances), persister on.\n\n",
-		time.Now().Format("2006-01-02 15:04 MST"), host, runtime.NumCPU(), ftCPUModel(), runtime.Version(), ftRate, ftRooms, ftMembersPerRoom)
+	fmt.Fprintf(&b, "Fault table: %s, %s, %s, %s. Load: %.0f msgs/s over %d rooms, %d members per room (senders and receivers, half on each of two instances), persister on.\n\n",
+		time.Now().Format("2006-01-02 15:04 MST"), host, bench.Machine(), runtime.Version(), ftRate, ftRooms, ftMembersPerRoom)
 	b.WriteString("| scenario | sent | acked | delivered live | stored | lost | dup | notes |\n")
 	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
 	for _, r := range rows {
 		b.WriteString(ftMarkdownRow(r) + "\n")
 	}
 	return b.String()
-}
-
-func ftCPUModel() string {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return "unknown CPU"
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "model name"); ok {
-			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
-		}
-	}
-	return "unknown CPU"
 }

@@ -226,9 +226,9 @@ func (b *Redis) PublishBatch(ctx context.Context, ms []*parleyv1.Message) []Publ
 			// if another client loaded the script meanwhile, were published:
 			// only then can their order relative to this one differ).
 			out[i].Message, out[i].Dup, out[i].Err = b.Publish(ctx, ms[i])
-			continue
+		} else {
+			out[i] = b.sendResult(res)
 		}
-		out[i] = b.sendResult(res)
 		if out[i].Err != nil && failed == nil {
 			failed = out[i].Err
 		}
