@@ -1,0 +1,199 @@
+// Package rpcmetrics counts the server's gRPC calls and stream messages for
+// Prometheus, under the metric names of go-grpc-middleware's prometheus
+// provider (grpc_server_started_total, grpc_server_handled_total,
+// grpc_server_msg_received_total, grpc_server_msg_sent_total,
+// grpc_server_handling_seconds), so dashboards built for it keep working.
+//
+// It exists because that provider resolves its label values on every stream
+// message (a WithLabelValues hash and map lookup per SendMsg): 5.5 % of the
+// server's CPU at fanout-v1's 5,000 msgs/s, where a Connect stream sends
+// tens of thousands of frames a second. Here a method's counters are
+// resolved once, when the server's methods are registered (Init), and a
+// message costs one atomic add.
+package rpcmetrics
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Metrics is a prometheus.Collector and the source of the interceptors.
+type Metrics struct {
+	started  *prometheus.CounterVec
+	handled  *prometheus.CounterVec
+	received *prometheus.CounterVec
+	sent     *prometheus.CounterVec
+	seconds  *prometheus.HistogramVec
+
+	methods sync.Map // full method name -> *method
+}
+
+// method holds one method's resolved counters.
+type method struct {
+	started, received, sent prometheus.Counter
+	seconds                 prometheus.Observer
+	handled                 [17]prometheus.Counter // by code (0-16), resolved on first use
+	labels                  [3]string              // type, service, method
+	once                    [17]sync.Once
+	handledVec              *prometheus.CounterVec
+}
+
+// New returns the metrics; register them with a prometheus.Registerer.
+func New() *Metrics {
+	return &Metrics{
+		started: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "grpc_server_started_total",
+			Help: "Total number of RPCs started on the server.",
+		}, []string{"grpc_type", "grpc_service", "grpc_method"}),
+		handled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "grpc_server_handled_total",
+			Help: "Total number of RPCs completed on the server, regardless of success or failure.",
+		}, []string{"grpc_type", "grpc_service", "grpc_method", "grpc_code"}),
+		received: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "grpc_server_msg_received_total",
+			Help: "Total number of RPC stream messages received on the server.",
+		}, []string{"grpc_type", "grpc_service", "grpc_method"}),
+		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "grpc_server_msg_sent_total",
+			Help: "Total number of gRPC stream messages sent by the server.",
+		}, []string{"grpc_type", "grpc_service", "grpc_method"}),
+		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "grpc_server_handling_seconds",
+			Help:    "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"grpc_type", "grpc_service", "grpc_method"}),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	m.started.Describe(ch)
+	m.handled.Describe(ch)
+	m.received.Describe(ch)
+	m.sent.Describe(ch)
+	m.seconds.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	m.started.Collect(ch)
+	m.handled.Collect(ch)
+	m.received.Collect(ch)
+	m.sent.Collect(ch)
+	m.seconds.Collect(ch)
+}
+
+// Init resolves the counters of every method registered on s, so that each
+// is exported at zero before its first call.
+func (m *Metrics) Init(s interface {
+	GetServiceInfo() map[string]grpc.ServiceInfo
+}) {
+	for svc, info := range s.GetServiceInfo() {
+		for _, mi := range info.Methods {
+			mm := m.method("/"+svc+"/"+mi.Name, typeOf(mi.IsClientStream, mi.IsServerStream))
+			mm.handledFor(codes.OK)
+		}
+	}
+}
+
+func typeOf(clientStream, serverStream bool) string {
+	switch {
+	case clientStream && serverStream:
+		return "bidi_stream"
+	case clientStream:
+		return "client_stream"
+	case serverStream:
+		return "server_stream"
+	}
+	return "unary"
+}
+
+// method returns the counters of fullMethod ("/pkg.Service/Method").
+func (m *Metrics) method(fullMethod, typ string) *method {
+	if v, ok := m.methods.Load(fullMethod); ok {
+		return v.(*method)
+	}
+	svc, name, _ := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
+	mm := &method{labels: [3]string{typ, svc, name}}
+	mm.started = m.started.WithLabelValues(typ, svc, name)
+	mm.received = m.received.WithLabelValues(typ, svc, name)
+	mm.sent = m.sent.WithLabelValues(typ, svc, name)
+	mm.seconds = m.seconds.WithLabelValues(typ, svc, name)
+	mm.handledVec = m.handled
+	v, _ := m.methods.LoadOrStore(fullMethod, mm)
+	return v.(*method)
+}
+
+func (mm *method) handledFor(c codes.Code) prometheus.Counter {
+	i := int(c)
+	if i < 0 || i >= len(mm.handled) {
+		i = int(codes.Unknown)
+	}
+	mm.once[i].Do(func() {
+		mm.handled[i] = mm.handledVec.WithLabelValues(mm.labels[0], mm.labels[1], mm.labels[2], codes.Code(i).String())
+	})
+	return mm.handled[i]
+}
+
+// done records the end of a call.
+func (mm *method) done(start time.Time, err error) {
+	mm.handledFor(status.Code(err)).Inc()
+	mm.seconds.Observe(time.Since(start).Seconds())
+}
+
+// UnaryServerInterceptor counts unary calls (one message each way).
+func (m *Metrics) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		mm := m.method(info.FullMethod, "unary")
+		start := time.Now()
+		mm.started.Inc()
+		mm.received.Inc()
+		resp, err := handler(ctx, req)
+		if err == nil {
+			mm.sent.Inc()
+		}
+		mm.done(start, err)
+		return resp, err
+	}
+}
+
+// StreamServerInterceptor counts streaming calls and their messages.
+func (m *Metrics) StreamServerInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		mm := m.method(info.FullMethod, typeOf(info.IsClientStream, info.IsServerStream))
+		start := time.Now()
+		mm.started.Inc()
+		err := handler(srv, &countedStream{ServerStream: ss, mm: mm})
+		mm.done(start, err)
+		return err
+	}
+}
+
+// countedStream counts a stream's messages on counters resolved once.
+type countedStream struct {
+	grpc.ServerStream
+	mm *method
+}
+
+func (s *countedStream) SendMsg(v any) error {
+	err := s.ServerStream.SendMsg(v)
+	if err == nil {
+		s.mm.sent.Inc()
+	}
+	return err
+}
+
+func (s *countedStream) RecvMsg(v any) error {
+	err := s.ServerStream.RecvMsg(v)
+	if err == nil {
+		s.mm.received.Inc()
+	}
+	return err
+}
