@@ -18,7 +18,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -50,6 +49,7 @@ import (
 	"github.com/parleychat/parley/server/front"
 	"github.com/parleychat/parley/server/msglog"
 	"github.com/parleychat/parley/server/rooms"
+	"github.com/parleychat/parley/server/rpcmetrics"
 	"github.com/parleychat/parley/server/store"
 	"github.com/parleychat/parley/server/tlsconf"
 )
@@ -73,6 +73,7 @@ type Config struct {
 	Argon2Time      uint
 	SendTimeout     time.Duration
 	ProduceLinger   time.Duration
+	RedisFlushDelay time.Duration
 	AllowedOrigins  config.List
 	WebDir          string
 	ShutdownGrace   time.Duration
@@ -103,6 +104,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.UintVar(&c.Argon2Memory, "argon2-memory-kib", uint(auth.DefaultArgon2.MemoryKiB), "argon2id memory cost (KiB)")
 	fs.UintVar(&c.Argon2Time, "argon2-time", uint(auth.DefaultArgon2.Time), "argon2id passes")
 	fs.DurationVar(&c.SendTimeout, "send-timeout", 10*time.Second, "how long a send waits for Kafka before failing with Unavailable")
+	fs.DurationVar(&c.RedisFlushDelay, "redis-flush-delay", 100*time.Microsecond, "how long the Redis client waits after a write for more commands to send with the next one (fewer system calls for Parley and Redis under load; 0: no wait)")
 	fs.DurationVar(&c.ProduceLinger, "produce-linger", 2*time.Millisecond, "how long the Kafka producer waits to fill a batch (adds up to this to a send's ack; 0: no wait)")
 	fs.Var(&c.AllowedOrigins, "allowed-origins", "browser origins allowed to use grpc-web (comma-separated; * for any)")
 	fs.StringVar(&c.WebDir, "web-dir", "webclient/dist", "directory of the built web app served at /")
@@ -144,6 +146,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("login-attempts and address-attempts must be positive")
 	case c.SendTimeout < 100*time.Millisecond:
 		return fmt.Errorf("send-timeout must be at least 100ms, got %s", c.SendTimeout)
+	case c.ProduceLinger < 0 || c.ProduceLinger > time.Second:
+		return fmt.Errorf("produce-linger must be between 0 and 1s, got %s", c.ProduceLinger)
+	case c.RedisFlushDelay < 0 || c.RedisFlushDelay > 10*time.Millisecond:
+		return fmt.Errorf("redis-flush-delay must be between 0 and 10ms, got %s", c.RedisFlushDelay)
 	}
 	return c.Chat.WithDefaults().Validate()
 }
@@ -185,6 +191,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 		if err != nil {
 			return fmt.Errorf("redis-url: %w", err)
 		}
+		opt.MaxFlushDelay = cfg.RedisFlushDelay
 		if rc, err = rueidis.NewClient(opt); err != nil {
 			return fmt.Errorf("connect redis %s: %w", cfg.RedisURL, err)
 		}
@@ -242,7 +249,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 	}
 	roomSvc.OnLeave = chatSvc.ForgetMember
 
-	srvMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
+	srvMetrics := rpcmetrics.New()
 	reg.MustRegister(srvMetrics)
 	errUnary, errStream := apierr.Interceptors(log)
 	authUnary, authStream := issuer.Interceptors(map[string]bool{
@@ -270,7 +277,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
-	srvMetrics.InitializeMetrics(gs)
+	srvMetrics.Init(gs)
 
 	ln := deps.Listener
 	if ln == nil {

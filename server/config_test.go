@@ -1,0 +1,41 @@
+package server
+
+import (
+	"flag"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestValidateNamesTheBadField(t *testing.T) {
+	base := func(t *testing.T) *Config {
+		t.Helper()
+		var c Config
+		fs := flag.NewFlagSet("server", flag.ContinueOnError)
+		c.Flags(fs)
+		if err := fs.Parse([]string{"-token-key", strings.Repeat("k", 32)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("defaults: %v", err)
+		}
+		return &c
+	}
+	for _, tc := range []struct {
+		field string
+		bad   func(*Config)
+	}{
+		{"token-key", func(c *Config) { c.TokenKey = "short" }},
+		{"produce-linger", func(c *Config) { c.ProduceLinger = -time.Millisecond }},
+		{"redis-flush-delay", func(c *Config) { c.RedisFlushDelay = -time.Microsecond }},
+		{"redis-flush-delay", func(c *Config) { c.RedisFlushDelay = time.Second }},
+		{"send-timeout", func(c *Config) { c.SendTimeout = time.Millisecond }},
+	} {
+		c := base(t)
+		tc.bad(c)
+		err := c.Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("%s: got %v, want an error naming it", tc.field, err)
+		}
+	}
+}
