@@ -43,7 +43,11 @@ type FanoutConfig struct {
 	// OneFramePerMessage makes the member streams refuse MessageBatch frames
 	// (StreamOptions.message_batches false): one Message frame per delivery.
 	OneFramePerMessage bool
-	Progress           io.Writer
+	// FullDecode decodes every delivered frame in full with the generated
+	// client's codec; by default member streams decode only message bodies
+	// (bodyOnlyCodec), the part of each delivery the measurement reads.
+	FullDecode bool
+	Progress   io.Writer
 }
 
 // Validate names the bad field.
@@ -356,6 +360,11 @@ func RunFanout(ctx context.Context, cfg FanoutConfig) (*Report, error) {
 	} else {
 		rep.Notes = append(rep.Notes, "member streams accept MessageBatch frames (StreamOptions.message_batches): messages queued together for a stream go out in one frame")
 	}
+	if cfg.FullDecode {
+		rep.Notes = append(rep.Notes, "receivers decode every frame in full (generated client's codec)")
+	} else {
+		rep.Notes = append(rep.Notes, "receivers decode only the body of delivered messages (the load generator's bodyOnlyCodec; --full-decode for the generated client's codec)")
+	}
 	return rep, runParley(ctx, cfg, rep, stats)
 }
 
@@ -485,6 +494,10 @@ func runParley(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*step
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	pubs := make([]parleyv1.ChatService_ConnectClient, cfg.Rooms)
+	var callOpts []grpc.CallOption
+	if !cfg.FullDecode {
+		callOpts = append(callOpts, grpc.ForceCodecV2(newBodyOnlyCodec()))
+	}
 	var wg sync.WaitGroup
 	var streamErr atomic.Value
 	subscribed := make(chan struct{}, cfg.Rooms*cfg.Members)
@@ -493,7 +506,7 @@ func runParley(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*step
 		for m := 0; m < cfg.Members; m++ {
 			cc := conns[i%len(conns)]
 			i++
-			s, err := parleyv1.NewChatServiceClient(cc).Connect(authCtx(sctx, users[r][m].token))
+			s, err := parleyv1.NewChatServiceClient(cc).Connect(authCtx(sctx, users[r][m].token), callOpts...)
 			if err != nil {
 				return fmt.Errorf("connect: %w", err)
 			}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -51,11 +52,20 @@ func runBenchFanout(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.Conns, "conns", 8, "gRPC connections the streams are spread over")
 	fs.IntVar(&cfg.StopAfter, "stop-after", 2, "stop after this many failing steps in a row (0: run all)")
 	fs.BoolVar(&cfg.OneFramePerMessage, "one-frame-per-message", false, "member streams refuse MessageBatch frames (StreamOptions.message_batches false): one frame per delivery")
+	fs.BoolVar(&cfg.FullDecode, "full-decode", false, "receivers decode every frame in full with the generated client's codec (default: bodies of delivered messages only)")
 	fs.StringVar(&cfg.Persistence, "persistence", "on (Kafka acks=all + persister)", "what to report about persistence")
 	pids := fs.String("pids", "", "processes to measure, name=pid,... (e.g. server=123,redis=456,persister=789)")
 	out := fs.String("out", "", "JSON report path (default: bench-fanout-<mode>.json)")
+	cpuProfile := fs.String("cpuprofile", "", "write the load generator's CPU profile of the whole run to this file")
 	if err := config.Parse(fs, args[1:]); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		stop, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	var err error
 	if cfg.Rates, err = positiveInts("rates", *rates); err != nil {
@@ -79,6 +89,23 @@ func runBenchFanout(ctx context.Context, args []string) error {
 	}
 	fmt.Println("report:", path)
 	return writePlot(path, func(png string) error { return bench.PlotFanout(png, rep) })
+}
+
+// startCPUProfile profiles this process into path until the returned
+// function is called.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 // positiveInts parses the comma-separated list of flag name.
