@@ -141,7 +141,7 @@ type stepStats struct {
 // receiver is one member connection's view of its room.
 type receiver struct {
 	mu   sync.Mutex
-	seen map[int64]struct{}
+	seen bitset // seqs received (a map lookup per delivery was 4 % of the load generator's CPU)
 	last int64
 }
 
@@ -164,9 +164,8 @@ func (r *receiver) recordAll(ps []parsed, stats []*stepStats, now int64) {
 		if p.step < 0 || p.step >= len(stats) {
 			continue
 		}
-		_, dup := r.seen[p.seq]
+		dup := r.seen.testAndSet(p.seq)
 		reordered := !dup && p.seq < r.last
-		r.seen[p.seq] = struct{}{}
 		r.last = max(r.last, p.seq)
 		if !p.measured {
 			continue
@@ -199,6 +198,23 @@ func (r *receiver) recordAll(ps []parsed, stats []*stepStats, now int64) {
 		}
 		st.hist.RecordAll(t.latencies)
 	}
+}
+
+// bitset is a set of non-negative seqs (a room's seqs are dense from 1).
+type bitset []uint64
+
+// testAndSet adds n and reports whether it was there already.
+func (b *bitset) testAndSet(n int64) bool {
+	if n < 0 {
+		return false
+	}
+	w, bit := int(n>>6), uint64(1)<<(n&63)
+	if w >= len(*b) {
+		*b = append(*b, make([]uint64, w+1-len(*b)+len(*b)/2)...)
+	}
+	had := (*b)[w]&bit != 0
+	(*b)[w] |= bit
+	return had
 }
 
 // publishFunc sends one message of room i.
@@ -385,7 +401,7 @@ func runRaw(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*stepSta
 	recv := make([][]*receiver, cfg.Rooms)
 	for i := range recv {
 		for j := 0; j < cfg.Members; j++ {
-			recv[i] = append(recv[i], &receiver{seen: map[int64]struct{}{}})
+			recv[i] = append(recv[i], &receiver{})
 		}
 	}
 	sctx, cancel := context.WithCancel(ctx)
@@ -520,7 +536,7 @@ func runParley(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*step
 			if m == 0 {
 				pubs[r] = s
 			}
-			rcv := &receiver{seen: map[int64]struct{}{}}
+			rcv := &receiver{}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()

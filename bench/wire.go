@@ -7,6 +7,7 @@ import (
 	protocodec "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
 )
@@ -17,7 +18,8 @@ import (
 // the body is all the measurement reads (step, seq, send time), and decoding
 // every field of every delivered message was 19 % of the load generator's
 // CPU at 5,000 msgs/s, CPU that the server under test did not get on the
-// same two cores. Every other frame (acks, Subscribed, errors) is decoded in
+// same two cores. A SendAck gets its client_msg_id and error but not the
+// message it carries; every other frame (Subscribed, errors) is decoded in
 // full. Parley's clients decode whole frames; --full-decode measures with
 // the generated client's own codec.
 type bodyOnlyCodec struct{ proto encoding.CodecV2 }
@@ -54,20 +56,31 @@ const (
 	wireMessageBatch protowire.Number = 11 // ConnectResponse.message_batch
 	wireBatchItem    protowire.Number = 1  // MessageBatch.messages
 	wireBody         protowire.Number = 8  // Message.body
+	wireSendAck      protowire.Number = 2  // ConnectResponse.send_ack
+	wireAckClientID  protowire.Number = 1  // SendAck.client_msg_id
+	wireAckError     protowire.Number = 3  // SendAck.error
 )
 
 // decodeDeliveries fills resp from b when b is a Message or MessageBatch
 // frame (bodies only) and reports whether it did.
 func decodeDeliveries(b []byte, resp *parleyv1.ConnectResponse) (bool, error) {
 	num, typ, n := protowire.ConsumeTag(b)
-	if n < 0 || typ != protowire.BytesType || (num != wireMessage && num != wireMessageBatch) {
+	if n < 0 || typ != protowire.BytesType || (num != wireMessage && num != wireMessageBatch && num != wireSendAck) {
 		return false, nil
 	}
 	inner, m := protowire.ConsumeBytes(b[n:])
 	if m < 0 || n+m != len(b) {
 		return false, nil // not a single-field frame: leave it to the full decoder
 	}
-	if num == wireMessage {
+	switch num {
+	case wireSendAck:
+		ack, err := decodeAck(inner)
+		if err != nil {
+			return false, err
+		}
+		resp.Frame = &parleyv1.ConnectResponse_SendAck{SendAck: ack}
+		return true, nil
+	case wireMessage:
 		msg, err := decodeBody(inner)
 		if err != nil {
 			return false, err
@@ -103,6 +116,40 @@ func decodeDeliveries(b []byte, resp *parleyv1.ConnectResponse) (bool, error) {
 	}
 	resp.Frame = &parleyv1.ConnectResponse_MessageBatch{MessageBatch: batch}
 	return true, nil
+}
+
+// decodeAck returns a SendAck without its message.
+func decodeAck(b []byte) (*parleyv1.SendAck, error) {
+	ack := &parleyv1.SendAck{}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, fmt.Errorf("send ack: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+		if typ == protowire.BytesType && (num == wireAckClientID || num == wireAckError) {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return nil, fmt.Errorf("send ack: %w", protowire.ParseError(n))
+			}
+			b = b[n:]
+			if num == wireAckClientID {
+				ack.ClientMsgId = string(v)
+				continue
+			}
+			ack.Error = &parleyv1.Status{}
+			if err := proto.Unmarshal(v, ack.Error); err != nil {
+				return nil, fmt.Errorf("send ack error: %w", err)
+			}
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return nil, fmt.Errorf("send ack: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+	}
+	return ack, nil
 }
 
 // decodeBody returns a Message with only its body set.

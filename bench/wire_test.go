@@ -21,6 +21,9 @@ func TestWireFieldNumbers(t *testing.T) {
 		{wireMessageBatch, fields(&parleyv1.ConnectResponse{}).ByName("message_batch")},
 		{wireBatchItem, fields(&parleyv1.MessageBatch{}).ByName("messages")},
 		{wireBody, fields(&parleyv1.Message{}).ByName("body")},
+		{wireSendAck, fields(&parleyv1.ConnectResponse{}).ByName("send_ack")},
+		{wireAckClientID, fields(&parleyv1.SendAck{}).ByName("client_msg_id")},
+		{wireAckError, fields(&parleyv1.SendAck{}).ByName("error")},
 	} {
 		if c.got != c.want.Number() {
 			t.Errorf("%s: decoder uses field %d, generated code says %d", c.want.FullName(), c.got, c.want.Number())
@@ -60,11 +63,20 @@ func TestBodyOnlyCodec(t *testing.T) {
 		t.Errorf("batch frame: got %v, want %v", got, want)
 	}
 
+	// An ack without the message it carries.
+	got = decode(t, &parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_SendAck{SendAck: &parleyv1.SendAck{
+		ClientMsgId: "c1", Message: full("x"), Error: &parleyv1.Status{Code: 8, Message: "slow down"}}}})
+	wantAck := &parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_SendAck{SendAck: &parleyv1.SendAck{
+		ClientMsgId: "c1", Error: &parleyv1.Status{Code: 8, Message: "slow down"}}}}
+	if !proto.Equal(got, wantAck) {
+		t.Errorf("ack frame: got %v, want %v", got, wantAck)
+	}
+
 	// Every other frame is decoded in full.
-	ack := &parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_SendAck{SendAck: &parleyv1.SendAck{
-		ClientMsgId: "c1", Message: full("x"), Error: &parleyv1.Status{Code: 8, Message: "slow down"}}}}
-	if got := decode(t, ack); !proto.Equal(got, ack) {
-		t.Errorf("ack frame: got %v, want %v", got, ack)
+	sub := &parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_Subscribed{Subscribed: &parleyv1.Subscribed{
+		RoomId: "r1", Head: &parleyv1.RoomPosition{Epoch: "e", Seq: 9}}}}
+	if got := decode(t, sub); !proto.Equal(got, sub) {
+		t.Errorf("subscribed frame: got %v, want %v", got, sub)
 	}
 
 	// A truncated frame is an error, not a silently empty message.
@@ -72,5 +84,22 @@ func TestBodyOnlyCodec(t *testing.T) {
 		Messages: []*parleyv1.Message{full("a")}}}})
 	if err := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b[:len(b)-3])}, &parleyv1.ConnectResponse{}); err == nil {
 		t.Error("truncated batch frame decoded without error")
+	}
+}
+
+func TestBitset(t *testing.T) {
+	var b bitset
+	for _, n := range []int64{0, 1, 63, 64, 1000, 5} {
+		if b.testAndSet(n) {
+			t.Fatalf("%d reported present before it was added", n)
+		}
+	}
+	for _, n := range []int64{0, 1, 63, 64, 1000, 5} {
+		if !b.testAndSet(n) {
+			t.Fatalf("%d missing after it was added", n)
+		}
+	}
+	if b.testAndSet(2) || b.testAndSet(999) || b.testAndSet(-1) || b.testAndSet(-1) {
+		t.Fatal("a seq never added reported present")
 	}
 }
