@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+	"github.com/parleychat/parley/server/fanout"
 )
 
 // Codec is the server's gRPC codec: protobuf, except that an EncodedFrame is
@@ -69,6 +70,18 @@ func messageFrame(m []byte) EncodedFrame {
 	buf = protowire.AppendTag(buf, fieldMessage, protowire.BytesType)
 	buf = protowire.AppendBytes(buf, m)
 	return EncodedFrame{&buf}
+}
+
+// messageFrameOf returns ConnectResponse{message: ev's message}: the
+// event's RoomEvent.message field is that frame as it is (both fields are
+// number 1; a test checks), so every stream sends the same bytes and a
+// delivery allocates nothing (a copy per stream was 13 % of the server's
+// allocated bytes at fanout-v1's 5,000 msgs/s).
+func messageFrameOf(ev *fanout.Event) EncodedFrame {
+	if ev.MessageField != nil {
+		return EncodedFrame{&ev.MessageField}
+	}
+	return messageFrame(ev.MessageBytes)
 }
 
 // batchFrame returns ConnectResponse{message_batch: {messages: msgs}} given

@@ -2,14 +2,15 @@ package chat
 
 import (
 	"fmt"
+	"strings"
+	"testing"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
-	"strings"
-	"testing"
-
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	eventsv1 "github.com/parleychat/parley/gen/go/parley/events/v1"
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
@@ -41,6 +42,47 @@ func recordingSession(tb testing.TB, batches bool) (*session, *[]*parleyv1.Conne
 		return nil
 	}
 	return ss, &got
+}
+
+func TestFrameFieldNumbers(t *testing.T) {
+	field := func(m proto.Message, name protoreflect.Name) protoreflect.FieldNumber {
+		return m.ProtoReflect().Descriptor().Fields().ByName(name).Number()
+	}
+	for _, c := range []struct {
+		what      string
+		used, gen protoreflect.FieldNumber
+	}{
+		{"ConnectResponse.message", fieldMessage, field(&parleyv1.ConnectResponse{}, "message")},
+		{"ConnectResponse.message_batch", fieldMessageBatch, field(&parleyv1.ConnectResponse{}, "message_batch")},
+		{"MessageBatch.messages", fieldBatchItem, field(&parleyv1.MessageBatch{}, "messages")},
+		// messageFrameOf sends a RoomEvent's message field as a ConnectResponse.
+		{"RoomEvent.message", fieldMessage, field(&eventsv1.RoomEvent{}, "message")},
+	} {
+		if c.used != c.gen {
+			t.Errorf("%s: the frame builders use field %d, the generated code says %d", c.what, c.used, c.gen)
+		}
+	}
+}
+
+func TestMessageFrameOfAnEvent(t *testing.T) {
+	built := liveEvent(t, "r", "e", 1)
+	payload, err := proto.Marshal(built.RoomEvent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	received, err := fanout.DecodeEvent("r", payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, ev := range map[string]*fanout.Event{"built": built, "received": received, "without field": {Room: "r", RoomEvent: built.RoomEvent, MessageBytes: built.MessageBytes}} {
+		f := &parleyv1.ConnectResponse{}
+		if err := proto.Unmarshal(messageFrameOf(ev).Bytes(), f); err != nil || !proto.Equal(f.GetMessage(), built.GetMessage()) {
+			t.Errorf("%s event: frame = %v, %v", name, f, err)
+		}
+	}
+	if &messageFrameOf(received).Bytes()[0] != &payload[0] {
+		t.Error("a received event's frame is a copy of its payload, want the payload itself")
+	}
 }
 
 func TestEncodedFramesDecodeAsConnectResponses(t *testing.T) {

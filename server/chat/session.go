@@ -363,7 +363,7 @@ func (ss *session) handleAll(items []item) error {
 			return nil
 		case len(evs) == 1 || !ss.batches.Load():
 			for _, ev := range evs {
-				if err := ss.sendRaw(messageFrame(ev.MessageBytes)); err != nil {
+				if err := ss.sendRaw(messageFrameOf(ev)); err != nil {
 					return err
 				}
 			}

@@ -228,9 +228,16 @@ func TestDecodeEventCutsTheMessageOut(t *testing.T) {
 	if string(ev.MessageBytes) != string(want) || ev.Room != "room" || !proto.Equal(ev.GetMessage(), m) {
 		t.Fatalf("decoded %v with %d message bytes", ev, len(ev.MessageBytes))
 	}
+	if string(ev.MessageField) != string(payload) {
+		t.Fatalf("message field: %d bytes, want the payload's %d", len(ev.MessageField), len(payload))
+	}
+	built, err := NewEvent("room", &eventsv1.RoomEvent{Event: &eventsv1.RoomEvent_Message{Message: m}})
+	if err != nil || string(built.MessageField) != string(payload) || string(built.MessageBytes) != string(want) {
+		t.Fatalf("NewEvent: %v, field %d bytes, message %d bytes", err, len(built.MessageField), len(built.MessageBytes))
+	}
 	other, err := DecodeEvent("room", mustMarshal(t, &eventsv1.RoomEvent{Event: &eventsv1.RoomEvent_MessageWithdrawn{
 		MessageWithdrawn: &parleyv1.MessageWithdrawn{RoomId: "room", MessageId: "x"}}}))
-	if err != nil || other.MessageBytes != nil {
+	if err != nil || other.MessageBytes != nil || other.MessageField != nil {
 		t.Fatalf("withdrawal: %v, %d message bytes", err, len(other.MessageBytes))
 	}
 	if _, err := DecodeEvent("room", []byte{0xff}); err == nil {

@@ -19,6 +19,11 @@ type Event struct {
 	// events), cut out of the broker's payload, so that subscribers forward
 	// a message without encoding it once per stream.
 	MessageBytes []byte
+	// MessageField is the whole encoding of the RoomEvent.message field:
+	// its tag (field 1, bytes), length and MessageBytes (nil for other
+	// events). It is the broker's payload itself. Any message type whose
+	// field 1 is a parley.v1.Message can forward it as is.
+	MessageField []byte
 }
 
 // NewEvent returns the Event for ev of room, encoding its message if any.
@@ -30,7 +35,10 @@ func NewEvent(room string, ev *eventsv1.RoomEvent) (*Event, error) {
 		if err != nil {
 			return nil, err
 		}
-		e.MessageBytes = b
+		f := make([]byte, 0, protowire.SizeTag(1)+protowire.SizeBytes(len(b)))
+		f = protowire.AppendTag(f, 1, protowire.BytesType)
+		f = protowire.AppendBytes(f, b)
+		e.MessageField, e.MessageBytes = f, f[len(f)-len(b):]
 	}
 	return e, nil
 }
@@ -47,7 +55,7 @@ func DecodeEvent(room string, payload []byte) (*Event, error) {
 	}
 	if num, typ, n := protowire.ConsumeTag(payload); n > 0 && num == 1 && typ == protowire.BytesType {
 		if v, m := protowire.ConsumeBytes(payload[n:]); m > 0 && n+m == len(payload) {
-			return &Event{Room: room, RoomEvent: ev, MessageBytes: v}, nil
+			return &Event{Room: room, RoomEvent: ev, MessageBytes: v, MessageField: payload}, nil
 		}
 	}
 	return NewEvent(room, ev)
