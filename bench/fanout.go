@@ -259,6 +259,8 @@ func runSteps(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*stepS
 					if err := sleepUntil(gctx, start); err != nil {
 						return err
 					}
+					timer := time.NewTimer(time.Hour)
+					defer timer.Stop()
 					var sent int64
 					for sent < n {
 						due := min(int64(time.Since(start)/interval)+1, n)
@@ -272,11 +274,12 @@ func runSteps(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*stepS
 							}
 						}
 						if sent < n {
-							wait := time.Until(start.Add(time.Duration(sent) * interval))
+							// One timer per publisher, not one per message.
+							timer.Reset(max(time.Until(start.Add(time.Duration(sent)*interval)), 200*time.Microsecond))
 							select {
 							case <-gctx.Done():
 								return gctx.Err()
-							case <-time.After(max(wait, 200*time.Microsecond)):
+							case <-timer.C:
 							}
 						}
 					}
