@@ -2,6 +2,7 @@ package bench
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -41,7 +42,53 @@ type Report struct {
 	Persistence string    `json:"persistence"`
 	Steps       []Step    `json:"steps"`
 	Peak        int       `json:"peak_per_s"`
-	Notes       []string  `json:"notes,omitempty"`
+	// Set by Compare on a Parley report: the --raw ceiling of the same run
+	// and Peak as a fraction of it.
+	RawCeiling       int      `json:"raw_ceiling_per_s,omitempty"`
+	RawCeilingCapped bool     `json:"raw_ceiling_capped,omitempty"` // every raw step passed: the ceiling is at least RawCeiling
+	PeakOfRaw        float64  `json:"peak_fraction_of_raw,omitempty"`
+	Notes            []string `json:"notes,omitempty"`
+}
+
+// ReadReport reads a fanout-v1 JSON report.
+func ReadReport(path string) (*Report, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r Report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if r.Workload != "fanout-v1" {
+		return nil, fmt.Errorf("%s: a %q report, want fanout-v1", path, r.Workload)
+	}
+	return &r, nil
+}
+
+// Compare records raw's ceiling (its peak) in the Parley report r and
+// returns the sentence stating r's peak as a fraction of it.
+func (r *Report) Compare(raw *Report) (string, error) {
+	if r.Mode != "parley" || raw.Mode != "raw" {
+		return "", fmt.Errorf("compare a parley report with a raw one, got %q and %q", r.Mode, raw.Mode)
+	}
+	if raw.Peak <= 0 {
+		return "", errors.New("the raw run has no passing step: no ceiling to compare with")
+	}
+	r.RawCeiling = raw.Peak
+	r.RawCeilingCapped = len(raw.Steps) > 0 && raw.Steps[len(raw.Steps)-1].Offered == raw.Peak
+	r.PeakOfRaw = float64(r.Peak) / float64(raw.Peak)
+	return r.comparison(), nil
+}
+
+// comparison states the peak against the raw ceiling (set by Compare).
+func (r *Report) comparison() string {
+	capped := ""
+	if r.RawCeilingCapped {
+		capped = "; every raw step passed, so the ceiling is at least that and the fraction at most this"
+	}
+	return fmt.Sprintf("Parley's peak %d msgs/s is %.2f %% of this run's --raw ceiling (Redis pub/sub alone: %d msgs/s%s)",
+		r.Peak, 100*r.PeakOfRaw, r.RawCeiling, capped)
 }
 
 // peak is the highest step with p99 < 100 ms and zero loss.
@@ -86,6 +133,9 @@ func (r *Report) WriteTable(w io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\npeak (p99 < 100 ms, no loss): %d msgs/s (%d deliveries/s)\n", r.Peak, r.Peak*r.Members)
+	if r.RawCeiling > 0 {
+		fmt.Fprintln(w, r.comparison())
+	}
 	for _, n := range r.Notes {
 		fmt.Fprintln(w, "note:", n)
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 // real figures come from `make bench` (docs/PERFORMANCE.md), never from tests.
 func TestBenchFanoutSmoke(t *testing.T) {
 	c := newCluster(t, 1)
+	reports := map[bool]string{}
 	for _, raw := range []bool{false, true} {
 		cfg := bench.FanoutConfig{
 			Addr: c.servers[0].addr, RedisURL: c.redis, Raw: raw,
@@ -49,6 +51,20 @@ func TestBenchFanoutSmoke(t *testing.T) {
 		}
 		rep.WriteTable(io.Discard)
 		checkPNG(t, filepath.Join(t.TempDir(), "r.png"), func(p string) error { return bench.PlotFiles(p, path) })
+		reports[raw] = path
+	}
+	// The Parley report states its peak against the raw ceiling of the run.
+	p, err := bench.ReadReport(reports[false])
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := bench.ReadReport(reports[true])
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, err := p.Compare(raw)
+	if err != nil || p.RawCeiling != 60 || p.PeakOfRaw != 1 || !strings.Contains(line, "100.00 %") {
+		t.Fatalf("compare: %q, %v (ceiling %d, fraction %v)", line, err, p.RawCeiling, p.PeakOfRaw)
 	}
 }
 

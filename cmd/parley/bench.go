@@ -16,7 +16,7 @@ import (
 	"github.com/parleychat/parley/internal/config"
 )
 
-const benchUsage = "usage: parley bench fanout|persist|conns|plot [flags] (see docs/PERFORMANCE.md)"
+const benchUsage = "usage: parley bench fanout|persist|conns|plot|compare [flags] (see docs/PERFORMANCE.md)"
 
 func runBench(ctx context.Context, args []string) error {
 	if len(args) == 0 {
@@ -31,6 +31,8 @@ func runBench(ctx context.Context, args []string) error {
 		return runBenchConns(ctx, args)
 	case "plot":
 		return runBenchPlot(args)
+	case "compare":
+		return runBenchCompare(args)
 	}
 	return fmt.Errorf("unknown workload %q; %s", args[0], benchUsage)
 }
@@ -240,6 +242,37 @@ func runBenchPlot(args []string) error {
 		return err
 	}
 	fmt.Println("plot:", path)
+	return nil
+}
+
+// runBenchCompare states a Parley fanout report's peak as a fraction of the
+// --raw ceiling of the same run and records it in the Parley report.
+func runBenchCompare(args []string) error {
+	fs := flag.NewFlagSet("parley bench compare", flag.ContinueOnError)
+	parleyPath := fs.String("parley", "", "fanout-v1 JSON report of Parley (rewritten with the ratio)")
+	rawPath := fs.String("raw", "", "fanout-v1 JSON report of --raw from the same run")
+	if err := config.Parse(fs, args[1:]); err != nil {
+		return err
+	}
+	if *parleyPath == "" || *rawPath == "" {
+		return errors.New("compare: --parley and --raw name the two reports")
+	}
+	p, err := bench.ReadReport(*parleyPath)
+	if err != nil {
+		return err
+	}
+	raw, err := bench.ReadReport(*rawPath)
+	if err != nil {
+		return err
+	}
+	line, err := p.Compare(raw)
+	if err != nil {
+		return err
+	}
+	if err := p.WriteJSON(*parleyPath); err != nil {
+		return err
+	}
+	fmt.Println(line)
 	return nil
 }
 
