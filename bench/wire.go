@@ -89,92 +89,75 @@ func decodeDeliveries(b []byte, resp *parleyv1.ConnectResponse) (bool, error) {
 		return true, nil
 	}
 	batch := &parleyv1.MessageBatch{}
-	for len(inner) > 0 {
-		num, typ, n := protowire.ConsumeTag(inner)
-		if n < 0 {
-			return false, fmt.Errorf("message batch: %w", protowire.ParseError(n))
+	err := bytesFields(inner, "message batch", func(num protowire.Number, v []byte) error {
+		if num != wireBatchItem {
+			return nil
 		}
-		inner = inner[n:]
-		if num != wireBatchItem || typ != protowire.BytesType {
-			n = protowire.ConsumeFieldValue(num, typ, inner)
-			if n < 0 {
-				return false, fmt.Errorf("message batch: %w", protowire.ParseError(n))
-			}
-			inner = inner[n:]
-			continue
-		}
-		item, n := protowire.ConsumeBytes(inner)
-		if n < 0 {
-			return false, fmt.Errorf("message batch: %w", protowire.ParseError(n))
-		}
-		inner = inner[n:]
-		msg, err := decodeBody(item)
-		if err != nil {
-			return false, err
-		}
+		msg, err := decodeBody(v)
 		batch.Messages = append(batch.Messages, msg)
+		return err
+	})
+	if err != nil {
+		return false, err
 	}
 	resp.Frame = &parleyv1.ConnectResponse_MessageBatch{MessageBatch: batch}
 	return true, nil
 }
 
-// decodeAck returns a SendAck without its message.
-func decodeAck(b []byte) (*parleyv1.SendAck, error) {
-	ack := &parleyv1.SendAck{}
+// bytesFields calls f with the number and value of each length-delimited
+// field of the message b, skipping the others.
+func bytesFields(b []byte, what string, f func(num protowire.Number, v []byte) error) error {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return nil, fmt.Errorf("send ack: %w", protowire.ParseError(n))
+			return fmt.Errorf("%s: %w", what, protowire.ParseError(n))
 		}
 		b = b[n:]
-		if typ == protowire.BytesType && (num == wireAckClientID || num == wireAckError) {
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return nil, fmt.Errorf("send ack: %w", protowire.ParseError(n))
+		if typ != protowire.BytesType {
+			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+				return fmt.Errorf("%s: %w", what, protowire.ParseError(n))
 			}
 			b = b[n:]
-			if num == wireAckClientID {
-				ack.ClientMsgId = string(v)
-				continue
-			}
-			ack.Error = &parleyv1.Status{}
-			if err := proto.Unmarshal(v, ack.Error); err != nil {
-				return nil, fmt.Errorf("send ack error: %w", err)
-			}
 			continue
 		}
-		n = protowire.ConsumeFieldValue(num, typ, b)
+		v, n := protowire.ConsumeBytes(b)
 		if n < 0 {
-			return nil, fmt.Errorf("send ack: %w", protowire.ParseError(n))
+			return fmt.Errorf("%s: %w", what, protowire.ParseError(n))
 		}
 		b = b[n:]
+		if err := f(num, v); err != nil {
+			return err
+		}
 	}
-	return ack, nil
+	return nil
+}
+
+// decodeAck returns a SendAck without its message.
+func decodeAck(b []byte) (*parleyv1.SendAck, error) {
+	ack := &parleyv1.SendAck{}
+	err := bytesFields(b, "send ack", func(num protowire.Number, v []byte) error {
+		switch num {
+		case wireAckClientID:
+			ack.ClientMsgId = string(v)
+		case wireAckError:
+			ack.Error = &parleyv1.Status{}
+			if err := proto.Unmarshal(v, ack.Error); err != nil {
+				return fmt.Errorf("send ack error: %w", err)
+			}
+		}
+		return nil
+	})
+	return ack, err
 }
 
 // decodeBody returns a Message with only its body set.
 func decodeBody(b []byte) (*parleyv1.Message, error) {
 	msg := &parleyv1.Message{}
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return nil, fmt.Errorf("message: %w", protowire.ParseError(n))
-		}
-		b = b[n:]
-		if num == wireBody && typ == protowire.BytesType {
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return nil, fmt.Errorf("message body: %w", protowire.ParseError(n))
-			}
+	err := bytesFields(b, "message", func(num protowire.Number, v []byte) error {
+		if num == wireBody {
 			msg.Body = string(v)
-			b = b[n:]
-			continue
 		}
-		n = protowire.ConsumeFieldValue(num, typ, b)
-		if n < 0 {
-			return nil, fmt.Errorf("message: %w", protowire.ParseError(n))
-		}
-		b = b[n:]
-	}
-	return msg, nil
+		return nil
+	})
+	return msg, err
 }
