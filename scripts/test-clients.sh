@@ -469,10 +469,17 @@ if [[ " $SECTIONS " == *" schemathesis "* ]]; then
   # or rejects every other one (positive_data_acceptance,
   # negative_data_rejection, missing_required_header), as the spec does not
   # carry the validation rules (lengths, patterns, ranges, required fields).
+  # Nor ensure_resource_availability: a creator who leaves their private
+  # room no longer sees it (GET 404, by design: private rooms are invisible
+  # to non-members), and schemathesis 4.32.5 counts only a DELETE, or a
+  # write to the same path, as a removal, so a stateful run that happens to
+  # go POST /v1/rooms, POST /v1/rooms/{id}:leave, GET /v1/rooms/{id} fails
+  # (seen once in CI, 2026-11-27). The REST section above checks that a
+  # created room is readable by its creator and invisible to others.
   set +e
   (cd "$WORK" && timeout 900 "$VENV/bin/schemathesis" run "$H/openapi.json" \
     -H "Authorization: Bearer $STOKEN" \
-    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,unsupported_method,ignored_auth,use_after_free,ensure_resource_availability \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,unsupported_method,ignored_auth,use_after_free \
     --exclude-operation-id ChatService_StreamRoom \
     --max-examples "$MAX_EXAMPLES" --request-timeout 10 --workers 2 --no-color \
     --warnings off) >"$WORK/schemathesis.out" 2>&1
