@@ -45,7 +45,7 @@ type Report struct {
 	// Set by Compare on a Parley report: the --raw ceiling of the same run
 	// and Peak as a fraction of it.
 	RawCeiling       int      `json:"raw_ceiling_per_s,omitempty"`
-	RawCeilingCapped bool     `json:"raw_ceiling_capped,omitempty"` // every raw step passed: the ceiling is at least RawCeiling
+	RawCeilingCapped bool     `json:"raw_ceiling_capped,omitempty"` // the highest raw step passed: the ceiling is at least RawCeiling
 	PeakOfRaw        float64  `json:"peak_fraction_of_raw,omitempty"`
 	Notes            []string `json:"notes,omitempty"`
 }
@@ -75,6 +75,10 @@ func (r *Report) Compare(raw *Report) (string, error) {
 	if raw.Peak <= 0 {
 		return "", errors.New("the raw run has no passing step: no ceiling to compare with")
 	}
+	if r.Rooms != raw.Rooms || r.Members != raw.Members || r.BodyBytes != raw.BodyBytes || r.StepSeconds != raw.StepSeconds || r.Machine != raw.Machine {
+		return "", fmt.Errorf("the reports ran different workloads or machines: %d rooms x %d members, %d-byte bodies, %gs steps on %q against %d x %d, %d bytes, %gs on %q",
+			r.Rooms, r.Members, r.BodyBytes, r.StepSeconds, r.Machine, raw.Rooms, raw.Members, raw.BodyBytes, raw.StepSeconds, raw.Machine)
+	}
 	r.RawCeiling = raw.Peak
 	r.RawCeilingCapped = len(raw.Steps) > 0 && raw.Steps[len(raw.Steps)-1].Offered == raw.Peak
 	r.PeakOfRaw = float64(r.Peak) / float64(raw.Peak)
@@ -85,9 +89,9 @@ func (r *Report) Compare(raw *Report) (string, error) {
 func (r *Report) comparison() string {
 	capped := ""
 	if r.RawCeilingCapped {
-		capped = "; every raw step passed, so the ceiling is at least that and the fraction at most this"
+		capped = "; the highest raw step passed, so the ceiling is at least that and the fraction at most this"
 	}
-	return fmt.Sprintf("Parley's peak %d msgs/s is %.2f %% of this run's --raw ceiling (Redis pub/sub alone: %d msgs/s%s)",
+	return fmt.Sprintf("Parley's peak %d msgs/s is %.2f %% of this run's --raw ceiling (Redis pub/sub alone, one PSUBSCRIBE connection fanning out in-process: %d msgs/s%s)",
 		r.Peak, 100*r.PeakOfRaw, r.RawCeiling, capped)
 }
 

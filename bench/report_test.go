@@ -7,9 +7,9 @@ import (
 )
 
 func TestCompareStatesThePeakAgainstTheRawCeiling(t *testing.T) {
-	parley := &Report{Workload: "fanout-v1", Mode: "parley", Members: 10, Steps: []Step{{Offered: 1000, P99: 20}, {Offered: 2000, P99: 90}, {Offered: 5000, P99: 150}}}
+	parley := &Report{Workload: "fanout-v1", Mode: "parley", Rooms: 100, Members: 10, Steps: []Step{{Offered: 1000, P99: 20}, {Offered: 2000, P99: 90}, {Offered: 5000, P99: 150}}}
 	parley.computePeak()
-	raw := &Report{Workload: "fanout-v1", Mode: "raw", Steps: []Step{{Offered: 1000, P99: 1}, {Offered: 100000, P99: 5}, {Offered: 200000, P99: 120}}}
+	raw := &Report{Workload: "fanout-v1", Mode: "raw", Rooms: 100, Members: 10, Steps: []Step{{Offered: 1000, P99: 1}, {Offered: 100000, P99: 5}, {Offered: 200000, P99: 120}}}
 	raw.computePeak()
 	line, err := parley.Compare(raw)
 	if err != nil {
@@ -19,7 +19,7 @@ func TestCompareStatesThePeakAgainstTheRawCeiling(t *testing.T) {
 		t.Fatalf("compare: %q (ceiling %d capped %v fraction %v)", line, parley.RawCeiling, parley.RawCeilingCapped, parley.PeakOfRaw)
 	}
 
-	// Every raw step passed: the ceiling is a lower bound, and the report says so.
+	// The highest raw step passed: the ceiling is a lower bound, and the report says so.
 	raw.Steps = raw.Steps[:2]
 	raw.computePeak()
 	if line, _ = parley.Compare(raw); !parley.RawCeilingCapped || !strings.Contains(line, "at least") {
@@ -44,7 +44,12 @@ func TestCompareStatesThePeakAgainstTheRawCeiling(t *testing.T) {
 	if _, err := raw.Compare(parley); err == nil {
 		t.Fatal("compared a raw report against a parley one")
 	}
-	if _, err := parley.Compare(&Report{Workload: "fanout-v1", Mode: "raw"}); err == nil {
+	if _, err := parley.Compare(&Report{Workload: "fanout-v1", Mode: "raw", Rooms: 100, Members: 10}); err == nil {
 		t.Fatal("compared against a raw run with no passing step")
+	}
+	other := *raw
+	other.Members = 5
+	if _, err := parley.Compare(&other); err == nil {
+		t.Fatal("compared against a raw run of another workload")
 	}
 }

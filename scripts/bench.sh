@@ -132,7 +132,7 @@ if want fanout; then
       -rates 1000,2000,5000,10000,20000,50000,100000,200000,350000,500000 \
       -out "$out/fanout-raw.json" "$@" | tee "$out/fanout-raw.txt"
     "$work/parley" bench compare -parley "$out/fanout-parley$suffix.json" -raw "$out/fanout-raw.json" |
-      tee -a "$out/fanout-parley$suffix.txt"
+      tee -a "$out/fanout-parley$suffix.txt" || echo "bench compare failed (see above); the plot follows"
     "$work/parley" bench plot -in "$out/fanout-parley$suffix.json,$out/fanout-raw.json" -out "$out/fanout.png"
   fi
   stop_started

@@ -62,6 +62,12 @@ func TestFrameFieldNumbers(t *testing.T) {
 			t.Errorf("%s: the frame builders use field %d, the generated code says %d", c.what, c.used, c.gen)
 		}
 	}
+	// ...and both message fields hold the same message type.
+	ev := (&eventsv1.RoomEvent{}).ProtoReflect().Descriptor().Fields().ByName("message").Message().FullName()
+	cr := (&parleyv1.ConnectResponse{}).ProtoReflect().Descriptor().Fields().ByName("message").Message().FullName()
+	if ev != cr {
+		t.Errorf("RoomEvent.message is a %s, ConnectResponse.message a %s", ev, cr)
+	}
 }
 
 func TestMessageFrameOfAnEvent(t *testing.T) {

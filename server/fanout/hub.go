@@ -21,8 +21,9 @@ type Event struct {
 	MessageBytes []byte
 	// MessageField is the whole encoding of the RoomEvent.message field:
 	// its tag (field 1, bytes), length and MessageBytes (nil for other
-	// events). It is the broker's payload itself. Any message type whose
-	// field 1 is a parley.v1.Message can forward it as is.
+	// events). For an event received from the broker it is the payload
+	// itself; NewEvent builds it. Any message type whose field 1 is a
+	// parley.v1.Message can forward it as is.
 	MessageField []byte
 }
 

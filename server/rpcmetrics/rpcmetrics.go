@@ -14,6 +14,7 @@ package rpcmetrics
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"time"
@@ -90,15 +91,19 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.seconds.Collect(ch)
 }
 
-// Init resolves the counters of every method registered on s, so that each
-// is exported at zero before its first call.
+// Init resolves the counters of every method registered on s, with every
+// status code, so that each series is exported at zero before its first
+// call (as go-grpc-middleware's provider did: rate() and alerts on
+// grpc_code!="OK" then see the first error).
 func (m *Metrics) Init(s interface {
 	GetServiceInfo() map[string]grpc.ServiceInfo
 }) {
 	for svc, info := range s.GetServiceInfo() {
 		for _, mi := range info.Methods {
 			mm := m.method("/"+svc+"/"+mi.Name, typeOf(mi.IsClientStream, mi.IsServerStream))
-			mm.handledFor(codes.OK)
+			for c := range len(mm.handled) {
+				mm.handledFor(codes.Code(c))
+			}
 		}
 	}
 }
@@ -144,8 +149,20 @@ func (mm *method) handledFor(c codes.Code) prometheus.Counter {
 
 // done records the end of a call.
 func (mm *method) done(start time.Time, err error) {
-	mm.handledFor(status.Code(err)).Inc()
+	mm.handledFor(codeOf(err)).Inc()
 	mm.seconds.Observe(time.Since(start).Seconds())
+}
+
+// codeOf is err's status code; a bare context error counts as Canceled or
+// DeadlineExceeded, as grpc itself reports it, not Unknown.
+func codeOf(err error) codes.Code {
+	if st, ok := status.FromError(err); ok {
+		return st.Code()
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return status.FromContextError(err).Code()
+	}
+	return codes.Unknown
 }
 
 // UnaryServerInterceptor counts unary calls (one message each way).

@@ -53,6 +53,11 @@ func TestCountsCallsAndMessages(t *testing.T) {
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("the handler's error must come back unchanged, got %v", err)
 	}
+	// A bare context error is Canceled, not Unknown.
+	_ = stream(nil, &fakeStream{}, sinfo, func(any, grpc.ServerStream) error { return context.Canceled })
+	if got := testutil.ToFloat64(m.handled.WithLabelValues("bidi_stream", "parley.v1.ChatService", "Connect", "Canceled")); got != 1 {
+		t.Errorf("a context.Canceled end counted %v times as Canceled, want 1", got)
+	}
 	// A failed send is not counted.
 	_ = stream(nil, &fakeStream{failSend: true}, sinfo, func(_ any, ss grpc.ServerStream) error { return ss.SendMsg(nil) })
 
@@ -61,6 +66,7 @@ func TestCountsCallsAndMessages(t *testing.T) {
 # TYPE grpc_server_handled_total counter
 grpc_server_handled_total{grpc_code="InvalidArgument",grpc_method="Login",grpc_service="parley.v1.AuthService",grpc_type="unary"} 1
 grpc_server_handled_total{grpc_code="OK",grpc_method="Login",grpc_service="parley.v1.AuthService",grpc_type="unary"} 1
+grpc_server_handled_total{grpc_code="Canceled",grpc_method="Connect",grpc_service="parley.v1.ChatService",grpc_type="bidi_stream"} 1
 grpc_server_handled_total{grpc_code="Unavailable",grpc_method="Connect",grpc_service="parley.v1.ChatService",grpc_type="bidi_stream"} 1
 grpc_server_handled_total{grpc_code="Unknown",grpc_method="Connect",grpc_service="parley.v1.ChatService",grpc_type="bidi_stream"} 1
 # HELP grpc_server_msg_received_total Total number of RPC stream messages received on the server.
@@ -73,7 +79,7 @@ grpc_server_msg_sent_total{grpc_method="Connect",grpc_service="parley.v1.ChatSer
 grpc_server_msg_sent_total{grpc_method="Login",grpc_service="parley.v1.AuthService",grpc_type="unary"} 1
 # HELP grpc_server_started_total Total number of RPCs started on the server.
 # TYPE grpc_server_started_total counter
-grpc_server_started_total{grpc_method="Connect",grpc_service="parley.v1.ChatService",grpc_type="bidi_stream"} 2
+grpc_server_started_total{grpc_method="Connect",grpc_service="parley.v1.ChatService",grpc_type="bidi_stream"} 3
 grpc_server_started_total{grpc_method="Login",grpc_service="parley.v1.AuthService",grpc_type="unary"} 2
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
@@ -97,8 +103,8 @@ func TestInitExportsEveryMethodAtZero(t *testing.T) {
 	if n := testutil.CollectAndCount(m.started); n != 3 { // Check, List, Watch
 		t.Fatalf("started series after Init: got %d, want 3 (one per health method)", n)
 	}
-	if n := testutil.CollectAndCount(m.handled); n != 3 {
-		t.Fatalf("handled series after Init: got %d, want 3 (code OK per method)", n)
+	if n := testutil.CollectAndCount(m.handled); n != 3*17 {
+		t.Fatalf("handled series after Init: got %d, want 3*17 (every code of every method)", n)
 	}
 }
 
