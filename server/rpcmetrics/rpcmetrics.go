@@ -40,36 +40,30 @@ type Metrics struct {
 type method struct {
 	started, received, sent prometheus.Counter
 	seconds                 prometheus.Observer
-	handled                 [17]prometheus.Counter // by code (0-16), resolved on first use
-	labels                  [3]string              // type, service, method
-	once                    [17]sync.Once
-	handledVec              *prometheus.CounterVec
+	handled                 [17]prometheus.Counter // by code, codes.OK (0) .. codes.Unauthenticated (16)
+}
+
+// methodLabels are the labels of every series but grpc_server_handled_total's,
+// which adds grpc_code.
+var methodLabels = []string{"grpc_type", "grpc_service", "grpc_method"}
+
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, append(methodLabels, labels...))
 }
 
 // New returns the metrics; register them with a prometheus.Registerer.
 func New() *Metrics {
 	return &Metrics{
-		started: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "grpc_server_started_total",
-			Help: "Total number of RPCs started on the server.",
-		}, []string{"grpc_type", "grpc_service", "grpc_method"}),
-		handled: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "grpc_server_handled_total",
-			Help: "Total number of RPCs completed on the server, regardless of success or failure.",
-		}, []string{"grpc_type", "grpc_service", "grpc_method", "grpc_code"}),
-		received: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "grpc_server_msg_received_total",
-			Help: "Total number of RPC stream messages received on the server.",
-		}, []string{"grpc_type", "grpc_service", "grpc_method"}),
-		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "grpc_server_msg_sent_total",
-			Help: "Total number of gRPC stream messages sent by the server.",
-		}, []string{"grpc_type", "grpc_service", "grpc_method"}),
+		started: counterVec("grpc_server_started_total", "Total number of RPCs started on the server."),
+		handled: counterVec("grpc_server_handled_total",
+			"Total number of RPCs completed on the server, regardless of success or failure.", "grpc_code"),
+		received: counterVec("grpc_server_msg_received_total", "Total number of RPC stream messages received on the server."),
+		sent:     counterVec("grpc_server_msg_sent_total", "Total number of gRPC stream messages sent by the server."),
 		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "grpc_server_handling_seconds",
 			Help:    "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
 			Buckets: prometheus.DefBuckets,
-		}, []string{"grpc_type", "grpc_service", "grpc_method"}),
+		}, methodLabels),
 	}
 }
 
@@ -91,19 +85,16 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.seconds.Collect(ch)
 }
 
-// Init resolves the counters of every method registered on s, with every
-// status code, so that each series is exported at zero before its first
-// call (as go-grpc-middleware's provider did: rate() and alerts on
+// Init resolves the counters of every method registered on s (with every
+// status code: see method), so that each series is exported at zero before
+// its first call (as go-grpc-middleware's provider did: rate() and alerts on
 // grpc_code!="OK" then see the first error).
 func (m *Metrics) Init(s interface {
 	GetServiceInfo() map[string]grpc.ServiceInfo
 }) {
 	for svc, info := range s.GetServiceInfo() {
 		for _, mi := range info.Methods {
-			mm := m.method("/"+svc+"/"+mi.Name, typeOf(mi.IsClientStream, mi.IsServerStream))
-			for c := range len(mm.handled) {
-				mm.handledFor(codes.Code(c))
-			}
+			m.method("/"+svc+"/"+mi.Name, typeOf(mi.IsClientStream, mi.IsServerStream))
 		}
 	}
 }
@@ -120,36 +111,33 @@ func typeOf(clientStream, serverStream bool) string {
 	return "unary"
 }
 
-// method returns the counters of fullMethod ("/pkg.Service/Method").
+// method returns the counters of fullMethod ("/pkg.Service/Method"),
+// resolving all of them (every status code's too) on its first call.
 func (m *Metrics) method(fullMethod, typ string) *method {
 	if v, ok := m.methods.Load(fullMethod); ok {
 		return v.(*method)
 	}
 	svc, name, _ := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
-	mm := &method{labels: [3]string{typ, svc, name}}
-	mm.started = m.started.WithLabelValues(typ, svc, name)
-	mm.received = m.received.WithLabelValues(typ, svc, name)
-	mm.sent = m.sent.WithLabelValues(typ, svc, name)
-	mm.seconds = m.seconds.WithLabelValues(typ, svc, name)
-	mm.handledVec = m.handled
+	mm := &method{
+		started:  m.started.WithLabelValues(typ, svc, name),
+		received: m.received.WithLabelValues(typ, svc, name),
+		sent:     m.sent.WithLabelValues(typ, svc, name),
+		seconds:  m.seconds.WithLabelValues(typ, svc, name),
+	}
+	for c := range mm.handled {
+		mm.handled[c] = m.handled.WithLabelValues(typ, svc, name, codes.Code(c).String())
+	}
 	v, _ := m.methods.LoadOrStore(fullMethod, mm)
 	return v.(*method)
 }
 
-func (mm *method) handledFor(c codes.Code) prometheus.Counter {
-	i := int(c)
-	if i < 0 || i >= len(mm.handled) {
-		i = int(codes.Unknown)
-	}
-	mm.once[i].Do(func() {
-		mm.handled[i] = mm.handledVec.WithLabelValues(mm.labels[0], mm.labels[1], mm.labels[2], codes.Code(i).String())
-	})
-	return mm.handled[i]
-}
-
 // done records the end of a call.
 func (mm *method) done(start time.Time, err error) {
-	mm.handledFor(codeOf(err)).Inc()
+	c := codeOf(err)
+	if int(c) >= len(mm.handled) {
+		c = codes.Unknown
+	}
+	mm.handled[c].Inc()
 	mm.seconds.Observe(time.Since(start).Seconds())
 }
 
