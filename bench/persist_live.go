@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"bytes"
 	"cmp"
 	"context"
@@ -18,6 +17,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	dto "github.com/prometheus/client_model/go"
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
 )
@@ -230,44 +231,27 @@ type bucket struct {
 }
 
 // scrapeHistogram reads the cumulative buckets of histogram name from a
-// /metrics URL, summed over series, in ascending le order.
+// /metrics URL, summed over series, in ascending le order (+Inf last).
 func scrapeHistogram(ctx context.Context, url, name string) ([]bucket, error) {
-	body, err := getMetrics(ctx, url)
+	mfs, err := scrapeFamilies(ctx, url)
 	if err != nil {
 		return nil, err
 	}
-	defer body.Close()
-	byLE := map[float64]float64{}
-	sc := bufio.NewScanner(body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	prefix := name + "_bucket{"
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, prefix) {
-			continue
-		}
-		i := strings.Index(line, `le="`)
-		if i < 0 {
-			continue
-		}
-		rest := line[i+4:]
-		j := strings.IndexByte(rest, '"')
-		k := strings.LastIndexByte(line, ' ')
-		if j < 0 || k < 0 {
-			continue
-		}
-		le, err1 := strconv.ParseFloat(rest[:j], 64) // "+Inf" parses as +Inf
-		n, err2 := strconv.ParseFloat(line[k+1:], 64)
-		if err1 != nil || err2 != nil {
-			continue
-		}
-		byLE[le] += n
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	if len(byLE) == 0 {
+	mf := mfs[name]
+	if mf == nil || mf.GetType() != dto.MetricType_HISTOGRAM || len(mf.GetMetric()) == 0 {
 		return nil, fmt.Errorf("%s: no %s histogram", url, name)
+	}
+	byLE := map[float64]float64{}
+	for _, m := range mf.GetMetric() {
+		h := m.GetHistogram()
+		inf := false
+		for _, b := range h.GetBucket() {
+			byLE[b.GetUpperBound()] += float64(b.GetCumulativeCount())
+			inf = inf || math.IsInf(b.GetUpperBound(), 1)
+		}
+		if !inf { // the text format lists +Inf; the client library leaves it implicit
+			byLE[math.Inf(1)] += float64(h.GetSampleCount())
+		}
 	}
 	out := make([]bucket, 0, len(byLE))
 	for le, n := range byLE {

@@ -2,10 +2,12 @@ package bench
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -20,11 +22,18 @@ func TestMetricSums(t *testing.T) {
 parley_persister_dlq_total{reason="invalid"} 2
 parley_persister_dlq_total{reason="undecodable",x="a}b"} 3
 go_goroutines 42
-weird{a="1"} notanumber
 `
-	m, err := metricSums(strings.NewReader(in))
-	if err != nil || m["parley_persister_dlq_total"] != 5 || m["go_goroutines"] != 42 || len(m) != 2 {
-		t.Fatalf("metricSums = %v, %v", m, err)
+	mfs, err := parseFamilies(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := familySums(slices.Collect(maps.Values(mfs)))
+	if m["parley_persister_dlq_total"] != 5 || m["go_goroutines"] != 42 || len(m) != 2 {
+		t.Fatalf("familySums = %v", m)
+	}
+	// A malformed exposition is an error, not a silently smaller sum.
+	if _, err := parseFamilies(strings.NewReader(in + "weird{a=\"1\"} notanumber\n")); err == nil {
+		t.Fatal("a malformed line parsed")
 	}
 }
 

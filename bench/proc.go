@@ -1,17 +1,21 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // clockTicks is USER_HZ, 100 on Linux.
@@ -155,51 +159,30 @@ func treeCPUTimes(pid int, skip map[int]bool) (map[int]time.Duration, error) {
 	return out, nil
 }
 
-// metricSums sums every series of each metric in a Prometheus text
-// exposition (the server's and the persister's /metrics), by metric name:
-// "name{labels} value" and "name value" lines; comments are skipped.
-func metricSums(r io.Reader) (map[string]float64, error) {
-	out := map[string]float64{}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		name := line
-		if i := strings.IndexAny(line, "{ "); i >= 0 {
-			name = line[:i]
-		}
-		rest := line[len(name):]
-		if strings.HasPrefix(rest, "{") {
-			j := strings.LastIndexByte(rest, '}')
-			if j < 0 {
-				continue
-			}
-			rest = rest[j+1:]
-		}
-		f := strings.Fields(rest)
-		if len(f) == 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(f[0], 64)
-		if err != nil {
-			continue
-		}
-		out[name] += v
+// scrapeMetrics fetches a /metrics URL and sums its series by name (see
+// familySums).
+func scrapeMetrics(ctx context.Context, url string) (map[string]float64, error) {
+	mfs, err := scrapeFamilies(ctx, url)
+	if err != nil {
+		return nil, err
 	}
-	return out, sc.Err()
+	return familySums(slices.Collect(maps.Values(mfs))), nil
 }
 
-// scrapeMetrics fetches a /metrics URL and sums its series by name.
-func scrapeMetrics(ctx context.Context, url string) (map[string]float64, error) {
+// scrapeFamilies fetches and parses a /metrics URL (Prometheus text format).
+func scrapeFamilies(ctx context.Context, url string) (map[string]*dto.MetricFamily, error) {
 	body, err := getMetrics(ctx, url)
 	if err != nil {
 		return nil, err
 	}
 	defer body.Close()
-	return metricSums(body)
+	return parseFamilies(body)
+}
+
+// parseFamilies parses a Prometheus text exposition.
+func parseFamilies(r io.Reader) (map[string]*dto.MetricFamily, error) {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	return p.TextToMetricFamilies(r)
 }
 
 // getMetrics fetches a /metrics URL; the caller closes the body.
@@ -220,12 +203,18 @@ func getMetrics(ctx context.Context, url string) (io.ReadCloser, error) {
 }
 
 // gatherSums sums every series of each metric a Gatherer holds, by name
-// (counters, gauges and untyped values; histograms by their count).
+// (see familySums).
 func gatherSums(g prometheus.Gatherer) (map[string]float64, error) {
 	mfs, err := g.Gather()
 	if err != nil {
 		return nil, err
 	}
+	return familySums(mfs), nil
+}
+
+// familySums sums every series of each metric family by name: counters,
+// gauges and untyped values; histograms by their count.
+func familySums(mfs []*dto.MetricFamily) map[string]float64 {
 	out := map[string]float64{}
 	for _, mf := range mfs {
 		for _, m := range mf.GetMetric() {
@@ -241,7 +230,7 @@ func gatherSums(g prometheus.Gatherer) (map[string]float64, error) {
 			}
 		}
 	}
-	return out, nil
+	return out
 }
 
 // openFilesLimit returns a process's soft limit of open files (0: unknown).
