@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"time"
 
@@ -79,6 +80,7 @@ func runPersister(ctx context.Context, args []string) error {
 	inFlight := fs.Int("insert-in-flight", msgstore.DefaultMaxInFlight, "insert commands in flight at once, shared by all partitions (records of several partitions share a command)")
 	sessionTimeout := fs.Duration("session-timeout", 10*time.Second, "consumer group session timeout: how soon a crashed persister's partitions move to another")
 	metricsAddr := fs.String("metrics-addr", "127.0.0.1:9464", "address of /metrics and /healthz (empty: off)")
+	withPprof := fs.Bool("pprof", false, "serve net/http/pprof under /debug/pprof/ on metrics-addr (for profiling; keep off in production)")
 	var tlsFiles tlsconf.Files // TLS on metrics-addr
 	tlsFiles.Flags(fs)
 	format, level := logFlags(fs)
@@ -127,6 +129,11 @@ func runPersister(ctx context.Context, args []string) error {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+		if *withPprof {
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		}
 		srv := &http.Server{Addr: *metricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second, TLSConfig: metricsTLS}
 		go func() {
 			var err error
