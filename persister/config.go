@@ -17,7 +17,8 @@ const (
 	DefaultRetryBackoffMax   = 10 * time.Second
 	DefaultWriteTimeout      = 30 * time.Second
 	DefaultPartitions        = 12
-	DefaultFetchMaxWait      = 250 * time.Millisecond
+	DefaultFetchMaxWait      = 50 * time.Millisecond
+	DefaultFetchMinBytes     = 1 << 20
 	DefaultReplicationFactor = -1 // the broker's default.replication.factor
 )
 
@@ -47,12 +48,22 @@ type Config struct {
 	// Existing topics are left as they are.
 	Partitions        int32
 	ReplicationFactor int16
-	// FetchMaxWait bounds how long the broker holds a fetch that has no new
-	// data. A partition whose queue is full is paused and resumed once its
-	// worker caught up; the resumed partition is fetched only after the
-	// fetch in flight returns, so with Kafka's default (5s) a backlog is
-	// drained in bursts separated by seconds of idling.
+	// FetchMaxWait bounds how long the broker holds a fetch that has less
+	// than FetchMinBytes of new data. A partition whose queue is full is
+	// paused and resumed once its worker caught up; the resumed partition
+	// is fetched only after the fetch in flight returns, so with Kafka's
+	// default (5s) a backlog is drained in bursts separated by seconds of
+	// idling.
 	FetchMaxWait time.Duration
+	// FetchMinBytes is how much new data the broker waits for (up to
+	// FetchMaxWait) before it answers a fetch. With 1 it answers at once,
+	// and under a steady trickle every few records cost a fetch, a store
+	// command and a commit: at fanout-v1's 2,000 msgs/s the default (1 MiB,
+	// so a live fetch returns every FetchMaxWait) took the persister from
+	// 20 to 12 % of a core and FerretDB + PostgreSQL from 57 to 41 %,
+	// for up to FetchMaxWait more store delay. A backlog of 1 MiB or
+	// more is fetched without waiting.
+	FetchMinBytes int32
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -86,6 +97,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.FetchMaxWait == 0 {
 		c.FetchMaxWait = DefaultFetchMaxWait
+	}
+	if c.FetchMinBytes == 0 {
+		c.FetchMinBytes = DefaultFetchMinBytes
 	}
 	return c
 }
@@ -125,6 +139,9 @@ func (c Config) Validate() error {
 	}
 	if c.FetchMaxWait < 0 {
 		bad("FetchMaxWait", "%v is negative", c.FetchMaxWait)
+	}
+	if c.FetchMinBytes < 0 {
+		bad("FetchMinBytes", "%d is negative", c.FetchMinBytes)
 	}
 	if c.ReplicationFactor < -1 {
 		bad("ReplicationFactor", "%d: want a positive factor or -1", c.ReplicationFactor)

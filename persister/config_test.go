@@ -29,6 +29,7 @@ func TestConfigValidate(t *testing.T) {
 		{name: "bad partitions", mutate: func(c *Config) { c.Partitions = -2 }, wantErr: "Config.Partitions"},
 		{name: "bad replication", mutate: func(c *Config) { c.ReplicationFactor = -3 }, wantErr: "Config.ReplicationFactor"},
 		{name: "bad fetch max wait", mutate: func(c *Config) { c.FetchMaxWait = -time.Second }, wantErr: "Config.FetchMaxWait"},
+		{name: "bad fetch min bytes", mutate: func(c *Config) { c.FetchMinBytes = -1 }, wantErr: "Config.FetchMinBytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := ok
@@ -59,12 +60,13 @@ func TestConfigWithDefaults(t *testing.T) {
 		Partitions:        DefaultPartitions,
 		ReplicationFactor: DefaultReplicationFactor,
 		FetchMaxWait:      DefaultFetchMaxWait,
+		FetchMinBytes:     DefaultFetchMinBytes,
 	}
 	if c.Topic != want.Topic || c.DLQTopic != want.DLQTopic || c.Group != want.Group ||
 		c.MaxBatch != want.MaxBatch || c.RetryBackoffMin != want.RetryBackoffMin ||
 		c.RetryBackoffMax != want.RetryBackoffMax || c.WriteTimeout != want.WriteTimeout ||
 		c.Partitions != want.Partitions || c.ReplicationFactor != want.ReplicationFactor ||
-		c.FetchMaxWait != want.FetchMaxWait {
+		c.FetchMaxWait != want.FetchMaxWait || c.FetchMinBytes != want.FetchMinBytes {
 		t.Errorf("WithDefaults = %+v, want %+v", c, want)
 	}
 }

@@ -124,6 +124,7 @@ func (p *Persister) Run(ctx context.Context) error {
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.FetchMaxWait(p.cfg.FetchMaxWait),
+		kgo.FetchMinBytes(p.cfg.FetchMinBytes),
 	}
 	cl, err := kgo.NewClient(append(opts, p.extraOpts...)...)
 	if err != nil {

@@ -73,6 +73,8 @@ func runPersister(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.DLQTopic, "dlq-topic", persister.DefaultDLQTopic, "topic for records that can never be written")
 	fs.StringVar(&cfg.Group, "group", persister.DefaultGroup, "consumer group id")
 	fs.IntVar(&cfg.MaxBatch, "max-batch", persister.DefaultMaxBatch, "records per store write")
+	fs.DurationVar(&cfg.FetchMaxWait, "fetch-max-wait", persister.DefaultFetchMaxWait, "longest time the broker holds a fetch waiting for fetch-min-bytes of new records")
+	minBytes := fs.Int("fetch-min-bytes", persister.DefaultFetchMinBytes, "new record bytes the broker waits for (up to fetch-max-wait) before answering a fetch: more gives fewer, larger store writes and adds up to fetch-max-wait of store delay")
 	partitions := fs.Int("partitions", persister.DefaultPartitions, "partitions of the topics when they are created")
 	mongoURI := fs.String("mongo-uri", "mongodb://127.0.0.1:27017", "MongoDB-protocol store URI")
 	database := fs.String("database", "parley", "database name")
@@ -89,6 +91,10 @@ func runPersister(ctx context.Context, args []string) error {
 	}
 	cfg.Brokers = brokers
 	cfg.Partitions = int32(*partitions)
+	if *minBytes < 1 || *minBytes > 1<<30 {
+		return fmt.Errorf("fetch-min-bytes: %d is outside 1..%d", *minBytes, 1<<30)
+	}
+	cfg.FetchMinBytes = int32(*minBytes)
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
