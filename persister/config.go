@@ -9,17 +9,29 @@ import (
 
 // Defaults applied by Config.WithDefaults to zero fields.
 const (
-	DefaultTopic             = "parley.messages"
-	DefaultDLQTopic          = "parley.messages.dlq"
-	DefaultGroup             = "parley-persister"
-	DefaultMaxBatch          = 500
-	DefaultRetryBackoffMin   = 100 * time.Millisecond
-	DefaultRetryBackoffMax   = 10 * time.Second
-	DefaultWriteTimeout      = 30 * time.Second
-	DefaultPartitions        = 12
-	DefaultFetchMaxWait      = 50 * time.Millisecond
-	DefaultFetchMinBytes     = 1 << 20
-	DefaultReplicationFactor = -1 // the broker's default.replication.factor
+	DefaultTopic           = "parley.messages"
+	DefaultDLQTopic        = "parley.messages.dlq"
+	DefaultGroup           = "parley-persister"
+	DefaultMaxBatch        = 500
+	DefaultRetryBackoffMin = 100 * time.Millisecond
+	DefaultRetryBackoffMax = 10 * time.Second
+	DefaultWriteTimeout    = 30 * time.Second
+	DefaultPartitions      = 12
+	DefaultFetchMaxWait    = 50 * time.Millisecond
+	DefaultFetchMinBytes   = 1 << 20
+	// DefaultReplicationFactor -1 is the broker's default.replication.factor.
+	DefaultReplicationFactor = -1
+)
+
+// Bounds of the fetch settings. franz-go refuses a FetchMaxWait under 10 ms.
+// A fetch returns at most 1 MiB of a partition (franz-go's default
+// FetchMaxPartitionBytes), so a FetchMinBytes above that could never be met
+// by one partition's backlog and every fetch of a drain would wait
+// FetchMaxWait.
+const (
+	MinFetchMaxWait  = 10 * time.Millisecond
+	MaxFetchMaxWait  = 5 * time.Second
+	MaxFetchMinBytes = 1 << 20
 )
 
 // Config configures a Persister. Zero fields take the defaults above; Brokers
@@ -49,20 +61,21 @@ type Config struct {
 	Partitions        int32
 	ReplicationFactor int16
 	// FetchMaxWait bounds how long the broker holds a fetch that has less
-	// than FetchMinBytes of new data. A partition whose queue is full is
-	// paused and resumed once its worker caught up; the resumed partition
-	// is fetched only after the fetch in flight returns, so with Kafka's
-	// default (5s) a backlog is drained in bursts separated by seconds of
-	// idling.
+	// than FetchMinBytes of new data (MinFetchMaxWait..MaxFetchMaxWait). A
+	// partition whose queue is full is paused and resumed once its worker
+	// caught up; the resumed partition is fetched only after the fetch in
+	// flight returns, so with franz-go's default (5s) a backlog is drained
+	// in bursts separated by seconds of idling.
 	FetchMaxWait time.Duration
 	// FetchMinBytes is how much new data the broker waits for (up to
-	// FetchMaxWait) before it answers a fetch. With 1 it answers at once,
-	// and under a steady trickle every few records cost a fetch, a store
-	// command and a commit: at fanout-v1's 2,000 msgs/s the default (1 MiB,
-	// so a live fetch returns every FetchMaxWait) took the persister from
-	// 20 to 12 % of a core and FerretDB + PostgreSQL from 57 to 41 %,
-	// for up to FetchMaxWait more store delay. A backlog of 1 MiB or
-	// more is fetched without waiting.
+	// FetchMaxWait) before it answers a fetch (1..MaxFetchMinBytes). With 1
+	// it answers at once, and under a steady trickle each fetch brings a
+	// record or two per partition, each batch becoming its own store write;
+	// the default (1 MiB: under a chat load a fetch returns every
+	// FetchMaxWait with everything that came in) cut the persister's and
+	// the store's CPU by a third under fanout-v1 (docs/PERFORMANCE.md,
+	// item 14), for up to FetchMaxWait more store delay. A backlog of 1 MiB
+	// or more is fetched without waiting.
 	FetchMinBytes int32
 }
 
@@ -137,11 +150,11 @@ func (c Config) Validate() error {
 	if c.Partitions < -1 {
 		bad("Partitions", "%d: want a positive count or -1", c.Partitions)
 	}
-	if c.FetchMaxWait < 0 {
-		bad("FetchMaxWait", "%v is negative", c.FetchMaxWait)
+	if c.FetchMaxWait < MinFetchMaxWait || c.FetchMaxWait > MaxFetchMaxWait {
+		bad("FetchMaxWait", "%v is outside %v..%v", c.FetchMaxWait, MinFetchMaxWait, MaxFetchMaxWait)
 	}
-	if c.FetchMinBytes < 0 {
-		bad("FetchMinBytes", "%d is negative", c.FetchMinBytes)
+	if c.FetchMinBytes < 0 || c.FetchMinBytes > MaxFetchMinBytes {
+		bad("FetchMinBytes", "%d is outside 1..%d", c.FetchMinBytes, MaxFetchMinBytes)
 	}
 	if c.ReplicationFactor < -1 {
 		bad("ReplicationFactor", "%d: want a positive factor or -1", c.ReplicationFactor)

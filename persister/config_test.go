@@ -29,7 +29,9 @@ func TestConfigValidate(t *testing.T) {
 		{name: "bad partitions", mutate: func(c *Config) { c.Partitions = -2 }, wantErr: "Config.Partitions"},
 		{name: "bad replication", mutate: func(c *Config) { c.ReplicationFactor = -3 }, wantErr: "Config.ReplicationFactor"},
 		{name: "bad fetch max wait", mutate: func(c *Config) { c.FetchMaxWait = -time.Second }, wantErr: "Config.FetchMaxWait"},
+		{name: "fetch max wait below franz-go's floor", mutate: func(c *Config) { c.FetchMaxWait = 5 * time.Millisecond }, wantErr: "Config.FetchMaxWait: 5ms is outside 10ms..5s"},
 		{name: "bad fetch min bytes", mutate: func(c *Config) { c.FetchMinBytes = -1 }, wantErr: "Config.FetchMinBytes"},
+		{name: "fetch min bytes above a partition's fetch", mutate: func(c *Config) { c.FetchMinBytes = MaxFetchMinBytes + 1 }, wantErr: "Config.FetchMinBytes: 1048577 is outside"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := ok

@@ -70,7 +70,6 @@ func testConfig(brokers []string) Config {
 func testKafkaOpts() []kgo.Opt {
 	return []kgo.Opt{
 		kgo.HeartbeatInterval(100 * time.Millisecond),
-		kgo.FetchMaxWait(50 * time.Millisecond),
 		kgo.AutoCommitInterval(200 * time.Millisecond),
 	}
 }

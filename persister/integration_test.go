@@ -72,7 +72,7 @@ func TestIntegration(t *testing.T) {
 	}
 	start := func() (stop func() error) {
 		p, err := persister.New(cfg, store, nil, nil,
-			kgo.HeartbeatInterval(200*time.Millisecond), kgo.FetchMaxWait(100*time.Millisecond))
+			kgo.HeartbeatInterval(200*time.Millisecond))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -73,8 +73,8 @@ func runPersister(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.DLQTopic, "dlq-topic", persister.DefaultDLQTopic, "topic for records that can never be written")
 	fs.StringVar(&cfg.Group, "group", persister.DefaultGroup, "consumer group id")
 	fs.IntVar(&cfg.MaxBatch, "max-batch", persister.DefaultMaxBatch, "records per store write")
-	fs.DurationVar(&cfg.FetchMaxWait, "fetch-max-wait", persister.DefaultFetchMaxWait, "longest time the broker holds a fetch waiting for fetch-min-bytes of new records")
-	minBytes := fs.Int("fetch-min-bytes", persister.DefaultFetchMinBytes, "new record bytes the broker waits for (up to fetch-max-wait) before answering a fetch: more gives fewer, larger store writes and adds up to fetch-max-wait of store delay")
+	fs.DurationVar(&cfg.FetchMaxWait, "fetch-max-wait", persister.DefaultFetchMaxWait, "longest time the broker holds a fetch waiting for fetch-min-bytes of new records (10ms-5s)")
+	minBytes := fs.Int("fetch-min-bytes", persister.DefaultFetchMinBytes, "new record bytes the broker waits for (up to fetch-max-wait) before answering a fetch: more gives fewer, larger store writes and adds up to fetch-max-wait of store delay (1 to 1048576, a partition's most per fetch)")
 	partitions := fs.Int("partitions", persister.DefaultPartitions, "partitions of the topics when they are created")
 	mongoURI := fs.String("mongo-uri", "mongodb://127.0.0.1:27017", "MongoDB-protocol store URI")
 	database := fs.String("database", "parley", "database name")
@@ -91,8 +91,16 @@ func runPersister(ctx context.Context, args []string) error {
 	}
 	cfg.Brokers = brokers
 	cfg.Partitions = int32(*partitions)
-	if *minBytes < 1 || *minBytes > 1<<30 {
-		return fmt.Errorf("fetch-min-bytes: %d is outside 1..%d", *minBytes, 1<<30)
+	// Flag checks come before anything is dialled.
+	switch {
+	case *minBytes < 1 || *minBytes > persister.MaxFetchMinBytes:
+		return fmt.Errorf("fetch-min-bytes: %d is outside 1..%d", *minBytes, persister.MaxFetchMinBytes)
+	case cfg.FetchMaxWait < persister.MinFetchMaxWait || cfg.FetchMaxWait > persister.MaxFetchMaxWait:
+		return fmt.Errorf("fetch-max-wait: %s is outside %s..%s", cfg.FetchMaxWait, persister.MinFetchMaxWait, persister.MaxFetchMaxWait)
+	case *inFlight < 1:
+		return fmt.Errorf("insert-in-flight: %d is not positive", *inFlight)
+	case *withPprof && *metricsAddr == "":
+		return errors.New("pprof: needs metrics-addr, where it is served")
 	}
 	cfg.FetchMinBytes = int32(*minBytes)
 	if err := cfg.Validate(); err != nil {
@@ -118,9 +126,6 @@ func runPersister(ctx context.Context, args []string) error {
 		return fmt.Errorf("mongo-uri: %w", err)
 	}
 	defer func() { _ = mc.Disconnect(context.Background()) }()
-	if *inFlight < 1 {
-		return fmt.Errorf("insert-in-flight: %d is not positive", *inFlight)
-	}
 	store := msgstore.New(mc.Database(*database), msgstore.Options{ChunkSize: *chunk, MaxInFlight: *inFlight})
 	ictx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
@@ -137,8 +142,10 @@ func runPersister(ctx context.Context, args []string) error {
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 		if *withPprof {
 			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		}
 		srv := &http.Server{Addr: *metricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second, TLSConfig: metricsTLS}
 		go func() {

@@ -13,12 +13,18 @@ func TestPersisterFlags(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"-fetch-min-bytes", "0"}, "fetch-min-bytes: 0 is outside"},
-		{[]string{"-fetch-min-bytes", "2000000000"}, "fetch-min-bytes: 2000000000 is outside"},
-		{[]string{"-fetch-max-wait", "-1s"}, "Config.FetchMaxWait"},
+		{[]string{"-fetch-min-bytes", "0"}, "fetch-min-bytes: 0 is outside 1..1048576"},
+		{[]string{"-fetch-min-bytes", "1048577"}, "fetch-min-bytes: 1048577 is outside"},
+		{[]string{"-fetch-max-wait", "-1s"}, "fetch-max-wait: -1s is outside 10ms..5s"},
+		{[]string{"-fetch-max-wait", "5ms"}, "fetch-max-wait: 5ms is outside"},
+		{[]string{"-fetch-max-wait", "6s"}, "fetch-max-wait: 6s is outside"},
 		{[]string{"-insert-in-flight", "0"}, "insert-in-flight: 0 is not positive"},
+		{[]string{"-pprof", "-metrics-addr", ""}, "pprof: needs metrics-addr"},
 	} {
-		err := runPersister(context.Background(), append(tt.args, "-metrics-addr", ""))
+		// An unroutable store and broker: a check that came after a dial
+		// would hang or fail differently.
+		args := append([]string{"-mongo-uri", "mongodb://192.0.2.1:1", "-kafka-brokers", "192.0.2.1:1"}, tt.args...)
+		err := runPersister(context.Background(), args)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%v: error %v, want %q", tt.args, err, tt.want)
 		}
