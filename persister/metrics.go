@@ -64,7 +64,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		storeDelay: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "store_delay_seconds",
 			Help: "From a record's Kafka timestamp (set by the producer when the server handed it the message, before its send ack) " +
-				"to the end of the write that stored it: how long an acknowledged message waits to be in the store.",
+				"to the end of the write that stored it: how long an acknowledged message waits to be in the store. " +
+				"Records the store rejects, and batches with records it already had (redeliveries), are not observed.",
 			Buckets: prometheus.ExponentialBuckets(0.002, 1.25, 50), // 2ms .. ~112s, 25% apart
 		}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{

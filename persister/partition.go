@@ -210,15 +210,27 @@ func (w *partitionWorker) process(batch []*kgo.Record) bool {
 		if !ok {
 			return false
 		}
-		now := time.Now()
-		for _, r := range recs {
-			w.p.m.storeDelay.Observe(now.Sub(r.Timestamp).Seconds())
-		}
+		var ids map[string]struct{} // rejected message ids
 		if len(rejected) > 0 {
-			ids := make(map[string]struct{}, len(rejected))
+			ids = make(map[string]struct{}, len(rejected))
 			for _, id := range rejected {
 				ids[id] = struct{}{}
 			}
+		}
+		// The store delay is how long an acknowledged message waited to be
+		// stored. Rejected messages never are. A batch with duplicates (a
+		// redelivery after a crash or a rebalance) says how many were
+		// stored before, not which, and their delays would count from a
+		// record time long past: such a batch is left out.
+		if duplicates == 0 {
+			now := time.Now()
+			for i, r := range recs {
+				if _, bad := ids[msgs[i].GetMessageId()]; !bad {
+					w.p.m.storeDelay.Observe(now.Sub(r.Timestamp).Seconds())
+				}
+			}
+		}
+		if len(rejected) > 0 {
 			for i, m := range msgs {
 				if _, ok := ids[m.GetMessageId()]; ok {
 					dead = append(dead, deadLetter{

@@ -260,6 +260,32 @@ func TestPersisterSeqConflict(t *testing.T) {
 	waitFor(t, 5*time.Second, "dlq metric", func() bool {
 		return metricValue(t, reg, "parley_persister_dlq_total", map[string]string{"reason": ReasonSeqConflict}) == 1
 	})
+	// The intruder was never stored: it has no store delay.
+	if got := metricValue(t, reg, "parley_persister_store_delay_seconds", nil); got != float64(len(msgs)) {
+		t.Errorf("store delay observations %v, want %d (the rejected record left out)", got, len(msgs))
+	}
+}
+
+// TestStoreDelayLeavesOutRedeliveries: records the store already had (as
+// after a crash between a write and its commit) do not count in the store
+// delay, whose record times would be long past.
+func TestStoreDelayLeavesOutRedeliveries(t *testing.T) {
+	t.Parallel()
+	brokers := newCluster(t, nPartitions, DefaultTopic, DefaultDLQTopic)
+	w := newMemWriter()
+	msgs := makeMessages(60, 3)
+	for _, m := range msgs {
+		w.byID[m.GetMessageId()] = m
+	}
+	reg := prometheus.NewRegistry()
+	startPersister(t, testConfig(brokers), w, reg)
+	produceMessages(t, newClient(t, brokers), DefaultTopic, msgs)
+	waitFor(t, 20*time.Second, "every record seen as a duplicate", func() bool {
+		return metricValue(t, reg, "parley_persister_duplicates_total", nil) == float64(len(msgs))
+	})
+	if got := metricValue(t, reg, "parley_persister_store_delay_seconds", nil); got != 0 {
+		t.Errorf("store delay observations %v, want 0 for redelivered records", got)
+	}
 }
 
 // TestPersisterRestart cancels a persister mid-stream and starts another in
