@@ -189,11 +189,7 @@ func Handler(gs *grpc.Server, o Options) http.Handler {
 		mux.Handle("/v1/", cors(o.Gateway, allowed))
 	}
 	if o.Pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		HandlePprof(mux)
 	}
 	if o.Web != nil {
 		mux.Handle("/", o.Web)
@@ -256,4 +252,14 @@ func cors(next http.Handler, allowed func(string) bool) http.Handler {
 func sameOrigin(r *http.Request, origin string) bool {
 	o := strings.TrimPrefix(strings.TrimPrefix(origin, "http://"), "https://")
 	return strings.EqualFold(o, r.Host)
+}
+
+// HandlePprof serves net/http/pprof under /debug/pprof/ on mux (the server's
+// listener with --pprof, the persister's metrics address with its --pprof).
+func HandlePprof(mux *http.ServeMux) {
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 }
