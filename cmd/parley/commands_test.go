@@ -6,8 +6,8 @@ import (
 	"testing"
 )
 
-// TestPersisterFlags: bad persister flags fail before anything is dialled,
-// with a message naming the flag.
+// TestPersisterFlags: bad persister flags fail at once with a message
+// naming the flag.
 func TestPersisterFlags(t *testing.T) {
 	for _, tt := range []struct {
 		args []string
@@ -21,8 +21,9 @@ func TestPersisterFlags(t *testing.T) {
 		{[]string{"-insert-in-flight", "0"}, "insert-in-flight: 0 is not positive"},
 		{[]string{"-pprof", "-metrics-addr", ""}, "pprof: needs metrics-addr"},
 	} {
-		// An unroutable store and broker: a check that came after a dial
-		// would hang or fail differently.
+		// An unroutable store and broker, so that no case reaches a real
+		// service (mongo.Connect dials in the background, so the order of
+		// the checks and the connect is not observable here).
 		args := append([]string{"-mongo-uri", "mongodb://192.0.2.1:1", "-kafka-brokers", "192.0.2.1:1"}, tt.args...)
 		err := runPersister(context.Background(), args)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {

@@ -15,6 +15,7 @@ package rpcmetrics
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -48,7 +49,7 @@ type method struct {
 var methodLabels = []string{"grpc_type", "grpc_service", "grpc_method"}
 
 func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
-	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, append(methodLabels, labels...))
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, slices.Concat(methodLabels, labels))
 }
 
 // New returns the metrics; register them with a prometheus.Registerer.
