@@ -602,7 +602,13 @@ func TestKafkaFailureWithdraws(t *testing.T) {
 }
 
 func TestSlowConsumerIsDisconnectedOthersAreNot(t *testing.T) {
-	e := newTestEnv(t, Config{StreamQueue: 16, SendRate: 1e6, SendBurst: 1e6, FrameRate: 1e6, FrameBurst: 1e6})
+	// A queue of 128: live messages wait for the delivery tick, so a
+	// reading client's queue holds what arrived since its writer last ran;
+	// with 16, a busy machine that delayed the writer by a few milliseconds
+	// ended the fast client too (1 run in 6 beside other packages' tests).
+	// The stalled client still overflows it: 3,000 messages of 4 KB are far
+	// more than 128 plus the transport's windows.
+	e := newTestEnv(t, Config{StreamQueue: 128, SendRate: 1e6, SendBurst: 1e6, FrameRate: 1e6, FrameBurst: 1e6})
 	e.room(t, "r", store.VisibilityPublic, "a", "slow")
 	fast := e.connect(t, "a")
 	fast.subscribe("r", nil)
