@@ -17,9 +17,17 @@
 #            (no persister; Kafka acks=all still on for the trickle), with
 #            cheap argon2 and --max-streams-per-user 1000 so that 50 users
 #            hold the streams; heap profiles at each level.
+#   pairs    back-to-back A/B runs of fanout-v1 (persister off unless
+#            PARLEY_BENCH_PERSISTER=1): a fresh server with the flags in
+#            PARLEY_BENCH_PAIR_A, then one with PARLEY_BENCH_PAIR_B, repeated
+#            PARLEY_BENCH_PAIRS times (default 3), each at --rates 2000,5000
+#            unless the extra arguments say otherwise; prints one line per
+#            step with every process's CPU and writes it to
+#            $PARLEY_BENCH_OUT/pairs.txt. Consecutive runs drift on this
+#            machine (docs/PERFORMANCE.md), so compare within a pair only.
 #
 # PARLEY_BENCH=fanout,persist,conns selects workloads (default: all three, in
-# that order). PARLEY_BENCH_PERSISTER=0 leaves the persister out of fanout
+# that order; pairs only when named). PARLEY_BENCH_PERSISTER=0 leaves the persister out of fanout
 # (every send is still acked by Kafka, but FerretDB/PostgreSQL do not compete
 # for the two cores; the report says which). PARLEY_BENCH_RAW=0 skips --raw.
 # PARLEY_BENCH_PERSIST_ARGS and PARLEY_BENCH_CONNS_ARGS add flags to
@@ -41,7 +49,7 @@ trap cleanup EXIT
 selected=${PARLEY_BENCH:-fanout,persist,conns}
 want() { [[ ,$selected, == *,$1,* ]]; }
 for w in ${selected//,/ }; do
-  case $w in fanout | persist | conns) ;; *) echo "PARLEY_BENCH: unknown workload $w (fanout, persist, conns)" >&2; exit 2 ;; esac
+  case $w in fanout | persist | conns | pairs) ;; *) echo "PARLEY_BENCH: unknown workload $w (fanout, persist, conns, pairs)" >&2; exit 2 ;; esac
 done
 
 bash scripts/services.sh install
@@ -160,4 +168,43 @@ if want conns; then
   "$work/parley" bench conns -addr "$addr" -streams-per-user 1000 -pids "server=$server,redis=$redis_pid,kafka=$kafka_pid" \
     -out "$out/conns.json" ${PARLEY_BENCH_CONNS_ARGS:-} | tee "$out/conns.txt"
   stop_started
+fi
+
+if want pairs; then
+  pairs=${PARLEY_BENCH_PAIRS:-3}
+  [[ $pairs =~ ^[1-9][0-9]*$ ]] || { echo "PARLEY_BENCH_PAIRS must be a positive integer, got '$pairs'" >&2; exit 2; }
+  with_persister=${PARLEY_BENCH_PERSISTER:-0}
+  args=("$@")
+  ((${#args[@]})) || args=(-rates 2000,5000)
+  echo "== fanout-v1 pairs: A = [${PARLEY_BENCH_PAIR_A:-}] against B = [${PARLEY_BENCH_PAIR_B:-}], $pairs pair(s), persister $([[ $with_persister == 1 ]] && echo on || echo off)"
+  summary=$work/pairs.txt
+  for i in $(seq 1 "$pairs"); do
+    for side in A B; do
+      flags_var=PARLEY_BENCH_PAIR_$side
+      name=${run}$side$i
+      # shellcheck disable=SC2086 # the flags are words
+      start_server "$name" -max-streams-per-user 100 ${!flags_var:-}
+      persister=
+      [[ $with_persister == 1 ]] && start_persister "$name"
+      measure="server=$server,redis=$redis_pid,kafka=$kafka_pid"
+      [[ -n $persister ]] && measure+=",persister=$persister,ferretdb=$ferretdb_pid,postgres=$pg_pid"
+      echo "-- pair $i, $side: ${!flags_var:-(defaults)}"
+      "$work/parley" bench fanout -addr "$addr" -pids "$measure" -stop-after 0 \
+        -out "$work/$side$i.json" "${args[@]}" >"$work/$side$i.txt" 2>"$work/$side$i.progress" ||
+        { cat "$work/$side$i.progress" "$work/$side$i.txt"; exit 1; }
+      jq -r --arg run "$side$i" '.steps[] | [$run, .offered_per_s, .latency_p50_ms, .latency_p99_ms, .lost,
+          ([.cpu_percent[]] | add | round),
+          (.cpu_percent | to_entries | sort_by(.key) | map("\(.key)=\(.value | round)") | join(" "))] | @tsv' \
+        "$work/$side$i.json" >>"$summary"
+      stop_started
+    done
+  done
+  {
+    echo "fanout-v1 pairs: A = [${PARLEY_BENCH_PAIR_A:-}], B = [${PARLEY_BENCH_PAIR_B:-}], persister $([[ $with_persister == 1 ]] && echo on || echo off), $(date -u +%FT%TZ), $(git rev-parse --short HEAD)"
+    echo "(cpu: % of one core per process and their total; compare A and B within a pair)"
+    printf '%-5s %9s %8s %8s %6s %6s  %s\n' run offered/s "p50 ms" "p99 ms" lost "cpu%" "cpu by process"
+    while IFS=$'\t' read -r r o p50 p99 lost tot procs; do
+      printf '%-5s %9s %8.1f %8.1f %6s %6s  %s\n' "$r" "$o" "$p50" "$p99" "$lost" "$tot" "$procs"
+    done <"$summary"
+  } | tee "$out/pairs.txt"
 fi
