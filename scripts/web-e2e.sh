@@ -11,9 +11,16 @@
 # Redis prefix, topic and database; runs webclient/e2e with node's test runner;
 # stops the processes it started. The tests restart the server themselves
 # (same port, same flags) through $PARLEY_E2E_SERVER_SH / $PARLEY_E2E_SERVER_PIDFILE.
+# Then the same tests run again against the server with TLS on its one port
+# (--tls-cert/--tls-key, a self-signed certificate for 127.0.0.1 made with
+# openssl): the app and grpc-web over https, the Connect stream over wss://.
+# Chromium accepts that certificate (ignoreHTTPSErrors), node's fetch trusts
+# it (NODE_EXTRA_CA_CERTS).
 #
 # Settings: PARLEY_E2E_KEEP=1 keeps the scratch dir (logs); PARLEY_E2E_SKIP_BUILD=1
-# reuses webclient/dist; PARLEY_E2E_SCREENSHOTS (default docs/screenshots).
+# reuses webclient/dist; PARLEY_E2E_SCREENSHOTS (default docs/screenshots; the
+# TLS pass keeps its screenshots in the scratch dir); PARLEY_E2E_TLS=0 skips
+# the TLS pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -28,11 +35,11 @@ eval "$(bash scripts/services.sh env)"
 
 # Chromium from Debian (never a downloaded browser); the emoji font makes the
 # screenshots show emoji as people see them.
-if [[ ! -x /usr/bin/chromium || ! -d /usr/share/fonts/truetype/noto ]]; then
-  step "installing chromium and fonts-noto-color-emoji (Debian)"
+if [[ ! -x /usr/bin/chromium || ! -d /usr/share/fonts/truetype/noto ]] || ! command -v openssl >/dev/null; then
+  step "installing chromium, fonts-noto-color-emoji and openssl (Debian)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null
+  apt-get install -y -qq chromium fonts-noto-color-emoji openssl >/dev/null
 fi
 
 step "web app: npm ci, unit tests (vitest), type check + build"
@@ -56,12 +63,14 @@ ADDR="127.0.0.1:$PORT"
 SERVER_PIDFILE="$WORK/server.pid"
 PERSISTER_PIDFILE="$WORK/persister.pid"
 
-# The server's command line as a script, so the tests can restart it as it was.
-cat >"$WORK/server.sh" <<EOF
+# write_server_sh FILE [FLAGS]: the server's command line as a script, so the
+# tests can restart it as it was.
+write_server_sh() {
+  cat >"$1" <<EOF
 #!/usr/bin/env bash
 echo \$\$ > "$SERVER_PIDFILE"
 cd "$ROOT"
-exec "$WORK/parley" server \\
+exec "$WORK/parley" server ${2:-} \\
   -addr "$ADDR" \\
   -redis-url "$PARLEY_REDIS_URL" -redis-prefix "$RUN_ID:" \\
   -kafka-brokers "$PARLEY_KAFKA_BROKERS" -topic "$RUN_ID.messages" -partitions 3 \\
@@ -71,7 +80,9 @@ exec "$WORK/parley" server \\
   -argon2-memory-kib 1024 -argon2-time 1 \\
   -log-format text >>"$WORK/server.log" 2>&1
 EOF
-chmod +x "$WORK/server.sh"
+  chmod +x "$1"
+}
+write_server_sh "$WORK/server.sh"
 
 stop_pidfile() {
   local f="$1" pid
@@ -126,3 +137,26 @@ export PARLEY_E2E_SERVER_PIDFILE="$SERVER_PIDFILE"
 export PARLEY_E2E_SCREENSHOTS="${PARLEY_E2E_SCREENSHOTS:-$ROOT/docs/screenshots}"
 export PARLEY_E2E_TMP="$WORK"
 (cd webclient && node --test --test-concurrency=1 --test-reporter=spec e2e/)
+
+if [[ "${PARLEY_E2E_TLS:-1}" != 0 ]]; then
+  step "the same tests over TLS (the app and grpc-web over https, Connect over wss)"
+  stop_pidfile "$SERVER_PIDFILE"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+    -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+  write_server_sh "$WORK/server-tls.sh" "-tls-cert $WORK/cert.pem -tls-key $WORK/key.pem"
+  bash "$WORK/server-tls.sh" &
+  for i in $(seq 1 120); do
+    if [[ "$(curl -s --cacert "$WORK/cert.pem" -o /dev/null -w '%{http_code}' "https://$ADDR/readyz" || true)" == 200 ]]; then break; fi
+    if [[ $i == 120 ]]; then echo "parley server (TLS) not ready after 60s"; exit 1; fi
+    sleep 0.5
+  done
+  echo "ready: https://$ADDR/"
+  mkdir -p "$WORK/screenshots-tls"
+  (
+    cd webclient
+    PARLEY_E2E_URL="https://$ADDR" PARLEY_E2E_SERVER_SH="$WORK/server-tls.sh" \
+      PARLEY_E2E_SCREENSHOTS="$WORK/screenshots-tls" NODE_EXTRA_CA_CERTS="$WORK/cert.pem" \
+      node --test --test-concurrency=1 --test-reporter=spec e2e/
+  )
+fi

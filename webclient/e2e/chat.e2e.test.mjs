@@ -1,7 +1,7 @@
 // End-to-end: two people in two browser contexts (headless Chromium from
 // Debian, driven by playwright-core) against a real Parley on real services.
 // Run by scripts/web-e2e.sh, which starts the server and tells us where:
-//   PARLEY_E2E_URL            the server (serving the built app)
+//   PARLEY_E2E_URL            the server (serving the built app), http: or https:
 //   PARLEY_E2E_SERVER_SH      starts the server again with the same flags
 //   PARLEY_E2E_SERVER_PIDFILE its pid (rewritten on every start)
 //   PARLEY_E2E_SCREENSHOTS    where to save the layout screenshots
@@ -41,6 +41,8 @@ async function browser(viewport) {
     executablePath: '/usr/bin/chromium',
     headless: true,
     args: CHROMIUM_ARGS,
+    // The TLS pass of scripts/web-e2e.sh serves a self-signed certificate.
+    ignoreHTTPSErrors: URL.startsWith('https:'),
     viewport,
     locale: 'en-US',
     timezoneId: 'UTC',
