@@ -104,7 +104,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.UintVar(&c.Argon2Memory, "argon2-memory-kib", uint(auth.DefaultArgon2.MemoryKiB), "argon2id memory cost (KiB)")
 	fs.UintVar(&c.Argon2Time, "argon2-time", uint(auth.DefaultArgon2.Time), "argon2id passes")
 	fs.DurationVar(&c.SendTimeout, "send-timeout", 10*time.Second, "how long a send waits for Kafka before failing with Unavailable")
-	fs.DurationVar(&c.RedisFlushDelay, "redis-flush-delay", 2*time.Millisecond, "while several Redis commands are in flight, how long the client waits after a write for more commands to send with the next one (less CPU for Redis under load, for up to this much latency; 0: no wait)")
+	fs.DurationVar(&c.RedisFlushDelay, "redis-flush-delay", 100*time.Microsecond, "while several Redis commands are in flight, how long the client waits after a write for more commands to send with the next one (less CPU for Redis under load, for up to this much latency; 0: no wait)")
 	fs.DurationVar(&c.ProduceLinger, "produce-linger", 10*time.Millisecond, "how long the Kafka producer waits to fill a batch (adds up to this to a send's ack; 0: no wait)")
 	fs.Var(&c.AllowedOrigins, "allowed-origins", "browser origins allowed to use grpc-web (comma-separated; * for any)")
 	fs.StringVar(&c.WebDir, "web-dir", "webclient/dist", "directory of the built web app served at /")
