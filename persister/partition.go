@@ -218,28 +218,23 @@ func (w *partitionWorker) process(batch []*kgo.Record) bool {
 			}
 		}
 		// The store delay is how long an acknowledged message waited to be
-		// stored. Rejected messages never are. A batch with duplicates (a
-		// redelivery after a crash or a rebalance) says how many were
-		// stored before, not which, and their delays would count from a
-		// record time long past: such a batch is left out.
-		if duplicates == 0 {
-			now := time.Now()
-			for i, r := range recs {
-				if _, bad := ids[msgs[i].GetMessageId()]; !bad {
-					w.p.m.storeDelay.Observe(now.Sub(r.Timestamp).Seconds())
-				}
+		// stored. Rejected messages never are: they go to the DLQ. A batch
+		// with duplicates (a redelivery after a crash or a rebalance) says
+		// how many were stored before, not which, and their delays would
+		// count from a record time long past: such a batch is left out.
+		now := time.Now()
+		for i, m := range msgs {
+			if _, bad := ids[m.GetMessageId()]; bad {
+				dead = append(dead, deadLetter{
+					rec:    recs[i],
+					reason: ReasonSeqConflict,
+					detail: "another message is stored at room " + m.GetRoomId() + " seq " + strconv.FormatInt(m.GetSeq(), 10),
+				})
+			} else if duplicates == 0 {
+				w.p.m.storeDelay.Observe(now.Sub(recs[i].Timestamp).Seconds())
 			}
 		}
 		if len(rejected) > 0 {
-			for i, m := range msgs {
-				if _, ok := ids[m.GetMessageId()]; ok {
-					dead = append(dead, deadLetter{
-						rec:    recs[i],
-						reason: ReasonSeqConflict,
-						detail: "another message is stored at room " + m.GetRoomId() + " seq " + strconv.FormatInt(m.GetSeq(), 10),
-					})
-				}
-			}
 			slices.SortFunc(dead, func(a, b deadLetter) int { return cmp.Compare(a.rec.Offset, b.rec.Offset) })
 		}
 	}

@@ -283,6 +283,16 @@ func TestStoreDelayLeavesOutRedeliveries(t *testing.T) {
 	waitFor(t, 20*time.Second, "every record seen as a duplicate", func() bool {
 		return metricValue(t, reg, "parley_persister_duplicates_total", nil) == float64(len(msgs))
 	})
+	// Offsets are committed after their batch is processed, delay included:
+	// once they all are, every batch has had its chance to observe.
+	waitFor(t, 20*time.Second, "every offset committed", func() bool {
+		for _, behind := range committedBehindEnd(t, brokers, DefaultGroup, DefaultTopic) {
+			if behind != 0 {
+				return false
+			}
+		}
+		return true
+	})
 	if got := metricValue(t, reg, "parley_persister_store_delay_seconds", nil); got != 0 {
 		t.Errorf("store delay observations %v, want 0 for redelivered records", got)
 	}
