@@ -107,6 +107,14 @@ start_persister() {
   pids+=("$persister")
 }
 
+# measured_pids prints the -pids list of a fanout run: the server, Redis and
+# Kafka, and with a persister ($persister set) the persister and the store.
+measured_pids() {
+  local m="server=$server,redis=$redis_pid,kafka=$kafka_pid"
+  [[ -n $persister ]] && m+=",persister=$persister,ferretdb=$ferretdb_pid,postgres=$pg_pid"
+  echo "$m"
+}
+
 stop_started() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
@@ -125,8 +133,7 @@ if want fanout; then
   else
     persist_note="on: Kafka acks=all before every ack; persister not running (it would compete for the same two cores)"
   fi
-  measure="server=$server,redis=$redis_pid,kafka=$kafka_pid"
-  [[ -n $persister ]] && measure+=",persister=$persister,ferretdb=$ferretdb_pid,postgres=$pg_pid"
+  measure=$(measured_pids)
   suffix=""
   [[ -z $persister ]] && suffix="-nopersister"
   echo "== fanout-v1 through Parley ($persist_note)"
@@ -186,8 +193,7 @@ if want pairs; then
       start_server "$name" -max-streams-per-user 100 ${!flags_var:-}
       persister=
       [[ $with_persister == 1 ]] && start_persister "$name"
-      measure="server=$server,redis=$redis_pid,kafka=$kafka_pid"
-      [[ -n $persister ]] && measure+=",persister=$persister,ferretdb=$ferretdb_pid,postgres=$pg_pid"
+      measure=$(measured_pids)
       echo "-- pair $i, $side: ${!flags_var:-(defaults)}"
       "$work/parley" bench fanout -addr "$addr" -pids "$measure" -stop-after 0 \
         -out "$work/$side$i.json" "${args[@]}" >"$work/$side$i.txt" 2>"$work/$side$i.progress" ||

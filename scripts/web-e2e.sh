@@ -112,8 +112,24 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step "starting parley server on $ADDR and parley persister"
-bash "$WORK/server.sh" &
+# run_tests SERVER_SH URL [CURL_OPTS...]: starts the server with SERVER_SH,
+# waits for URL/readyz (curl with CURL_OPTS) and runs webclient/e2e against
+# it; the tests restart the server through SERVER_SH.
+run_tests() {
+  local server_sh=$1 url=$2 i
+  shift 2
+  bash "$server_sh" &
+  for i in $(seq 1 120); do
+    if [[ "$(curl -s "$@" -o /dev/null -w '%{http_code}' "$url/readyz" || true)" == 200 ]]; then break; fi
+    if [[ $i == 120 ]]; then echo "parley server not ready at $url after 60s"; exit 1; fi
+    sleep 0.5
+  done
+  echo "ready: $url/"
+  (cd webclient && PARLEY_E2E_URL="$url" PARLEY_E2E_SERVER_SH="$server_sh" \
+    node --test --test-concurrency=1 --test-reporter=spec e2e/)
+}
+
+step "starting parley persister; end-to-end tests in headless Chromium"
 (
   echo $BASHPID >"$PERSISTER_PIDFILE"
   exec "$WORK/parley" persister \
@@ -122,21 +138,9 @@ bash "$WORK/server.sh" &
     -mongo-uri "$PARLEY_MONGO_URI" -database "$RUN_ID" \
     -metrics-addr "" -log-format text >>"$WORK/persister.log" 2>&1
 ) &
-
-for i in $(seq 1 120); do
-  if [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://$ADDR/readyz" || true)" == 200 ]]; then break; fi
-  if [[ $i == 120 ]]; then echo "parley server not ready after 60s"; exit 1; fi
-  sleep 0.5
-done
-echo "ready: http://$ADDR/"
-
-step "end-to-end tests in headless Chromium"
-export PARLEY_E2E_URL="http://$ADDR"
-export PARLEY_E2E_SERVER_SH="$WORK/server.sh"
 export PARLEY_E2E_SERVER_PIDFILE="$SERVER_PIDFILE"
-export PARLEY_E2E_SCREENSHOTS="${PARLEY_E2E_SCREENSHOTS:-$ROOT/docs/screenshots}"
 export PARLEY_E2E_TMP="$WORK"
-(cd webclient && node --test --test-concurrency=1 --test-reporter=spec e2e/)
+PARLEY_E2E_SCREENSHOTS="${PARLEY_E2E_SCREENSHOTS:-$ROOT/docs/screenshots}" run_tests "$WORK/server.sh" "http://$ADDR"
 
 if [[ "${PARLEY_E2E_TLS:-1}" != 0 ]]; then
   step "the same tests over TLS (the app and grpc-web over https, Connect over wss)"
@@ -145,18 +149,7 @@ if [[ "${PARLEY_E2E_TLS:-1}" != 0 ]]; then
     -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
     -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
   write_server_sh "$WORK/server-tls.sh" "-tls-cert $WORK/cert.pem -tls-key $WORK/key.pem"
-  bash "$WORK/server-tls.sh" &
-  for i in $(seq 1 120); do
-    if [[ "$(curl -s --cacert "$WORK/cert.pem" -o /dev/null -w '%{http_code}' "https://$ADDR/readyz" || true)" == 200 ]]; then break; fi
-    if [[ $i == 120 ]]; then echo "parley server (TLS) not ready after 60s"; exit 1; fi
-    sleep 0.5
-  done
-  echo "ready: https://$ADDR/"
   mkdir -p "$WORK/screenshots-tls"
-  (
-    cd webclient
-    PARLEY_E2E_URL="https://$ADDR" PARLEY_E2E_SERVER_SH="$WORK/server-tls.sh" \
-      PARLEY_E2E_SCREENSHOTS="$WORK/screenshots-tls" NODE_EXTRA_CA_CERTS="$WORK/cert.pem" \
-      node --test --test-concurrency=1 --test-reporter=spec e2e/
-  )
+  PARLEY_E2E_SCREENSHOTS="$WORK/screenshots-tls" NODE_EXTRA_CA_CERTS="$WORK/cert.pem" \
+    run_tests "$WORK/server-tls.sh" "https://$ADDR" --cacert "$WORK/cert.pem"
 fi
