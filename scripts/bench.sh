@@ -19,7 +19,8 @@
 #            hold the streams; heap profiles at each level.
 #   pairs    back-to-back A/B runs of fanout-v1 (persister off unless
 #            PARLEY_BENCH_PERSISTER=1): a fresh server with the flags in
-#            PARLEY_BENCH_PAIR_A, then one with PARLEY_BENCH_PAIR_B, repeated
+#            PARLEY_BENCH_PAIR_A, then one with PARLEY_BENCH_PAIR_B (and with
+#            the persister, its flags in PARLEY_BENCH_PAIR_PERSISTER_A/_B), repeated
 #            PARLEY_BENCH_PAIRS times (default 3), each at --rates 2000,5000
 #            unless the extra arguments say otherwise; prints one line per
 #            step with every process's CPU and writes it to
@@ -33,6 +34,9 @@
 # PARLEY_BENCH_PERSIST_ARGS and PARLEY_BENCH_CONNS_ARGS add flags to
 # `parley bench persist` / `parley bench conns` (e.g. --records 100000,
 # --streams 10000). PARLEY_BENCH_OUT writes elsewhere than docs/bench.
+# Before fanout, persist or pairs, unmeasured rounds of load warm the Kafka
+# broker until its JIT compilers are quiet (warm_broker below;
+# PARLEY_BENCH_WARM=0 skips them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${PARLEY_BENCH_OUT:-docs/bench}
@@ -97,12 +101,13 @@ start_server() {
   }
 }
 
-# start_persister NAME [METRICS_ADDR]: the persister of server NAME's topic and
-# database; sets $persister (pid).
+# start_persister NAME [METRICS_ADDR [FLAGS...]]: the persister of server
+# NAME's topic and database; sets $persister (pid).
 start_persister() {
   local name=$1 metrics=${2:-}
+  shift $(($# < 2 ? $# : 2))
   "$work/parley" persister -kafka-brokers "$PARLEY_KAFKA_BROKERS" -topic "$name" -dlq-topic "$name.dlq" -group "$name" \
-    -mongo-uri "$PARLEY_MONGO_URI" -database "$name" -metrics-addr "$metrics" -log-level warn >"$work/$name-persister.log" 2>&1 &
+    -mongo-uri "$PARLEY_MONGO_URI" -database "$name" -metrics-addr "$metrics" -log-level warn "$@" >"$work/$name-persister.log" 2>&1 &
   persister=$!
   pids+=("$persister")
 }
@@ -122,6 +127,53 @@ stop_started() {
 }
 
 run=bench$(date +%s)
+
+# jit_ticks prints the CPU time (clock ticks) the broker's JIT compiler
+# threads have used so far.
+jit_ticks() {
+  local t sum=0
+  for t in /proc/"$kafka_pid"/task/*; do
+    case $(cat "$t/comm" 2>/dev/null) in
+      C1\ CompilerThre* | C2\ CompilerThre*) sum=$((sum + $(awk '{print $14 + $15}' "$t/stat" 2>/dev/null || echo 0))) ;;
+    esac
+  done
+  echo "$sum"
+}
+
+# warm_broker runs unmeasured fanout-v1 rounds (2,000 and 5,000 msgs/s,
+# with a persister) through a throwaway server until the Kafka broker's JIT
+# compilers used under 2 % of a core during a round (at most 10 rounds). A
+# freshly started broker compiles its hot paths for minutes: in the first
+# run after a start its C2 compiler thread took a fifth of a core at the
+# 2,000 msgs/s step, CPU the measured steps then lack, and that a broker in
+# service has long stopped spending. PARLEY_BENCH_WARM=0 skips it.
+warm_broker() {
+  [[ ${PARLEY_BENCH_WARM:-1} == 1 ]] || return 0
+  local round hz t0 j0 ticks secs pct
+  hz=$(getconf CLK_TCK)
+  for round in $(seq 1 10); do
+    name=${run}w$round
+    start_server "$name" -max-streams-per-user 100
+    start_persister "$name"
+    t0=$(date +%s.%N)
+    j0=$(jit_ticks)
+    "$work/parley" bench fanout -addr "$addr" -rates 2000,5000 -step 10s -prewarm 0 -stop-after 0 \
+      -out "$work/warm.json" >/dev/null 2>"$work/warm.progress" ||
+      { cat "$work/warm.progress"; echo "broker warm-up round $round failed"; exit 1; }
+    ticks=$(($(jit_ticks) - j0))
+    secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }')
+    pct=$(awk -v t="$ticks" -v hz="$hz" -v s="$secs" 'BEGIN { printf "%.1f", 100 * t / hz / s }')
+    stop_started
+    echo "broker warm-up round $round: the JIT compilers used $pct % of a core over ${secs}s"
+    awk -v p="$pct" 'BEGIN { exit !(p < 2) }' && return 0
+  done
+  echo "broker warm-up: the JIT compilers were still busy after 10 rounds; measuring anyway"
+}
+
+
+if want fanout || want persist || want pairs; then
+  warm_broker
+fi
 
 if want fanout; then
   name=${run}f
@@ -183,7 +235,7 @@ if want pairs; then
   with_persister=${PARLEY_BENCH_PERSISTER:-0}
   args=("$@")
   ((${#args[@]})) || args=(-rates 2000,5000)
-  echo "== fanout-v1 pairs: A = [${PARLEY_BENCH_PAIR_A:-}] against B = [${PARLEY_BENCH_PAIR_B:-}], $pairs pair(s), persister $([[ $with_persister == 1 ]] && echo on || echo off)"
+  echo "== fanout-v1 pairs: A = [${PARLEY_BENCH_PAIR_A:-}|${PARLEY_BENCH_PAIR_PERSISTER_A:-}] against B = [${PARLEY_BENCH_PAIR_B:-}|${PARLEY_BENCH_PAIR_PERSISTER_B:-}] (server|persister flags), $pairs pair(s), persister $([[ $with_persister == 1 ]] && echo on || echo off)"
   summary=$work/pairs.txt
   for i in $(seq 1 "$pairs"); do
     for side in A B; do
@@ -192,9 +244,11 @@ if want pairs; then
       # shellcheck disable=SC2086 # the flags are words
       start_server "$name" -max-streams-per-user 100 ${!flags_var:-}
       persister=
-      [[ $with_persister == 1 ]] && start_persister "$name"
+      pflags_var=PARLEY_BENCH_PAIR_PERSISTER_$side
+      # shellcheck disable=SC2086 # the flags are words
+      [[ $with_persister == 1 ]] && start_persister "$name" "" ${!pflags_var:-}
       measure=$(measured_pids)
-      echo "-- pair $i, $side: ${!flags_var:-(defaults)}"
+      echo "-- pair $i, $side: ${!flags_var:-(defaults)}${persister:+ | persister: ${!pflags_var:-(defaults)}}"
       "$work/parley" bench fanout -addr "$addr" -pids "$measure" -stop-after 0 \
         -out "$work/$side$i.json" "${args[@]}" >"$work/$side$i.txt" 2>"$work/$side$i.progress" ||
         { cat "$work/$side$i.progress" "$work/$side$i.txt"; exit 1; }
@@ -206,7 +260,7 @@ if want pairs; then
     done
   done
   {
-    echo "fanout-v1 pairs: A = [${PARLEY_BENCH_PAIR_A:-}], B = [${PARLEY_BENCH_PAIR_B:-}], persister $([[ $with_persister == 1 ]] && echo on || echo off), $(date -u +%FT%TZ), $(git rev-parse --short HEAD)"
+    echo "fanout-v1 pairs: A = [${PARLEY_BENCH_PAIR_A:-}|${PARLEY_BENCH_PAIR_PERSISTER_A:-}], B = [${PARLEY_BENCH_PAIR_B:-}|${PARLEY_BENCH_PAIR_PERSISTER_B:-}] (server|persister flags), persister $([[ $with_persister == 1 ]] && echo on || echo off), $(date -u +%FT%TZ), $(git rev-parse --short HEAD)"
     echo "(cpu: % of one core per process and their total; compare A and B within a pair)"
     printf '%-5s %9s %8s %8s %6s %6s  %s\n' run offered/s "p50 ms" "p99 ms" lost "cpu%" "cpu by process"
     while IFS=$'\t' read -r r o p50 p99 lost tot procs; do
