@@ -80,6 +80,7 @@ func runPersister(ctx context.Context, args []string) error {
 	database := fs.String("database", "parley", "database name")
 	chunk := fs.Int("chunk-size", 40, "documents per insertMany (keep below FerretDB's SQL pool size)")
 	inFlight := fs.Int("insert-in-flight", msgstore.DefaultMaxInFlight, "insert commands in flight at once, shared by all partitions (records of several partitions share a command)")
+	linger := fs.Duration("insert-linger", 0, "how long records that do not fill a chunk wait for more (the other partitions of the same fetch) before their insert command starts (0 to 1s)")
 	sessionTimeout := fs.Duration("session-timeout", 10*time.Second, "consumer group session timeout: how soon a crashed persister's partitions move to another")
 	metricsAddr := fs.String("metrics-addr", "127.0.0.1:9464", "address of /metrics and /healthz (empty: off)")
 	withPprof := fs.Bool("pprof", false, "serve net/http/pprof under /debug/pprof/ on metrics-addr (for profiling; keep off in production)")
@@ -99,6 +100,8 @@ func runPersister(ctx context.Context, args []string) error {
 		return fmt.Errorf("fetch-max-wait: %s is outside %s..%s", cfg.FetchMaxWait, persister.MinFetchMaxWait, persister.MaxFetchMaxWait)
 	case *inFlight < 1:
 		return fmt.Errorf("insert-in-flight: %d is not positive", *inFlight)
+	case *linger < 0 || *linger > time.Second:
+		return fmt.Errorf("insert-linger: %s is outside 0..1s", *linger)
 	case *withPprof && *metricsAddr == "":
 		return errors.New("pprof: needs metrics-addr, where it is served")
 	}
@@ -126,7 +129,7 @@ func runPersister(ctx context.Context, args []string) error {
 		return fmt.Errorf("mongo-uri: %w", err)
 	}
 	defer func() { _ = mc.Disconnect(context.Background()) }()
-	store := msgstore.New(mc.Database(*database), msgstore.Options{ChunkSize: *chunk, MaxInFlight: *inFlight})
+	store := msgstore.New(mc.Database(*database), msgstore.Options{ChunkSize: *chunk, MaxInFlight: *inFlight, Linger: *linger})
 	ictx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	if err := store.EnsureIndexes(ictx); err != nil {

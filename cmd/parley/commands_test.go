@@ -19,6 +19,8 @@ func TestPersisterFlags(t *testing.T) {
 		{[]string{"-fetch-max-wait", "5ms"}, "fetch-max-wait: 5ms is outside"},
 		{[]string{"-fetch-max-wait", "6s"}, "fetch-max-wait: 6s is outside"},
 		{[]string{"-insert-in-flight", "0"}, "insert-in-flight: 0 is not positive"},
+		{[]string{"-insert-linger", "2s"}, "insert-linger: 2s is outside 0..1s"},
+		{[]string{"-insert-linger", "-1ms"}, "insert-linger: -1ms is outside 0..1s"},
 		{[]string{"-pprof", "-metrics-addr", ""}, "pprof: needs metrics-addr"},
 	} {
 		// An unroutable store and broker, so that no case reaches a real

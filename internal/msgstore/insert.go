@@ -23,6 +23,13 @@ import (
 // commands in flight already keep the store's CPU busy (16,000-19,000
 // documents/s in commands of 40 with 2, 4 or 12 in flight), so nothing is
 // lost at full load either.
+//
+// Below full load the free slots start commands as soon as calls arrive, so
+// the first partitions of a fetch each get a small command of their own
+// (19 documents per command on average at 2,000 messages/s). With
+// Options.Linger, documents that do not fill a chunk wait up to that long
+// for the other calls of the same moment before their command starts; full
+// chunks never wait.
 
 // DefaultMaxInFlight is the number of insert commands in flight at once
 // when Options.MaxInFlight is zero.
@@ -61,9 +68,11 @@ const (
 type inserter struct {
 	s       *Store
 	max     int
+	linger  time.Duration // how long a command of less than a chunk waits for more documents
 	mu      sync.Mutex
 	queue   []pendingDoc
-	running int // commands in flight
+	running int         // commands in flight
+	timer   *time.Timer // armed while a part chunk lingers
 }
 
 // insert queues msgs and waits until each has an outcome or ctx ends. Its
@@ -77,11 +86,7 @@ func (in *inserter) insert(ctx context.Context, msgs []*parleyv1.Message) (inser
 	}
 	in.mu.Lock()
 	in.queue = append(in.queue, docs...)
-	var start [][]pendingDoc
-	for in.running < in.max && len(in.queue) > 0 {
-		start = append(start, in.takeLocked())
-		in.running++
-	}
+	start := in.startLocked(false)
 	in.mu.Unlock()
 	for _, chunk := range start {
 		go in.run(chunk)
@@ -101,6 +106,37 @@ func (in *inserter) insert(ctx context.Context, msgs []*parleyv1.Message) (inser
 		conflicts = append(conflicts, d.m.GetMessageId())
 	}
 	return call.inserted, call.duplicates, conflicts, nil
+}
+
+// startLocked takes the queued documents of the commands to start now: full
+// chunks while fewer than max commands run, and a part chunk only once it
+// has lingered (flush) or when there is no linger. A part chunk arms the
+// linger timer instead, so that the calls arriving meanwhile (the other
+// partitions of the same fetch) share its command.
+func (in *inserter) startLocked(flush bool) [][]pendingDoc {
+	var start [][]pendingDoc
+	for in.running < in.max && len(in.queue) > 0 {
+		if len(in.queue) < in.s.chunkSize && !flush && in.linger > 0 {
+			if in.timer == nil {
+				in.timer = time.AfterFunc(in.linger, in.flush)
+			}
+			break
+		}
+		start = append(start, in.takeLocked())
+		in.running++
+	}
+	return start
+}
+
+// flush starts the commands of the documents that lingered.
+func (in *inserter) flush() {
+	in.mu.Lock()
+	in.timer = nil
+	start := in.startLocked(true)
+	in.mu.Unlock()
+	for _, chunk := range start {
+		go in.run(chunk)
+	}
 }
 
 // takeLocked removes the next command's documents from the queue.

@@ -21,25 +21,8 @@ import (
 // outcome: its inserted and duplicate counts and only its own conflicts.
 func TestConcurrentCallsShareInsertCommands(t *testing.T) {
 	t.Parallel()
-	var inserts atomic.Int64
-	monitor := &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
-		if e.CommandName == "insert" {
-			inserts.Add(1)
-		}
-	}}
-	uri := testenv.MongoURI(t)
-	client, err := mongo.Connect(options.Client().ApplyURI(uri).SetTimeout(30 * time.Second).SetMonitor(monitor))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
-	db := client.Database(testenv.Name(t))
-	t.Cleanup(func() { _ = db.Drop(context.Background()) })
-	s := msgstore.New(db, msgstore.Options{ChunkSize: 40, MaxInFlight: 1})
+	s, inserts := countingStore(t, msgstore.Options{ChunkSize: 40, MaxInFlight: 1})
 	ctx := testCtx(t)
-	if err := s.EnsureIndexes(ctx); err != nil {
-		t.Fatal(err)
-	}
 
 	// Already stored: one message that a call resends (a duplicate) and
 	// one whose position another call's message claims (a conflict).
@@ -100,6 +83,82 @@ func TestConcurrentCallsShareInsertCommands(t *testing.T) {
 		if err != nil || len(got) != 1 {
 			t.Fatalf("room r%02d: %d stored, %v", i, len(got), err)
 		}
+	}
+}
+
+// countingStore is a store with its indexes whose client counts the insert
+// commands it sends.
+func countingStore(t *testing.T, opts msgstore.Options) (*msgstore.Store, *atomic.Int64) {
+	t.Helper()
+	inserts := new(atomic.Int64)
+	monitor := &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
+		if e.CommandName == "insert" {
+			inserts.Add(1)
+		}
+	}}
+	uri := testenv.MongoURI(t)
+	client, err := mongo.Connect(options.Client().ApplyURI(uri).SetTimeout(30 * time.Second).SetMonitor(monitor))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
+	db := client.Database(testenv.Name(t))
+	t.Cleanup(func() { _ = db.Drop(context.Background()) })
+	s := msgstore.New(db, opts)
+	if err := s.EnsureIndexes(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	return s, inserts
+}
+
+// With a linger, calls that arrive together while command slots are free
+// (the partitions of one fetch) share commands: full chunks start at once
+// and the rest waits out the linger for company, instead of each call
+// taking a free slot with its own small command. A lone call is written
+// after the linger, not left waiting.
+func TestLingerGathersCallsIntoChunks(t *testing.T) {
+	t.Parallel()
+	const linger = 200 * time.Millisecond
+	s, inserts := countingStore(t, msgstore.Options{ChunkSize: 40, MaxInFlight: 4, Linger: linger})
+	ctx := testCtx(t)
+
+	t0 := time.Now()
+	if ins, _, err := s.InsertMessages(ctx, roomMessages("lone", 1, 1)); err != nil || ins != 1 {
+		t.Fatalf("lone call: %d inserted, %v", ins, err)
+	}
+	if waited := time.Since(t0); waited < linger {
+		t.Errorf("a lone part chunk was written after %s, before its %s linger", waited, linger)
+	}
+
+	before := inserts.Load()
+	const calls, each = 12, 5 // 60 documents: one full chunk of 40 and one of 20
+	var wg sync.WaitGroup
+	errs := make(chan error, calls)
+	for i := range calls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ins, dup, err := s.InsertMessages(ctx, roomMessages(fmt.Sprintf("g%02d", i), 1, each))
+			if err == nil && (ins != each || dup != 0) {
+				err = fmt.Errorf("call %d: %d inserted, %d duplicates; want %d, 0", i, ins, dup, each)
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	// Two commands when every call arrives within the linger; a third only
+	// if the machine delayed a call past it. Without a linger the four free
+	// slots start four commands for the first four calls alone.
+	if n := inserts.Load() - before; n > 3 {
+		t.Errorf("%d calls of %d documents made %d insert commands, want 2 (3 at most)", calls, each, n)
+	} else {
+		t.Logf("%d calls of %d documents, %d insert commands", calls, each, n)
 	}
 }
 

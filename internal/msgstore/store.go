@@ -85,6 +85,11 @@ type Options struct {
 	// MaxInFlight bounds the insert commands InsertMessages runs at once,
 	// over all callers (see inserter). Zero means DefaultMaxInFlight.
 	MaxInFlight int
+
+	// Linger is how long documents that do not fill a chunk wait for more
+	// before their command starts, when a command slot is free (see
+	// inserter). Zero starts every command at once.
+	Linger time.Duration
 }
 
 // Store reads and writes the messages collection of one database. It is safe
@@ -104,7 +109,7 @@ func New(db *mongo.Database, opts Options) *Store {
 		chunk = DefaultChunkSize
 	}
 	s := &Store{coll: db.Collection(CollectionName), chunkSize: chunk}
-	s.ins = &inserter{s: s, max: opts.MaxInFlight}
+	s.ins = &inserter{s: s, max: opts.MaxInFlight, linger: opts.Linger}
 	if s.ins.max <= 0 {
 		s.ins.max = DefaultMaxInFlight
 	}
