@@ -53,7 +53,7 @@ type PersistConfig struct {
 	ZipfS      float64 // Zipf exponent of the room sizes, > 1 (1.1)
 	BodyBytes  int     // message body size (100)
 	Partitions int     // partitions of the topic (12, the server's default)
-	ChunkSize  int     // documents per insertMany (40, the persister's default)
+	ChunkSize  int     // documents per insertMany (100, the persister's default)
 	MaxBatch   int     // records per persister write (500, its default)
 	InFlight   int     // persister insert commands in flight, shared by the partitions (its default)
 	// PersisterBin, when set, is a parley binary run as `PersisterBin
@@ -581,7 +581,7 @@ func runPersisterPhase(ctx context.Context, cfg PersistConfig, rep *PersistRepor
 		}
 	} else {
 		reg := prometheus.NewRegistry()
-		store := msgstore.New(mc.Database(cfg.Name), msgstore.Options{ChunkSize: cfg.ChunkSize, MaxInFlight: cfg.InFlight})
+		store := msgstore.New(mc.Database(cfg.Name), msgstore.Options{ChunkSize: cfg.ChunkSize, MaxInFlight: cfg.InFlight, Linger: msgstore.DefaultLinger})
 		if err := store.EnsureIndexes(ctx); err != nil {
 			return err
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/parleychat/parley/bench"
 	"github.com/parleychat/parley/internal/config"
+	"github.com/parleychat/parley/internal/msgstore"
 )
 
 const benchUsage = "usage: parley bench fanout|persist|conns|plot|compare [flags] (see docs/PERFORMANCE.md)"
@@ -162,7 +163,7 @@ func runBenchPersist(ctx context.Context, args []string) error {
 	fs.Float64Var(&cfg.ZipfS, "zipf-s", 1.1, "Zipf exponent of the room sizes (> 1)")
 	fs.IntVar(&cfg.BodyBytes, "body-bytes", 100, "message body size")
 	fs.IntVar(&cfg.Partitions, "partitions", 12, "partitions of the preloaded topic")
-	fs.IntVar(&cfg.ChunkSize, "chunk-size", 40, "documents per insertMany, for the persister and the raw loop")
+	fs.IntVar(&cfg.ChunkSize, "chunk-size", msgstore.DefaultChunkSize, "documents per insertMany, for the persister and the raw loop")
 	fs.IntVar(&cfg.MaxBatch, "max-batch", 500, "records per persister write")
 	fs.IntVar(&cfg.InFlight, "insert-in-flight", 0, "persister insert commands in flight, shared by the partitions (0: its default)")
 	inProcess := fs.Bool("in-process", false, "run the persister package in this process instead of `parley persister`")

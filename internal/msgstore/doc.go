@@ -20,12 +20,12 @@
 //
 // Only features that both MongoDB and FerretDB v1.x (on PostgreSQL or SQLite)
 // implement are used: a unique compound index, unordered insertMany, sorted
-// and limited finds, countDocuments. Inserts are split into chunks of
-// Options.ChunkSize documents because FerretDB hangs forever on a write
-// command with as many statements as its SQL connection pool has connections
-// (50 by default). Concurrent InsertMessages calls share those commands
-// (group commit, Options.MaxInFlight at once): on FerretDB a command costs
-// far more than its documents.
+// and limited finds, countDocuments. Inserts are split into commands of up
+// to Options.ChunkSize documents (FerretDB's own batch of 100 by default: one
+// SQL INSERT each). Concurrent InsertMessages calls share those commands
+// (group commit, Options.MaxInFlight at once, Options.Linger to gather the
+// calls of one moment): on FerretDB a command costs far more than its
+// documents.
 //
 // A Store is safe for concurrent use; it does not own the *mongo.Database and
 // never disconnects its client.

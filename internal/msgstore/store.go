@@ -26,9 +26,11 @@ const (
 	RoomSeqIndex = "room_id_1_seq_1"
 
 	// DefaultChunkSize is the number of documents per insert command when
-	// Options.ChunkSize is zero. It stays below FerretDB's default SQL pool
-	// size (50).
-	DefaultChunkSize = 40
+	// Options.ChunkSize is zero: FerretDB 1.24's own batch, so that a
+	// command is one SQL INSERT. Draining a backlog, FerretDB and
+	// PostgreSQL spent 108-111 µs of CPU per document in commands of 100
+	// against 118-138 µs in commands of 40 (200,000 records, two runs each).
+	DefaultChunkSize = 100
 
 	// duplicateKeyCode is the server error code of a unique index violation.
 	duplicateKeyCode = 11000
@@ -77,9 +79,7 @@ func (e *ConflictError) RejectedMessageIDs() []string { return e.MessageIDs }
 type Options struct {
 	// ChunkSize is the maximum number of documents per insert command;
 	// InsertMessages splits larger calls. Zero means DefaultChunkSize. On
-	// FerretDB it MUST stay below the SQL connection pool size (50 by
-	// default): a command with as many statements hangs forever. On real
-	// MongoDB a few hundred is better.
+	// real MongoDB a few hundred is better.
 	ChunkSize int
 
 	// MaxInFlight bounds the insert commands InsertMessages runs at once,

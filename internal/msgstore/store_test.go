@@ -71,11 +71,10 @@ func roomMessages(room string, from, to int64) []*parleyv1.Message {
 
 func TestInsertMessages(t *testing.T) {
 	t.Parallel()
-	s := newStore(t, msgstore.Options{ChunkSize: 40})
+	s := newStore(t, msgstore.Options{})
 	ctx := testCtx(t)
 
-	// 500 documents, 13 chunks: more than FerretDB's 50-statement limit
-	// in one call, which must not hang.
+	// 500 documents: five commands of the default chunk size.
 	msgs := roomMessages("r1", 1, 500)
 	ins, dup, err := s.InsertMessages(ctx, msgs)
 	if err != nil || ins != 500 || dup != 0 {
