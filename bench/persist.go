@@ -330,18 +330,9 @@ func storeCPU(cpu map[string]float64) float64 {
 func cleanupPersist(cfg PersistConfig, mc *mongo.Client, topic string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	for _, db := range []string{cfg.Name, cfg.Name + "_raw"} {
-		if err := mc.Database(db).Drop(ctx); err != nil {
-			fmt.Fprintf(cfg.Progress, "cleanup: drop database %s: %v\n", db, err)
-		}
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
-	if err != nil {
-		return
-	}
-	defer cl.Close()
-	if _, err := kadm.NewClient(cl).DeleteTopics(ctx, topic, topic+".dlq"); err != nil {
-		fmt.Fprintf(cfg.Progress, "cleanup: delete topics: %v\n", err)
+	if err := errors.Join(dropDatabases(ctx, mc, cfg.Name, cfg.Name+"_raw"),
+		deleteTopics(ctx, cfg.Brokers, topic, topic+".dlq")); err != nil {
+		fmt.Fprintf(cfg.Progress, "cleanup: %v\n", err)
 	}
 }
 

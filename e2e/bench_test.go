@@ -11,6 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
 	"github.com/parleychat/parley/bench"
 	"github.com/parleychat/parley/internal/testenv"
 )
@@ -176,5 +182,51 @@ func checkPNG(t *testing.T, path string, draw func(string) error) {
 	img, err := png.Decode(f)
 	if err != nil || img.Bounds().Dx() < 400 || img.Bounds().Dy() < 200 {
 		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+// TestBenchCleanup drops a database and deletes a topic a run left, and
+// names that do not exist are not errors (scripts/bench.sh cleans after
+// every server it started).
+func TestBenchCleanup(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	uri, brokers, name := testenv.MongoURI(t), testenv.KafkaBrokers(t), testenv.Name(t)
+	mc, err := mongo.Connect(options.Client().ApplyURI(uri))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = mc.Disconnect(context.Background()) }()
+	if _, err := mc.Database(name).Collection("messages").InsertOne(ctx, bson.D{{Key: "_id", Value: "m1"}}); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	if _, err := adm.CreateTopic(ctx, 1, 1, nil, name); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := bench.Cleanup(ctx, uri, brokers, []string{name, name + "_never"}, []string{name, name + ".never"}); err != nil {
+		t.Fatalf("cleanup: %v", err)
+	}
+	dbs, err := mc.ListDatabaseNames(ctx, bson.D{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, db := range dbs {
+		if db == name {
+			t.Errorf("database %s still there", name)
+		}
+	}
+	topics, err := adm.ListTopics(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if topics.Has(name) {
+		t.Errorf("topic %s still there", name)
 	}
 }

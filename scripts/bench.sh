@@ -43,6 +43,7 @@ out=${PARLEY_BENCH_OUT:-docs/bench}
 mkdir -p "$out"
 work=$(mktemp -d)
 pids=()
+names=() # servers started since the last stop_started: their databases and topics
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
@@ -90,6 +91,7 @@ start_server() {
     -dedupe-ttl 10m -pprof -web-dir /nonexistent -log-level warn "$@" >"$work/$name-server.log" 2>&1 &
   server=$!
   pids+=("$server")
+  names+=("$name")
   for _ in $(seq 1 300); do
     curl -fsS "http://$addr/readyz" >/dev/null 2>&1 && break
     sleep 0.2
@@ -124,19 +126,38 @@ stop_started() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   pids=()
+  # Drop what the runs wrote, so that the next one does not run beside
+  # freshly written rows that PostgreSQL is still working on.
+  if ((${#names[@]})); then
+    local dbs topics n
+    dbs=$(IFS=,; echo "${names[*]}")
+    topics=$(for n in "${names[@]}"; do printf '%s,%s.dlq,' "$n" "$n"; done)
+    "$work/parley" bench cleanup -mongo-uri "$PARLEY_MONGO_URI" -kafka-brokers "$PARLEY_KAFKA_BROKERS" \
+      -databases "$dbs" -topics "${topics%,}" || echo "cleanup of ${names[*]} failed (see above); going on"
+    names=()
+  fi
 }
 
 run=bench$(date +%s)
 
-# jit_ticks prints the CPU time (clock ticks) the broker's JIT compiler
-# threads have used so far.
+# jit_ticks prints the CPU time (user + system clock ticks) the broker's JIT
+# compiler threads have used so far, and fails if it finds none of them.
+# The fields are counted after the ") " that ends the thread's name, which
+# itself has a space ("C2 CompilerThre").
 jit_ticks() {
-  local t sum=0
+  local t sum=0 found=0
   for t in /proc/"$kafka_pid"/task/*; do
     case $(cat "$t/comm" 2>/dev/null) in
-      C1\ CompilerThre* | C2\ CompilerThre*) sum=$((sum + $(awk '{print $14 + $15}' "$t/stat" 2>/dev/null || echo 0))) ;;
+      C1\ CompilerThre* | C2\ CompilerThre*)
+        found=$((found + 1))
+        sum=$((sum + $(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "$t/stat" 2>/dev/null || echo 0)))
+        ;;
     esac
   done
+  if ((found == 0)); then
+    echo "jit_ticks: no JIT compiler threads under /proc/${kafka_pid:-?}/task (is Kafka's pid right?)" >&2
+    return 1
+  fi
   echo "$sum"
 }
 

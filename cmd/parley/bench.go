@@ -17,7 +17,7 @@ import (
 	"github.com/parleychat/parley/internal/msgstore"
 )
 
-const benchUsage = "usage: parley bench fanout|persist|conns|plot|compare [flags] (see docs/PERFORMANCE.md)"
+const benchUsage = "usage: parley bench fanout|persist|conns|plot|compare|cleanup [flags] (see docs/PERFORMANCE.md)"
 
 func runBench(ctx context.Context, args []string) error {
 	if len(args) == 0 {
@@ -34,6 +34,8 @@ func runBench(ctx context.Context, args []string) error {
 		return runBenchPlot(args)
 	case "compare":
 		return runBenchCompare(args)
+	case "cleanup":
+		return runBenchCleanup(ctx, args)
 	}
 	return fmt.Errorf("unknown workload %q; %s", args[0], benchUsage)
 }
@@ -275,6 +277,27 @@ func runBenchCompare(args []string) error {
 	}
 	fmt.Println(line)
 	return nil
+}
+
+// runBenchCleanup drops the databases and deletes the topics a benchmark run
+// left (scripts/bench.sh calls it after every server it started).
+func runBenchCleanup(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("parley bench cleanup", flag.ContinueOnError)
+	brokers := config.List{"127.0.0.1:9092"}
+	fs.Var(&brokers, "kafka-brokers", "comma-separated Kafka seed brokers")
+	mongoURI := fs.String("mongo-uri", "mongodb://127.0.0.1:27017", "MongoDB-protocol store")
+	var dbs, topics config.List
+	fs.Var(&dbs, "databases", "comma-separated databases to drop")
+	fs.Var(&topics, "topics", "comma-separated Kafka topics to delete")
+	if err := config.Parse(fs, args[1:]); err != nil {
+		return err
+	}
+	if len(dbs) == 0 && len(topics) == 0 {
+		return errors.New("cleanup: name --databases, --topics or both")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	return bench.Cleanup(ctx, *mongoURI, brokers, dbs, topics)
 }
 
 func runBenchConns(ctx context.Context, args []string) error {

@@ -132,6 +132,9 @@ func run(ctx context.Context, args []string, out io.Writer, started func(addr st
 		return fmt.Errorf("store client: %w", err)
 	}
 	defer func() { _ = mc.Disconnect(context.Background()) }()
+	// 40, not msgstore.DefaultChunkSize: this FerretDB runs on SQLite, and
+	// the measurements behind 100 (and the check that FerretDB no longer
+	// hangs on commands of 50 or more) were on PostgreSQL only.
 	msgs := msgstore.New(mc.Database(cfg.Database), msgstore.Options{ChunkSize: 40})
 	ictx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()

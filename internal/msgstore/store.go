@@ -28,8 +28,8 @@ const (
 	// DefaultChunkSize is the number of documents per insert command when
 	// Options.ChunkSize is zero: FerretDB 1.24's own batch, so that a
 	// command is one SQL INSERT. Draining a backlog, FerretDB and
-	// PostgreSQL spent 108-111 µs of CPU per document in commands of 100
-	// against 118-138 µs in commands of 40 (200,000 records, two runs each).
+	// PostgreSQL spent 108-118 µs of CPU per document in commands of 100
+	// against 121-138 µs in commands of 40 (200,000 records, two runs each).
 	DefaultChunkSize = 100
 
 	// duplicateKeyCode is the server error code of a unique index violation.
