@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -200,7 +201,9 @@ func TestBenchCleanup(t *testing.T) {
 	if _, err := mc.Database(name).Collection("messages").InsertOne(ctx, bson.D{{Key: "_id", Value: "m1"}}); err != nil {
 		t.Fatal(err)
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	// Metadata answers are cached for MetadataMinAge (5 s by default): the
+	// listing after the cleanup must not be the one before it.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.MetadataMinAge(10*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,6 +211,13 @@ func TestBenchCleanup(t *testing.T) {
 	adm := kadm.NewClient(cl)
 	if _, err := adm.CreateTopic(ctx, 1, 1, nil, name); err != nil {
 		t.Fatal(err)
+	}
+	// Both exist before, so that their absence after is Cleanup's doing.
+	if dbs, err := mc.ListDatabaseNames(ctx, bson.D{}); err != nil || !slices.Contains(dbs, name) {
+		t.Fatalf("database %s not listed before cleanup: %v, %v", name, dbs, err)
+	}
+	if topics, err := adm.ListTopics(ctx, name); err != nil || !topics.Has(name) {
+		t.Fatalf("topic %s not listed before cleanup: %v", name, err)
 	}
 
 	if err := bench.Cleanup(ctx, uri, brokers, []string{name, name + "_never"}, []string{name, name + ".never"}); err != nil {
@@ -217,16 +227,23 @@ func TestBenchCleanup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, db := range dbs {
-		if db == name {
-			t.Errorf("database %s still there", name)
+	if slices.Contains(dbs, name) {
+		t.Errorf("database %s still there", name)
+	}
+	// The broker answers the deletion once the controller committed it;
+	// its metadata follows a moment later.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		topics, err := adm.ListTopics(ctx, name)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	topics, err := adm.ListTopics(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if topics.Has(name) {
-		t.Errorf("topic %s still there", name)
+		if !topics.Has(name) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("topic %s still there 15 s after cleanup", name)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
