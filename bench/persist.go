@@ -630,9 +630,7 @@ func runPersisterPhase(ctx context.Context, cfg PersistConfig, rep *PersistRepor
 	// The raw loop must not run against a store still digesting this
 	// phase's rows (PostgreSQL vacuum and checkpoints): drop them first.
 	if !cfg.Keep {
-		if err := mc.Database(cfg.Name).Drop(cctx); err != nil {
-			return fmt.Errorf("drop the persister's database: %w", err)
-		}
+		return dropDatabases(cctx, mc, cfg.Name)
 	}
 	return nil
 }
@@ -729,9 +727,7 @@ func runRawPhase(ctx context.Context, cfg PersistConfig, rep *PersistReport, mc 
 	if !cfg.Keep {
 		dctx, dcancel := context.WithTimeout(ctx, 5*time.Minute)
 		defer dcancel()
-		if err := db.Drop(dctx); err != nil {
-			return fmt.Errorf("drop the raw loop's database: %w", err)
-		}
+		return dropDatabases(dctx, mc, db.Name())
 	}
 	return nil
 }

@@ -191,7 +191,6 @@ warm_broker() {
   echo "broker warm-up: the JIT compilers were still busy after 10 rounds; measuring anyway"
 }
 
-
 if want fanout || want persist || want pairs; then
   warm_broker
 fi
@@ -256,7 +255,8 @@ if want pairs; then
   with_persister=${PARLEY_BENCH_PERSISTER:-0}
   args=("$@")
   ((${#args[@]})) || args=(-rates 2000,5000)
-  echo "== fanout-v1 pairs: A = [${PARLEY_BENCH_PAIR_A:-}|${PARLEY_BENCH_PAIR_PERSISTER_A:-}] against B = [${PARLEY_BENCH_PAIR_B:-}|${PARLEY_BENCH_PAIR_PERSISTER_B:-}] (server|persister flags), $pairs pair(s), persister $([[ $with_persister == 1 ]] && echo on || echo off)"
+  settings="A = [${PARLEY_BENCH_PAIR_A:-}|${PARLEY_BENCH_PAIR_PERSISTER_A:-}], B = [${PARLEY_BENCH_PAIR_B:-}|${PARLEY_BENCH_PAIR_PERSISTER_B:-}] (server|persister flags), persister $([[ $with_persister == 1 ]] && echo on || echo off)"
+  echo "== fanout-v1 pairs, $pairs pair(s): $settings"
   summary=$work/pairs.txt
   for i in $(seq 1 "$pairs"); do
     for side in A B; do
@@ -281,7 +281,7 @@ if want pairs; then
     done
   done
   {
-    echo "fanout-v1 pairs: A = [${PARLEY_BENCH_PAIR_A:-}|${PARLEY_BENCH_PAIR_PERSISTER_A:-}], B = [${PARLEY_BENCH_PAIR_B:-}|${PARLEY_BENCH_PAIR_PERSISTER_B:-}] (server|persister flags), persister $([[ $with_persister == 1 ]] && echo on || echo off), $(date -u +%FT%TZ), $(git rev-parse --short HEAD)"
+    echo "fanout-v1 pairs: $settings, $(date -u +%FT%TZ), $(git rev-parse --short HEAD)"
     echo "(cpu: % of one core per process and their total; compare A and B within a pair)"
     printf '%-5s %9s %8s %8s %6s %6s  %s\n' run offered/s "p50 ms" "p99 ms" lost "cpu%" "cpu by process"
     while IFS=$'\t' read -r r o p50 p99 lost tot procs; do
