@@ -28,6 +28,9 @@
 #   PARLEY_FERRETDB_PORT           27018
 #   PARLEY_FERRETDB_PG_PARAMS      extra pgx URL parameters, e.g. pool_max_conns=20
 #   PARLEY_FERRETDB_LOG_LEVEL      debug, info (default), warn or error
+#   PARLEY_FERRETDB_GOGC           FerretDB's Go GC percent (400; Go's default is 100:
+#                                  its GC was a quarter of its CPU under load, see
+#                                  docs/PERFORMANCE.md; 400 costs about 45 MB more RSS)
 #   PARLEY_START_TIMEOUT           seconds to wait for readiness (120)
 #   PARLEY_STOP_TIMEOUT            seconds between SIGTERM and SIGKILL (30)
 set -euo pipefail
@@ -48,6 +51,7 @@ KAFKA_VERSION="${PARLEY_KAFKA_VERSION:-4.1.1}"
 KAFKA_HEAP="${PARLEY_KAFKA_HEAP:-512m}"
 PG_PORT="${PARLEY_PG_PORT:-15433}"
 FERRETDB_PORT="${PARLEY_FERRETDB_PORT:-27018}"
+FERRETDB_GOGC="${PARLEY_FERRETDB_GOGC:-400}"
 START_TIMEOUT="${PARLEY_START_TIMEOUT:-120}"
 STOP_TIMEOUT="${PARLEY_STOP_TIMEOUT:-30}"
 
@@ -515,7 +519,7 @@ start_ferretdb() {
   t0=$(now)
   pgurl="postgres://ferretdb@$HOST:$PG_PORT/ferretdb${PARLEY_FERRETDB_PG_PARAMS:+?$PARLEY_FERRETDB_PG_PARAMS}"
   [[ -f $FERRETDB_LOG ]] && mv -f "$FERRETDB_LOG" "$FERRETDB_LOG.prev"
-  nohup "$FERRETDB_BIN" -listen "$HOST:$FERRETDB_PORT" -postgresql-url "$pgurl" \
+  GOGC=$FERRETDB_GOGC nohup "$FERRETDB_BIN" -listen "$HOST:$FERRETDB_PORT" -postgresql-url "$pgurl" \
     -log-level "${PARLEY_FERRETDB_LOG_LEVEL:-info}" \
     </dev/null >"$FERRETDB_LOG" 2>&1 &
   pid=$!
