@@ -3,11 +3,16 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+	"github.com/parleychat/parley/server/chat"
 )
 
 // liveStream is a Connect stream collecting what it receives.
@@ -311,4 +316,37 @@ func TestPersisterKilledMidStream(t *testing.T) {
 		t.Fatalf("%d distinct acked messages, want %d", len(ids), total)
 	}
 	c.assertStoredOnce(room, ids, 120*time.Second)
+}
+
+// TestLargestBodyTravelsTheWholePath: a body of the highest limit the server
+// accepts goes through every hop (gRPC frame, Redis, Kafka record, the
+// persister, the store, history) on the real services, and one byte more is
+// refused up front with InvalidArgument naming the body, not withdrawn
+// after it went live.
+func TestLargestBodyTravelsTheWholePath(t *testing.T) {
+	c := newCluster(t, 1, "-max-message-bytes", strconv.Itoa(chat.MaxBodyLimit))
+	a := c.signUp(0, "lena")
+	room := createRoom(t, a, parleyv1.RoomVisibility_ROOM_VISIBILITY_PRIVATE)
+	s := connect(t, a)
+	s.subscribe(room, nil)
+	body := strings.Repeat("é", chat.MaxBodyLimit/2) // two bytes each
+	if err := s.send(room, "big", body); err != nil {
+		t.Fatal(err)
+	}
+	s.wait("ack", func() bool { return s.acks["big"] != nil })
+	if ack := s.acks["big"]; ack.GetError() != nil {
+		t.Fatalf("largest body refused: %v", ack.GetError())
+	}
+	s.wait("live delivery", func() bool { return len(s.msgs) == 1 })
+	if got := s.messages()[0].GetBody(); got != body {
+		t.Fatalf("live body: %d bytes, want %d", len(got), len(body))
+	}
+	c.waitStored(room, 1, 60*time.Second)
+	hist, err := a.chat.ListMessages(a.ctx(context.Background()), &parleyv1.ListMessagesRequest{RoomId: room, PageSize: 10})
+	if err != nil || len(hist.GetMessages()) != 1 || hist.GetMessages()[0].GetBody() != body {
+		t.Fatalf("history: %d messages, %v; want the one large message", len(hist.GetMessages()), err)
+	}
+
+	_, err = a.chat.SendMessage(a.ctx(context.Background()), &parleyv1.SendMessageRequest{RoomId: room, ClientMsgId: "too-big", Body: body + "x"})
+	wantCode(t, "body one byte over the limit", err, codes.InvalidArgument, "body")
 }

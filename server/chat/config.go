@@ -5,9 +5,21 @@ import (
 	"time"
 )
 
+// MaxBodyLimit is the highest MaxMessageBytes allowed. A message crosses
+// hops that cap its whole envelope near 1 MB: a client's gRPC frame (the
+// server reads at most 1 MiB), a MessageBatch frame (1 MiB), a Kafka record
+// (franz-go's default batch of 1,000,012 bytes and the broker's default
+// max.message.bytes of 1,048,588). With the limit at 1 MiB a body of
+// 1,000,000 bytes passed validation and was delivered live, then Kafka
+// refused its record (MESSAGE_TOO_LARGE), the message was withdrawn and the
+// sender was told to retry, which could never succeed. Half a MiB leaves
+// every hop room for the envelope.
+const MaxBodyLimit = 512 << 10
+
 // Config holds the chat limits. Zero values take the defaults.
 type Config struct {
-	// MaxMessageBytes bounds a message body (default 4096).
+	// MaxMessageBytes bounds a message body (default 4096, at most
+	// MaxBodyLimit).
 	MaxMessageBytes int
 	// StreamQueue bounds a stream's outgoing queue (default 1024 frames).
 	StreamQueue int
@@ -89,8 +101,8 @@ func (c Config) WithDefaults() Config {
 // Validate names the first bad field.
 func (c Config) Validate() error {
 	switch {
-	case c.MaxMessageBytes < 1 || c.MaxMessageBytes > 1<<20:
-		return fmt.Errorf("max message bytes must be 1..1048576, got %d", c.MaxMessageBytes)
+	case c.MaxMessageBytes < 1 || c.MaxMessageBytes > MaxBodyLimit:
+		return fmt.Errorf("max message bytes must be 1..%d, got %d", MaxBodyLimit, c.MaxMessageBytes)
 	case c.StreamQueue < 16:
 		return fmt.Errorf("stream queue must be at least 16, got %d", c.StreamQueue)
 	case c.DeliveryTick < 0 || c.DeliveryTick > 100*time.Millisecond:
