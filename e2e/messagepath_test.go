@@ -329,7 +329,7 @@ func TestLargestBodyTravelsTheWholePath(t *testing.T) {
 	room := createRoom(t, a, parleyv1.RoomVisibility_ROOM_VISIBILITY_PRIVATE)
 	s := connect(t, a)
 	s.subscribe(room, nil)
-	body := strings.Repeat("é", chat.MaxBodyLimit/2) // two bytes each
+	body := strings.Repeat("é", chat.MaxBodyLimit/2) + strings.Repeat("a", chat.MaxBodyLimit%2) // é is two bytes
 	if err := s.send(room, "big", body); err != nil {
 		t.Fatal(err)
 	}

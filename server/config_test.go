@@ -32,7 +32,7 @@ func TestValidateNamesTheBadField(t *testing.T) {
 		{"redis-flush-delay", func(c *Config) { c.RedisFlushDelay = -time.Microsecond }},
 		{"redis-flush-delay", func(c *Config) { c.RedisFlushDelay = time.Second }},
 		{"send-timeout", func(c *Config) { c.SendTimeout = time.Millisecond }},
-		// A body over half a MiB would not fit the 1 MB Kafka record.
+		// Half a MiB keeps a margin below the 1 MB Kafka record.
 		{"max message bytes", func(c *Config) { c.Chat.MaxMessageBytes = chat.MaxBodyLimit + 1 }},
 	} {
 		c := base(t)

@@ -113,7 +113,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.LoginAttempts, "login-attempts", 10, "sign-up/login attempts per minute per username")
 	fs.IntVar(&c.AddressAttempts, "address-attempts", 60, "sign-up/login attempts per minute per client address")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 10*time.Second, "hard deadline for a graceful stop")
-	fs.IntVar(&c.Chat.MaxMessageBytes, "max-message-bytes", 4096, fmt.Sprintf("largest message body in bytes (at most %d: the whole message must fit in a 1 MB Kafka record and gRPC frame)", chat.MaxBodyLimit))
+	fs.IntVar(&c.Chat.MaxMessageBytes, "max-message-bytes", 4096, fmt.Sprintf("largest message body in bytes (at most %d: the whole message must fit in a Kafka record, 1 MB by default, and a 1 MiB gRPC frame)", chat.MaxBodyLimit))
 	fs.IntVar(&c.Chat.StreamQueue, "stream-queue", 1024, "outgoing frames queued per stream before it is dropped as too slow")
 	fs.DurationVar(&c.Chat.DeliveryTick, "delivery-tick", 2*time.Millisecond, "gather live messages this long before waking the streams (fewer writes per connection under load; 0: at once)")
 	fs.IntVar(&c.Chat.MaxRoomsPerStream, "max-rooms-per-stream", 200, "subscriptions per stream")

@@ -6,14 +6,15 @@ import (
 )
 
 // MaxBodyLimit is the highest MaxMessageBytes allowed. A message crosses
-// hops that cap its whole envelope near 1 MB: a client's gRPC frame (the
-// server reads at most 1 MiB), a MessageBatch frame (1 MiB), a Kafka record
-// (franz-go's default batch of 1,000,012 bytes and the broker's default
-// max.message.bytes of 1,048,588). With the limit at 1 MiB a body of
-// 1,000,000 bytes passed validation and was delivered live, then Kafka
-// refused its record (MESSAGE_TOO_LARGE), the message was withdrawn and the
-// sender was told to retry, which could never succeed. Half a MiB leaves
-// every hop room for the envelope.
+// hops that cap its whole envelope near 1 MB: the client's gRPC frame (this
+// server reads at most 1 MiB) and its Kafka record (franz-go's default batch
+// limit of 1,000,012 bytes; the broker's default max.message.bytes is
+// 1,048,588). With the limit at 1 MiB a body of 1,000,000 bytes passed
+// validation and went live, then franz-go refused its record
+// (MESSAGE_TOO_LARGE), the message was withdrawn and the sender was told to
+// retry, which could never succeed. Half a MiB leaves a wide margin for the
+// rest of the message. Frames and pages of several messages are capped by
+// bytes too (maxBatchBytes).
 const MaxBodyLimit = 512 << 10
 
 // Config holds the chat limits. Zero values take the defaults.

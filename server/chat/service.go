@@ -528,9 +528,13 @@ func (s *Service) ListMessages(ctx context.Context, req *parleyv1.ListMessagesRe
 		return nil, fmt.Errorf("read history: %w: %v", apierr.ErrUnavailable, err)
 	}
 	resp := &parleyv1.ListMessagesResponse{Messages: msgs}
-	if len(msgs) > size {
-		resp.Messages = msgs[:size]
-		resp.NextPageToken = pagetoken.Encode(pagetoken.Token{Query: query, Seq: msgs[size-1].Seq})
+	// A page holds page_size messages and at most maxBatchBytes of them
+	// (at least one), so that a page of large messages stays under a
+	// client's default 4 MiB receive limit; the token then resumes after
+	// the last one returned.
+	if n := leadingBytes(msgs, size, maxBatchBytes); n < len(msgs) {
+		resp.Messages = msgs[:n]
+		resp.NextPageToken = pagetoken.Encode(pagetoken.Token{Query: query, Seq: msgs[n-1].Seq})
 	}
 	return resp, nil
 }

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
 	"github.com/parleychat/parley/server/apierr"
@@ -786,6 +787,63 @@ func TestStreamRoomDeliversInOrder(t *testing.T) {
 			}
 		case <-deadline:
 			t.Fatal("timed out")
+		}
+	}
+}
+
+// Messages near the body limit still reach a client whose receive limit is
+// grpc-go's default of 4 MiB: a replay and a history page hold at most
+// 1 MiB of messages (and at least one), where 12 messages of 400 KB made
+// one 4.8 MB frame before.
+func TestLargeMessagesStayUnderTheClientsReceiveLimit(t *testing.T) {
+	e := newTestEnv(t, Config{MaxMessageBytes: MaxBodyLimit, SendRate: 1e6, SendBurst: 1e6, FrameRate: 1e6, FrameBurst: 1e6})
+	e.room(t, "r", store.VisibilityPublic, "a")
+	const n = 12
+	body := strings.Repeat("m", 400_000)
+	var epoch string
+	for i := range n {
+		resp, err := e.client().SendMessage(e.ctx("a"), &parleyv1.SendMessageRequest{RoomId: "r", ClientMsgId: fmt.Sprint(i), Body: body})
+		if err != nil {
+			t.Fatal(err)
+		}
+		epoch = resp.Message.Epoch
+	}
+
+	// History: every page under 1 MiB, all 12 messages once, newest first.
+	var got []int64
+	token := ""
+	for pages := 0; ; pages++ {
+		resp, err := e.client().ListMessages(e.ctx("a"), &parleyv1.ListMessagesRequest{RoomId: "r", PageSize: 200, PageToken: token})
+		if err != nil {
+			t.Fatalf("page %d: %v", pages, err)
+		}
+		if size := proto.Size(resp); size > maxBatchBytes+500_000 || len(resp.Messages) == 0 {
+			t.Fatalf("page %d: %d messages in %d bytes", pages, len(resp.Messages), size)
+		}
+		for _, m := range resp.Messages {
+			got = append(got, m.Seq)
+		}
+		if token = resp.NextPageToken; token == "" {
+			break
+		}
+	}
+	if len(got) != n || got[0] != n || got[n-1] != 1 {
+		t.Fatalf("history gave seqs %v, want %d down to 1", got, n)
+	}
+
+	// Replay in MessageBatch frames from the start of the epoch.
+	s := e.connect(t, "a")
+	s.send(&parleyv1.ConnectRequest{Frame: &parleyv1.ConnectRequest_Options{Options: &parleyv1.StreamOptions{MessageBatches: true}}})
+	s.subscribe("r", &parleyv1.RoomPosition{Epoch: epoch, Seq: 0})
+	f := s.waitFor("the replay", nMessages(n))
+	for i, m := range messages(f) {
+		if m.Seq != int64(i+1) {
+			t.Fatalf("replayed message %d has seq %d", i, m.Seq)
+		}
+	}
+	for _, x := range f {
+		if b := x.GetMessageBatch(); b != nil && proto.Size(b) > maxBatchBytes+500_000 {
+			t.Fatalf("a replay frame of %d messages, %d bytes", len(b.Messages), proto.Size(b))
 		}
 	}
 }

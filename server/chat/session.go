@@ -551,7 +551,7 @@ func (ss *session) catchUp(room string, from *parleyv1.RoomPosition) (*roomState
 func (ss *session) sendMessages(msgs []*parleyv1.Message) error {
 	if ss.batches.Load() {
 		for len(msgs) > 0 {
-			n := min(len(msgs), replayBatch)
+			n := leadingBytes(msgs, replayBatch, maxBatchBytes)
 			if err := ss.send(batchOf(msgs[:n])); err != nil {
 				return err
 			}
@@ -567,8 +567,25 @@ func (ss *session) sendMessages(msgs []*parleyv1.Message) error {
 	return nil
 }
 
-// replayBatch is how many replayed messages go in one MessageBatch frame.
+// replayBatch is how many replayed messages go in one MessageBatch frame
+// at most (and at most maxBatchBytes of them).
 const replayBatch = 200
+
+// leadingBytes returns how many of the first messages of msgs fit in
+// maxMsgs messages and maxBytes encoded bytes, and at least one: with
+// bodies of up to MaxBodyLimit, 200 messages would be 100 MiB, far over a
+// client's default 4 MiB receive limit.
+func leadingBytes(msgs []*parleyv1.Message, maxMsgs, maxBytes int) int {
+	n, size := 0, 0
+	for n < len(msgs) && n < maxMsgs {
+		size += proto.Size(msgs[n])
+		if n > 0 && size > maxBytes {
+			break
+		}
+		n++
+	}
+	return n
+}
 
 // replay returns the room's messages after seq, oldest first: from the
 // recent cache, and from the store for what the cache no longer holds.
