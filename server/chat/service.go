@@ -24,7 +24,6 @@ import (
 	"github.com/parleychat/parley/server/apierr"
 	"github.com/parleychat/parley/server/auth"
 	"github.com/parleychat/parley/server/fanout"
-	"github.com/parleychat/parley/server/msglog"
 	"github.com/parleychat/parley/server/pagetoken"
 	"github.com/parleychat/parley/server/rooms"
 	"github.com/parleychat/parley/server/store"
@@ -119,7 +118,7 @@ func NewService(cfg Config, broker Broker, log Log, history History, rooms Rooms
 		sessions:    make(map[*session]struct{}),
 		ticker:      deliveryTicker{every: cfg.DeliveryTick},
 		sends: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "parley", Subsystem: "chat",
-			Name: "sends_total", Help: "Send requests by result (ok, duplicate, invalid, denied, limited, unavailable, uncertain, too_large)."}, []string{"result"}),
+			Name: "sends_total", Help: "Send requests by result (ok, duplicate, invalid, denied, limited, unavailable, uncertain)."}, []string{"result"}),
 		streams: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "parley", Subsystem: "chat",
 			Name: "streams", Help: "Open Connect and StreamRoom streams."}),
 		queue: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "parley", Subsystem: "chat",
@@ -130,7 +129,7 @@ func NewService(cfg Config, broker Broker, log Log, history History, rooms Rooms
 	}
 	reg.MustRegister(s.sends, s.streams, s.queue, s.slow)
 	s.sendResults = make(map[string]prometheus.Counter)
-	for _, r := range []string{"ok", "duplicate", "invalid", "denied", "limited", "unavailable", "uncertain", "too_large"} {
+	for _, r := range []string{"ok", "duplicate", "invalid", "denied", "limited", "unavailable", "uncertain"} {
 		s.sendResults[r] = s.sends.WithLabelValues(r) // resolved once: a send only looks it up
 	}
 	return s, nil
@@ -434,14 +433,6 @@ func (s *Service) commit(ctx context.Context, out *parleyv1.Message, dup bool, f
 			}()
 		}
 		s.logger.Warn("message not durable", "room", out.RoomId, "seq", out.Seq, "err", err)
-		if errors.Is(err, msglog.ErrRecordTooLarge) {
-			// Within this server's body limit but not Kafka's: an operator
-			// has to raise the topic's limit (or lower the server's), so a
-			// retry of this body would fail the same way.
-			finish("too_large", nil, fmt.Errorf("message not stored: its %d-byte body is within this server's limit of %d bytes, but the message log (Kafka) refuses a record that large; do not retry it as is: %w",
-				len(out.Body), s.cfg.MaxMessageBytes, apierr.ErrFailedPrecondition))
-			return
-		}
 		finish("unavailable", nil, fmt.Errorf("message could not be stored (Kafka did not acknowledge it); retry with the same client_msg_id: %w", apierr.ErrUnavailable))
 	})
 }

@@ -29,7 +29,6 @@ import (
 	"github.com/parleychat/parley/server/apierr"
 	"github.com/parleychat/parley/server/auth"
 	"github.com/parleychat/parley/server/fanout"
-	"github.com/parleychat/parley/server/msglog"
 	"github.com/parleychat/parley/server/store"
 )
 
@@ -790,32 +789,6 @@ func TestStreamRoomDeliversInOrder(t *testing.T) {
 			t.Fatal("timed out")
 		}
 	}
-}
-
-// A record Kafka will never take (MESSAGE_TOO_LARGE: the topic's limit is
-// below the server's body limit) is withdrawn like any failed append, but
-// the sender gets FailedPrecondition, not Unavailable with an invitation to
-// retry the same message forever.
-func TestRecordTooLargeIsNotRetryable(t *testing.T) {
-	e := newTestEnv(t, Config{})
-	e.room(t, "r", store.VisibilityPublic, "a", "b")
-	watcher := e.connect(t, "b")
-	watcher.subscribe("r", nil)
-	refused := make(chan error, 1)
-	e.log.held.Store(&refused)
-	refused <- fmt.Errorf("%w (5000 bytes): MESSAGE_TOO_LARGE", msglog.ErrRecordTooLarge)
-	_, err := e.client().SendMessage(e.ctx("a"), &parleyv1.SendMessageRequest{RoomId: "r", ClientMsgId: "x", Body: "too large for Kafka"})
-	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), "do not retry") {
-		t.Fatalf("send refused by Kafka as too large: %v, want FailedPrecondition saying not to retry", err)
-	}
-	watcher.waitFor("withdrawal", func(f []*parleyv1.ConnectResponse) bool {
-		for _, x := range f {
-			if x.GetMessageWithdrawn().GetSeq() == 1 {
-				return true
-			}
-		}
-		return false
-	})
 }
 
 // Messages near the body limit still reach a client whose receive limit is

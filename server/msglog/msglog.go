@@ -35,12 +35,6 @@ type Config struct {
 	Linger time.Duration
 }
 
-// ErrRecordTooLarge is wrapped by the error Append reports when Kafka will
-// never take the message's record as it is: it is larger than the
-// producer's batch limit or the topic's max.message.bytes
-// (MESSAGE_TOO_LARGE). Retrying the same message cannot succeed.
-var ErrRecordTooLarge = errors.New("Kafka refuses a record this large")
-
 // Producer appends messages to the topic. It is safe for concurrent use.
 type Producer struct {
 	client *kgo.Client
@@ -128,9 +122,6 @@ func (p *Producer) Append(ctx context.Context, m *parleyv1.Message, done func(er
 			res = "error"
 		}
 		p.latency.WithLabelValues(res).Observe(time.Since(start).Seconds())
-		if errors.Is(err, kerr.MessageTooLarge) {
-			err = fmt.Errorf("%w (%d bytes): %w", ErrRecordTooLarge, len(value), err)
-		}
 		done(err)
 	})
 }
