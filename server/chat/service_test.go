@@ -809,26 +809,32 @@ func TestLargeMessagesStayUnderTheClientsReceiveLimit(t *testing.T) {
 		epoch = resp.Message.Epoch
 	}
 
-	// History: every page under 1 MiB, all 12 messages once, newest first.
-	var got []int64
-	token := ""
-	for pages := 0; ; pages++ {
-		resp, err := e.client().ListMessages(e.ctx("a"), &parleyv1.ListMessagesRequest{RoomId: "r", PageSize: 200, PageToken: token})
-		if err != nil {
-			t.Fatalf("page %d: %v", pages, err)
-		}
-		if size := proto.Size(resp); size > maxBatchBytes+500_000 || len(resp.Messages) == 0 {
-			t.Fatalf("page %d: %d messages in %d bytes", pages, len(resp.Messages), size)
-		}
-		for _, m := range resp.Messages {
-			got = append(got, m.Seq)
-		}
-		if token = resp.NextPageToken; token == "" {
-			break
+	// History, backward from the newest and forward after seq 1: every
+	// page at most 1 MiB (plus its token), each message once, in order.
+	page := func(after int64) []int64 {
+		var got []int64
+		token := ""
+		for pages := 0; ; pages++ {
+			resp, err := e.client().ListMessages(e.ctx("a"), &parleyv1.ListMessagesRequest{RoomId: "r", PageSize: 200, AfterSeq: after, PageToken: token})
+			if err != nil {
+				t.Fatalf("after %d, page %d: %v", after, pages, err)
+			}
+			if size := proto.Size(resp); size > maxBatchBytes+1024 || len(resp.Messages) == 0 {
+				t.Fatalf("after %d, page %d: %d messages in %d bytes", after, pages, len(resp.Messages), size)
+			}
+			for _, m := range resp.Messages {
+				got = append(got, m.Seq)
+			}
+			if token = resp.NextPageToken; token == "" {
+				return got
+			}
 		}
 	}
-	if len(got) != n || got[0] != n || got[n-1] != 1 {
-		t.Fatalf("history gave seqs %v, want %d down to 1", got, n)
+	if got := page(0); len(got) != n || got[0] != n || got[n-1] != 1 || !sort.SliceIsSorted(got, func(i, j int) bool { return got[i] > got[j] }) {
+		t.Fatalf("history backward gave seqs %v, want %d down to 1", got, n)
+	}
+	if got := page(1); len(got) != n-1 || got[0] != 2 || got[n-2] != n || !sort.SliceIsSorted(got, func(i, j int) bool { return got[i] < got[j] }) {
+		t.Fatalf("history forward after 1 gave seqs %v, want 2 up to %d", got, n)
 	}
 
 	// Replay in MessageBatch frames from the start of the epoch.
@@ -842,7 +848,7 @@ func TestLargeMessagesStayUnderTheClientsReceiveLimit(t *testing.T) {
 		}
 	}
 	for _, x := range f {
-		if b := x.GetMessageBatch(); b != nil && proto.Size(b) > maxBatchBytes+500_000 {
+		if b := x.GetMessageBatch(); b != nil && proto.Size(b) > maxBatchBytes+1024 {
 			t.Fatalf("a replay frame of %d messages, %d bytes", len(b.Messages), proto.Size(b))
 		}
 	}
