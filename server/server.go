@@ -224,6 +224,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 		producer.Close(context.Background())
 		return err
 	}
+	if err := producer.CheckRecordLimit(initCtx, cfg.Chat.WithDefaults().MaxMessageBytes); err != nil {
+		producer.Close(context.Background())
+		return err
+	}
 
 	// Services.
 	issuer, err := auth.NewIssuer([]byte(cfg.TokenKey), cfg.AccessTTL)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -97,6 +98,48 @@ func EnsureTopic(ctx context.Context, adm *kadm.Client, topic string, partitions
 	}
 	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
 		return fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	return nil
+}
+
+// recordOverhead bounds what a message's record adds to its body: the
+// MessageRecord envelope (ids, username, client_msg_id, epoch, times, at
+// most a few hundred bytes) and Kafka's batch and record headers.
+const recordOverhead = 4 << 10
+
+// CheckRecordLimit returns an error naming the topic's max.message.bytes if
+// a message with a body of maxBody bytes might not fit in it. Kafka refuses
+// such a record only when it is sent, after the message went live: the
+// message is then withdrawn and its sender told to retry, which can never
+// succeed.
+func (p *Producer) CheckRecordLimit(ctx context.Context, maxBody int) error {
+	return CheckRecordLimit(ctx, kadm.NewClient(p.client), p.cfg.Topic, maxBody)
+}
+
+// CheckRecordLimit is Producer.CheckRecordLimit for any topic.
+func CheckRecordLimit(ctx context.Context, adm *kadm.Client, topic string, maxBody int) error {
+	rcs, err := adm.DescribeTopicConfigs(ctx, topic)
+	if err != nil {
+		return fmt.Errorf("describe topic %s: %w", topic, err)
+	}
+	rc, err := rcs.On(topic, nil)
+	if err == nil {
+		err = rc.Err
+	}
+	if err != nil {
+		return fmt.Errorf("describe topic %s: %w", topic, err)
+	}
+	for _, c := range rc.Configs {
+		if c.Key != "max.message.bytes" || c.Value == nil {
+			continue
+		}
+		limit, err := strconv.Atoi(*c.Value)
+		if err != nil {
+			return fmt.Errorf("topic %s: max.message.bytes %q is not a number", topic, *c.Value)
+		}
+		if need := maxBody + recordOverhead; limit < need {
+			return fmt.Errorf("topic %s (Kafka) takes record batches of at most %d bytes (max.message.bytes), but a message with the largest body allowed (--max-message-bytes %d) needs up to %d: raise the topic's max.message.bytes or lower --max-message-bytes", topic, limit, maxBody, need)
+		}
 	}
 	return nil
 }
