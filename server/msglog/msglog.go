@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,9 +43,17 @@ type Producer struct {
 	cfg    Config
 	log    *slog.Logger
 
+	// batchMax is the producer's record batch limit: franz-go's default,
+	// or the topic's max.message.bytes once CheckRecordLimit read a lower
+	// one (the broker refuses a whole batch above it).
+	batchMax atomic.Int32
+
 	inflight prometheus.Gauge
 	latency  *prometheus.HistogramVec
 }
+
+// defaultBatchMax is franz-go's default record batch limit.
+const defaultBatchMax = 1_000_012
 
 // New connects a producer; extra options (e.g. for tests) are appended.
 func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, extra ...kgo.Opt) (*Producer, error) {
@@ -54,8 +63,18 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, extra ...kgo.O
 	if cfg.Topic == "" {
 		return nil, errors.New("msglog: no topic configured")
 	}
+	p := &Producer{
+		cfg: cfg, log: log,
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "parley", Subsystem: "kafka",
+			Name: "produce_inflight", Help: "Records handed to the producer and not yet acknowledged."}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "parley", Subsystem: "kafka",
+			Name: "produce_duration_seconds", Help: "Time from Append to Kafka's acknowledgement, by result.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"result"}),
+	}
+	p.batchMax.Store(defaultBatchMax)
 	opts := append([]kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ProducerBatchMaxBytesFn(func(string) int32 { return p.batchMax.Load() }),
 		kgo.DefaultProduceTopic(cfg.Topic),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordDeliveryTimeout(cfg.DeliveryTimeout),
@@ -66,14 +85,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, extra ...kgo.O
 	if err != nil {
 		return nil, fmt.Errorf("msglog: %w", err)
 	}
-	p := &Producer{
-		client: client, cfg: cfg, log: log,
-		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "parley", Subsystem: "kafka",
-			Name: "produce_inflight", Help: "Records handed to the producer and not yet acknowledged."}),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "parley", Subsystem: "kafka",
-			Name: "produce_duration_seconds", Help: "Time from Append to Kafka's acknowledgement, by result.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"result"}),
-	}
+	p.client = client
 	reg.MustRegister(p.inflight, p.latency)
 	return p, nil
 }
@@ -107,41 +119,75 @@ func EnsureTopic(ctx context.Context, adm *kadm.Client, topic string, partitions
 // most a few hundred bytes) and Kafka's batch and record headers.
 const recordOverhead = 4 << 10
 
-// CheckRecordLimit returns an error naming the topic's max.message.bytes if
-// a message with a body of maxBody bytes might not fit in it. Kafka refuses
-// such a record only when it is sent, after the message went live: the
-// message is then withdrawn and its sender told to retry, which can never
-// succeed.
+// CheckRecordLimit reads the topic's max.message.bytes, the largest record
+// batch the broker takes. It returns an error naming it when a message with
+// a body of maxBody bytes might not fit: Kafka would refuse such a record
+// only when it is sent, after the message went live, so the message would be
+// withdrawn and its sender told to retry, which could never succeed.
+// Otherwise the producer's batches are capped at the topic's limit (the
+// broker refuses a whole batch above it, small records with it). Where the
+// limit cannot be read (no DescribeConfigs permission, an old broker) it
+// logs a warning and keeps franz-go's default batch limit.
 func (p *Producer) CheckRecordLimit(ctx context.Context, maxBody int) error {
-	return CheckRecordLimit(ctx, kadm.NewClient(p.client), p.cfg.Topic, maxBody)
+	limit, err := TopicRecordLimit(ctx, kadm.NewClient(p.client), p.cfg.Topic)
+	switch {
+	case errors.Is(err, kerr.TopicAuthorizationFailed), errors.Is(err, kerr.ClusterAuthorizationFailed),
+		errors.Is(err, kerr.UnsupportedVersion):
+		p.log.Warn("cannot read the topic's max.message.bytes; large messages may be refused by Kafka after they went live",
+			"topic", p.cfg.Topic, "err", err)
+		return nil
+	case err != nil:
+		return err
+	case limit == 0:
+		p.log.Warn("the broker did not report the topic's max.message.bytes", "topic", p.cfg.Topic)
+		return nil
+	}
+	if need := maxBody + recordOverhead; limit < need {
+		return fmt.Errorf("topic %s (Kafka) takes record batches of at most %d bytes (max.message.bytes), but a message with the largest body allowed (--max-message-bytes %d) needs up to %d: raise the topic's max.message.bytes or lower --max-message-bytes",
+			p.cfg.Topic, limit, maxBody, need)
+	}
+	p.batchMax.Store(int32(min(limit, defaultBatchMax)))
+	return nil
 }
 
-// CheckRecordLimit is Producer.CheckRecordLimit for any topic.
-func CheckRecordLimit(ctx context.Context, adm *kadm.Client, topic string, maxBody int) error {
-	rcs, err := adm.DescribeTopicConfigs(ctx, topic)
-	if err != nil {
-		return fmt.Errorf("describe topic %s: %w", topic, err)
-	}
-	rc, err := rcs.On(topic, nil)
-	if err == nil {
-		err = rc.Err
-	}
-	if err != nil {
-		return fmt.Errorf("describe topic %s: %w", topic, err)
-	}
-	for _, c := range rc.Configs {
-		if c.Key != "max.message.bytes" || c.Value == nil {
+// TopicRecordLimit returns the topic's max.message.bytes (0 if the broker
+// does not report it). A topic created a moment ago may be unknown to the
+// broker that answers for a few hundred milliseconds: that is retried for
+// up to 5 s.
+func TopicRecordLimit(ctx context.Context, adm *kadm.Client, topic string) (int, error) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		rcs, err := adm.DescribeTopicConfigs(ctx, topic)
+		var rc kadm.ResourceConfig
+		if err == nil {
+			rc, err = rcs.On(topic, nil)
+		}
+		if err == nil {
+			err = rc.Err
+		}
+		if errors.Is(err, kerr.UnknownTopicOrPartition) && time.Now().Before(deadline) {
+			select {
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			case <-time.After(200 * time.Millisecond):
+			}
 			continue
 		}
-		limit, err := strconv.Atoi(*c.Value)
 		if err != nil {
-			return fmt.Errorf("topic %s: max.message.bytes %q is not a number", topic, *c.Value)
+			return 0, fmt.Errorf("describe topic %s: %w", topic, err)
 		}
-		if need := maxBody + recordOverhead; limit < need {
-			return fmt.Errorf("topic %s (Kafka) takes record batches of at most %d bytes (max.message.bytes), but a message with the largest body allowed (--max-message-bytes %d) needs up to %d: raise the topic's max.message.bytes or lower --max-message-bytes", topic, limit, maxBody, need)
+		for _, c := range rc.Configs {
+			if c.Key != "max.message.bytes" || c.Value == nil {
+				continue
+			}
+			limit, err := strconv.Atoi(*c.Value)
+			if err != nil {
+				return 0, fmt.Errorf("topic %s: max.message.bytes %q is not a number", topic, *c.Value)
+			}
+			return limit, nil
 		}
+		return 0, nil
 	}
-	return nil
 }
 
 // Ping checks that a broker answers.
