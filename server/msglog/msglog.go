@@ -45,8 +45,11 @@ type Producer struct {
 
 	// batchMax is the producer's record batch limit: franz-go's default,
 	// or the topic's max.message.bytes once CheckRecordLimit read a lower
-	// one (the broker refuses a whole batch above it).
+	// one (the broker refuses a whole batch above it). franz-go reads it
+	// once per partition, when the partition is first produced to, so it
+	// is set before the first Append.
 	batchMax atomic.Int32
+	appended atomic.Bool // an Append happened: batchMax is fixed
 
 	inflight prometheus.Gauge
 	latency  *prometheus.HistogramVec
@@ -126,13 +129,18 @@ const recordOverhead = 4 << 10
 // withdrawn and its sender told to retry, which could never succeed.
 // Otherwise the producer's batches are capped at the topic's limit (the
 // broker refuses a whole batch above it, small records with it). Where the
-// limit cannot be read (no DescribeConfigs permission, an old broker) it
-// logs a warning and keeps franz-go's default batch limit.
+// limit may not be read (no DescribeConfigs permission) it logs a warning
+// and keeps franz-go's default batch limit.
+//
+// It must run before the first Append: franz-go fixes a partition's batch
+// limit when it first produces to it.
 func (p *Producer) CheckRecordLimit(ctx context.Context, maxBody int) error {
+	if p.appended.Load() {
+		p.log.Warn("CheckRecordLimit after the first Append: batches already started keep franz-go's default limit", "topic", p.cfg.Topic)
+	}
 	limit, err := TopicRecordLimit(ctx, kadm.NewClient(p.client), p.cfg.Topic)
 	switch {
-	case errors.Is(err, kerr.TopicAuthorizationFailed), errors.Is(err, kerr.ClusterAuthorizationFailed),
-		errors.Is(err, kerr.UnsupportedVersion):
+	case errors.Is(err, kerr.TopicAuthorizationFailed), errors.Is(err, kerr.ClusterAuthorizationFailed):
 		p.log.Warn("cannot read the topic's max.message.bytes; large messages may be refused by Kafka after they went live",
 			"topic", p.cfg.Topic, "err", err)
 		return nil
@@ -168,7 +176,7 @@ func TopicRecordLimit(ctx context.Context, adm *kadm.Client, topic string) (int,
 		if errors.Is(err, kerr.UnknownTopicOrPartition) && time.Now().Before(deadline) {
 			select {
 			case <-ctx.Done():
-				return 0, ctx.Err()
+				return 0, fmt.Errorf("describe topic %s: %w", topic, ctx.Err())
 			case <-time.After(200 * time.Millisecond):
 			}
 			continue
@@ -197,6 +205,9 @@ func (p *Producer) Ping(ctx context.Context) error { return p.client.Ping(ctx) }
 // failed (after DeliveryTimeout at the latest). done runs on the producer's
 // goroutine and must not block.
 func (p *Producer) Append(ctx context.Context, m *parleyv1.Message, done func(error)) {
+	if !p.appended.Load() { // a load per message, a store once
+		p.appended.Store(true)
+	}
 	value, err := proto.Marshal(&eventsv1.MessageRecord{Message: m})
 	if err != nil {
 		done(err)
