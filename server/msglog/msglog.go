@@ -49,7 +49,6 @@ type Producer struct {
 	// once per partition, when the partition is first produced to, so it
 	// is set before the first Append.
 	batchMax atomic.Int32
-	appended atomic.Bool // an Append happened: batchMax is fixed
 
 	inflight prometheus.Gauge
 	latency  *prometheus.HistogramVec
@@ -135,10 +134,7 @@ const recordOverhead = 4 << 10
 // It must run before the first Append: franz-go fixes a partition's batch
 // limit when it first produces to it.
 func (p *Producer) CheckRecordLimit(ctx context.Context, maxBody int) error {
-	if p.appended.Load() {
-		p.log.Warn("CheckRecordLimit after the first Append: batches already started keep franz-go's default limit", "topic", p.cfg.Topic)
-	}
-	limit, err := TopicRecordLimit(ctx, kadm.NewClient(p.client), p.cfg.Topic)
+	limit, err := topicRecordLimit(ctx, kadm.NewClient(p.client), p.cfg.Topic)
 	switch {
 	case errors.Is(err, kerr.TopicAuthorizationFailed), errors.Is(err, kerr.ClusterAuthorizationFailed):
 		p.log.Warn("cannot read the topic's max.message.bytes; large messages may be refused by Kafka after they went live",
@@ -158,11 +154,11 @@ func (p *Producer) CheckRecordLimit(ctx context.Context, maxBody int) error {
 	return nil
 }
 
-// TopicRecordLimit returns the topic's max.message.bytes (0 if the broker
+// topicRecordLimit returns the topic's max.message.bytes (0 if the broker
 // does not report it). A topic created a moment ago may be unknown to the
 // broker that answers for a few hundred milliseconds: that is retried for
 // up to 5 s.
-func TopicRecordLimit(ctx context.Context, adm *kadm.Client, topic string) (int, error) {
+func topicRecordLimit(ctx context.Context, adm *kadm.Client, topic string) (int, error) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		rcs, err := adm.DescribeTopicConfigs(ctx, topic)
@@ -205,9 +201,6 @@ func (p *Producer) Ping(ctx context.Context) error { return p.client.Ping(ctx) }
 // failed (after DeliveryTimeout at the latest). done runs on the producer's
 // goroutine and must not block.
 func (p *Producer) Append(ctx context.Context, m *parleyv1.Message, done func(error)) {
-	if !p.appended.Load() { // a load per message, a store once
-		p.appended.Store(true)
-	}
 	value, err := proto.Marshal(&eventsv1.MessageRecord{Message: m})
 	if err != nil {
 		done(err)
