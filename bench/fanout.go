@@ -136,6 +136,7 @@ type stepStats struct {
 	reordered atomic.Int64
 	failed    atomic.Int64
 	sent      atomic.Int64 // measured messages sent
+	slow      slowTimeline
 }
 
 // receiver is one member connection's view of its room.
@@ -182,7 +183,11 @@ func (r *receiver) recordAll(ps []parsed, stats []*stepStats, now int64) {
 			t.reordered++
 		}
 		t.n++
-		t.latencies = append(t.latencies, time.Duration(now-p.sent))
+		lat := time.Duration(now - p.sent)
+		t.latencies = append(t.latencies, lat)
+		if lat >= SlowThreshold {
+			stats[p.step].slow.record(p.sent, lat)
+		}
 	}
 	r.mu.Unlock()
 	for _, t := range steps {
@@ -250,6 +255,9 @@ func runSteps(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*stepS
 			n := int64(perRoom * d.Seconds())
 			interval := time.Duration(float64(time.Second) / perRoom)
 			phaseStart := time.Now()
+			if measured {
+				stats[si].slow.begin(phaseStart, d)
+			}
 			g, gctx := errgroup.WithContext(ctx)
 			for room := 0; room < cfg.Rooms; room++ {
 				g.Go(func() error {
@@ -314,6 +322,8 @@ func runSteps(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*stepS
 			P99:       ms(st.hist.Quantile(0.99)),
 			Max:       ms(st.hist.Max()),
 			CPU:       cpu,
+			StartedAt: time.Unix(0, st.slow.start).UTC(),
+			Slow:      st.slow.windows(),
 		}
 		if pid, ok := cfg.Pids["server"]; ok {
 			if rss, err := rssBytes(pid); err == nil {
@@ -323,6 +333,9 @@ func runSteps(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*stepS
 		rep.Steps = append(rep.Steps, s)
 		fmt.Fprintf(cfg.Progress, "step %d/%d: offered %d/s sent %.0f/s delivered %.0f/s lost %d dup %d reord %d failed %d p50 %.1fms p99 %.1fms max %.1fms\n",
 			si+1, len(cfg.Rates), rate, s.Sent, s.Delivered, s.Lost, s.Dup, s.Reordered, s.Failed, s.P50, s.P99, s.Max)
+		if d := describeSlow(s.Slow); d != "" {
+			fmt.Fprintf(cfg.Progress, "step %d/%d: %s\n", si+1, len(cfg.Rates), d)
+		}
 		if s.Lost > 0 || s.Failed > 0 || s.P99 >= 100 {
 			failing++
 			if cfg.StopAfter > 0 && failing >= cfg.StopAfter {

@@ -26,6 +26,10 @@ type Step struct {
 	Max         float64            `json:"latency_max_ms"`
 	CPU         map[string]float64 `json:"cpu_percent"`
 	ServerRSSMB float64            `json:"server_rss_mb,omitempty"`
+	// StartedAt is when the measured part of the step began; Slow lists the
+	// stretches of its send time delivered at or above SlowThreshold.
+	StartedAt time.Time    `json:"started_at,omitzero"`
+	Slow      []SlowWindow `json:"slow_windows,omitempty"`
 }
 
 // Report is a whole run.

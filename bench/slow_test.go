@@ -1,0 +1,45 @@
+package bench
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestSlowTimelineMergesConsecutiveBuckets(t *testing.T) {
+	var tl slowTimeline
+	start := time.Unix(1000, 0)
+	tl.record(start.UnixNano(), time.Second) // before begin: ignored
+	tl.begin(start, 2*time.Second)
+	at := func(s float64) int64 { return start.Add(time.Duration(s * float64(time.Second))).UnixNano() }
+	tl.record(at(0.05), 99*time.Millisecond) // under the threshold
+	tl.record(at(0.41), 120*time.Millisecond)
+	tl.record(at(0.52), 180*time.Millisecond)
+	tl.record(at(0.55), 110*time.Millisecond)
+	tl.record(at(1.73), 101*time.Millisecond)
+	tl.record(at(9), 300*time.Millisecond) // past the end: the last bucket
+	ws := tl.windows()
+	want := []SlowWindow{
+		{FromS: 0.4, ToS: 0.6, Slow: 3, MaxMS: 180},
+		{FromS: 1.7, ToS: 1.8, Slow: 1, MaxMS: 101},
+		{FromS: 2.0, ToS: 2.1, Slow: 1, MaxMS: 300},
+	}
+	if len(ws) != len(want) {
+		t.Fatalf("windows = %+v, want %+v", ws, want)
+	}
+	for i := range want {
+		w, x := ws[i], want[i]
+		if w.Slow != x.Slow || w.MaxMS != x.MaxMS || abs(w.FromS-x.FromS) > 1e-9 || abs(w.ToS-x.ToS) > 1e-9 {
+			t.Errorf("window %d = %+v, want %+v", i, w, x)
+		}
+	}
+	d := describeSlow(ws)
+	if !strings.HasPrefix(d, "5 deliveries >= 100ms in 3 window(s) of send time: 0.4-0.6s 3 (max 180ms)") {
+		t.Errorf("describeSlow = %q", d)
+	}
+	if describeSlow(nil) != "" {
+		t.Error("no windows should describe as empty")
+	}
+}
+
+func abs(f float64) float64 { return max(f, -f) }
