@@ -53,8 +53,9 @@ type Config struct {
 	// fail a record still buffered after SendTimeout (msglog's record
 	// delivery timeout is set to it), and the message is then withdrawn.
 	SendTimeout time.Duration
-	// MembershipTTL is how long a positive membership check is used before
-	// it is refreshed in the background (default 5s).
+	// MembershipTTL bounds how long a positive membership check is used
+	// before it is refreshed in the background (default 5s); each refresh
+	// comes at a random point of its second half.
 	MembershipTTL time.Duration
 }
 
