@@ -119,6 +119,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("frame rate and burst must be positive, got %v/%d", c.FrameRate, c.FrameBurst)
 	case c.EpochSeqGap < 0:
 		return fmt.Errorf("epoch seq gap must not be negative")
+	case c.MembershipTTL < time.Millisecond:
+		return fmt.Errorf("membership TTL must be at least 1ms, got %s", c.MembershipTTL)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -66,6 +67,33 @@ func TestMembershipRefreshesSpreadOverTheTTL(t *testing.T) {
 	// 50 uniform draws over 200 ms all within 50 ms of each other: p < 1e-28.
 	if hi-lo < ttl/8 {
 		t.Errorf("refresh delays span only %s..%s: entries confirmed together refresh together", lo, hi)
+	}
+
+	// The first use after an entry's refresh time asks the store once, in
+	// the background, and moves the refresh time on; the use itself passes.
+	v, _ := env.svc.members.Load("r0/alice")
+	e := v.(*memberEntry)
+	e.refreshAt.Store(time.Now().Add(-time.Millisecond).UnixNano())
+	before := cr.isMember.Load()
+	if err := env.svc.checkMember(ctx, "r0", "alice"); err != nil {
+		t.Fatalf("a use due for refresh: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for e.refreshAt.Load() < time.Now().UnixNano() {
+		if time.Now().After(deadline) {
+			t.Fatal("an entry past its refresh time was not refreshed")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got := cr.isMember.Load() - before; got != 1 {
+		t.Errorf("the refresh asked IsMember %d times, want 1", got)
+	}
+}
+
+func TestMembershipTTLMustBePositive(t *testing.T) {
+	_, err := NewService(Config{MembershipTTL: -time.Second}, nil, nil, nil, nil, nil, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "membership TTL") {
+		t.Fatalf("NewService with a negative membership TTL: %v, want an error naming it", err)
 	}
 }
 
