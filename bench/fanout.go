@@ -158,6 +158,7 @@ func (r *receiver) recordAll(ps []parsed, stats []*stepStats, now int64) {
 		sent              int64 // of the first measured message (a frame's messages are close in time)
 		n, dup, reordered int64
 		latencies         []time.Duration
+		slow              []slowDelivery
 	}
 	var steps []tally
 	r.mu.Lock()
@@ -186,7 +187,7 @@ func (r *receiver) recordAll(ps []parsed, stats []*stepStats, now int64) {
 		lat := time.Duration(now - p.sent)
 		t.latencies = append(t.latencies, lat)
 		if lat >= SlowThreshold {
-			stats[p.step].slow.record(p.sent, lat)
+			t.slow = append(t.slow, slowDelivery{sent: p.sent, lat: lat})
 		}
 	}
 	r.mu.Unlock()
@@ -202,6 +203,9 @@ func (r *receiver) recordAll(ps []parsed, stats []*stepStats, now int64) {
 			st.delivered.Add(t.n)
 		}
 		st.hist.RecordAll(t.latencies)
+		if len(t.slow) > 0 {
+			st.slow.record(t.slow) // outside r.mu: the timeline is shared by all receivers
+		}
 	}
 }
 
@@ -322,7 +326,7 @@ func runSteps(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*stepS
 			P99:       ms(st.hist.Quantile(0.99)),
 			Max:       ms(st.hist.Max()),
 			CPU:       cpu,
-			StartedAt: time.Unix(0, st.slow.start).UTC(),
+			StartedAt: st.slow.started(),
 			Slow:      st.slow.windows(),
 		}
 		if pid, ok := cfg.Pids["server"]; ok {
@@ -336,7 +340,7 @@ func runSteps(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*stepS
 		if d := describeSlow(s.Slow); d != "" {
 			fmt.Fprintf(cfg.Progress, "step %d/%d: %s\n", si+1, len(cfg.Rates), d)
 		}
-		if s.Lost > 0 || s.Failed > 0 || s.P99 >= 100 {
+		if s.Lost > 0 || s.Failed > 0 || s.P99 >= ms(SlowThreshold) {
 			failing++
 			if cfg.StopAfter > 0 && failing >= cfg.StopAfter {
 				rep.Notes = append(rep.Notes, fmt.Sprintf("stopped after %d failing step(s) in a row", failing))

@@ -103,7 +103,7 @@ func (r *Report) comparison() string {
 func (r *Report) computePeak() {
 	r.Peak = 0
 	for _, s := range r.Steps {
-		if s.Lost == 0 && s.Failed == 0 && s.P99 < 100 && s.Offered > r.Peak {
+		if s.Lost == 0 && s.Failed == 0 && s.P99 < ms(SlowThreshold) && s.Offered > r.Peak {
 			r.Peak = s.Offered
 		}
 	}

@@ -38,26 +38,49 @@ type slowTimeline struct {
 }
 
 func (t *slowTimeline) begin(start time.Time, d time.Duration) {
-	n := int(d/slowBucket) + 1
+	n := min(int(d/slowBucket)+1, maxSlowBuckets)
 	t.mu.Lock()
 	t.start, t.count, t.max = start.UnixNano(), make([]int64, n), make([]time.Duration, n)
 	t.mu.Unlock()
 }
 
-// record notes one delivery sent at sent (unix ns) that took lat.
-func (t *slowTimeline) record(sent int64, lat time.Duration) {
-	if lat < SlowThreshold {
-		return
-	}
+// slowDelivery is one delivery at or above SlowThreshold.
+type slowDelivery struct {
+	sent int64 // unix ns
+	lat  time.Duration
+}
+
+// maxSlowBuckets bounds the timeline's growth past the step (a publisher
+// that fell behind sends late): ten minutes of send time.
+const maxSlowBuckets = int(10 * time.Minute / slowBucket)
+
+// record notes slow deliveries (each at or above SlowThreshold). Sends
+// after the step's nominal end (a late publisher catching up) get buckets
+// of their own, at their true time.
+func (t *slowTimeline) record(ds []slowDelivery) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.start == 0 {
 		return
 	}
-	b := int((sent - t.start) / int64(slowBucket))
-	b = min(max(b, 0), len(t.count)-1)
-	t.count[b]++
-	t.max[b] = max(t.max[b], lat)
+	for _, d := range ds {
+		b := min(max(int((d.sent-t.start)/int64(slowBucket)), 0), maxSlowBuckets)
+		for b >= len(t.count) {
+			t.count, t.max = append(t.count, 0), append(t.max, 0)
+		}
+		t.count[b]++
+		t.max[b] = max(t.max[b], d.lat)
+	}
+}
+
+// started is when the measured step began (zero before begin).
+func (t *slowTimeline) started() time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.start == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, t.start).UTC()
 }
 
 // windows merges consecutive slow buckets.
