@@ -3,6 +3,7 @@ package msglog_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -152,8 +153,13 @@ func TestCheckRecordLimitGivesUpWithItsContext(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
+	start := time.Now()
 	err := p.CheckRecordLimit(ctx, 512<<10)
-	if err == nil || !strings.Contains(err.Error(), "never") {
-		t.Fatalf("CheckRecordLimit = %v, want an error naming topic never", err)
+	if err == nil || !strings.Contains(err.Error(), "never") || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("CheckRecordLimit = %v, want the context's deadline, naming topic never", err)
+	}
+	// Its own limit on the wait is 5 s: the caller's 0.5 s must end it first.
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("CheckRecordLimit returned after %s, not when its context ended", d.Round(time.Millisecond))
 	}
 }
