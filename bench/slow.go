@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -92,17 +93,23 @@ func (t *slowTimeline) windows() []SlowWindow {
 		if c == 0 {
 			continue
 		}
-		from := float64(b) * slowBucket.Seconds()
-		if n := len(ws); n > 0 && ws[n-1].ToS >= from-1e-9 {
+		from, to := seconds(b), seconds(b+1)
+		if n := len(ws); n > 0 && ws[n-1].ToS == from {
 			w := &ws[n-1]
-			w.ToS = from + slowBucket.Seconds()
+			w.ToS = to
 			w.Slow += c
 			w.MaxMS = max(w.MaxMS, ms(t.max[b]))
 			continue
 		}
-		ws = append(ws, SlowWindow{FromS: from, ToS: from + slowBucket.Seconds(), Slow: c, MaxMS: ms(t.max[b])})
+		ws = append(ws, SlowWindow{FromS: from, ToS: to, Slow: c, MaxMS: ms(t.max[b])})
 	}
 	return ws
+}
+
+// seconds is the start of bucket b in seconds since the step's start,
+// rounded to the millisecond (9.6, not 9.600000000000001, in the JSON).
+func seconds(b int) float64 {
+	return math.Round(float64(b)*slowBucket.Seconds()*1000) / 1000
 }
 
 // describeSlow is the progress line's summary: the windows with the most
