@@ -474,7 +474,7 @@ func (ss *session) handle(it item, rooms map[string]*roomState) error {
 		return nil
 	case it.resync:
 		for room, st := range rooms {
-			nst, err := ss.catchUp(room, &parleyv1.RoomPosition{Epoch: st.epoch, Seq: st.last})
+			nst, err := ss.resyncRoom(room, st)
 			if err != nil {
 				return err
 			}
@@ -485,6 +485,34 @@ func (ss *session) handle(it item, rooms map[string]*roomState) error {
 		return errDrained
 	}
 	return nil
+}
+
+// resyncAttempts bounds how often resyncRoom asks Redis: pauses of 50 ms
+// doubling, about 1.5 s in all.
+const resyncAttempts = 6
+
+// resyncRoom catches a room up after the broker's subscription came back.
+// Redis may have just restarted, and the client's first command on a
+// connection that has not yet seen it fail gets an error (EOF) where the
+// next one succeeds; ending every stream of the instance with Unavailable
+// for that would send all its clients reconnecting at once. So an
+// Unavailable answer is retried for a moment (catchUp may then send a
+// room's ResyncRequired twice, which a client handles like one).
+func (ss *session) resyncRoom(room string, st *roomState) (*roomState, error) {
+	pause := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		nst, err := ss.catchUp(room, &parleyv1.RoomPosition{Epoch: st.epoch, Seq: st.last})
+		if err == nil || status.Code(err) != codes.Unavailable || attempt == resyncAttempts {
+			return nst, err
+		}
+		ss.svc.logger.Info("resync: Redis did not answer; asking again", "room", room, "attempt", attempt, "err", err)
+		select {
+		case <-ss.ctx.Done():
+			return nil, err
+		case <-time.After(pause):
+		}
+		pause *= 2
+	}
 }
 
 func resyncFrame(room, epoch string, seq int64, reason string) *parleyv1.ConnectResponse {
