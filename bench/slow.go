@@ -1,8 +1,10 @@
 package bench
 
 import (
+	"cmp"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -119,17 +121,11 @@ func describeSlow(ws []SlowWindow) string {
 		return ""
 	}
 	var total int64
-	top := make([]SlowWindow, len(ws))
-	copy(top, ws)
 	for _, w := range ws {
 		total += w.Slow
 	}
-	// Largest first; a short list, so a simple insertion sort.
-	for i := 1; i < len(top); i++ {
-		for j := i; j > 0 && top[j].Slow > top[j-1].Slow; j-- {
-			top[j], top[j-1] = top[j-1], top[j]
-		}
-	}
+	top := slices.Clone(ws)
+	slices.SortStableFunc(top, func(a, b SlowWindow) int { return cmp.Compare(b.Slow, a.Slow) }) // largest first
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d deliveries >= %s in %d window(s) of send time", total, SlowThreshold, len(ws))
 	for i, w := range top[:min(3, len(top))] {

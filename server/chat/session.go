@@ -505,7 +505,8 @@ func (ss *session) resyncRoom(room string, st *roomState) (*roomState, error) {
 		if err == nil || status.Code(err) != codes.Unavailable || attempt == resyncAttempts {
 			return nst, err
 		}
-		ss.svc.logger.Info("resync: Redis did not answer; asking again", "room", room, "attempt", attempt, "err", err)
+		// Debug: after a Redis restart every stream of the instance may pass here.
+		ss.svc.logger.Debug("resync: Redis did not answer; asking again", "room", room, "attempt", attempt, "err", err)
 		select {
 		case <-ss.ctx.Done():
 			return nil, err
