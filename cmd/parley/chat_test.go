@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/parleychat/parley/bench"
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
 	"github.com/parleychat/parley/internal/testenv"
 	"github.com/parleychat/parley/server/tlsconf/tlstest"
@@ -85,6 +86,14 @@ func newChatStack(t *testing.T) *chatStack {
 		"-web-dir", "/nonexistent", "-shutdown-grace", "3s",
 		"-log-format", "text", "-log-level", "error",
 	}}
+	// Registered first, so it runs after the processes below have stopped.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := bench.Cleanup(ctx, mongo, strings.Split(brokers, ","), []string{name}, []string{name, name + ".dlq"}); err != nil {
+			t.Logf("cleanup of %s: %v", name, err)
+		}
+	})
 	s.run("persister", "persister", "-kafka-brokers", brokers, "-topic", name, "-dlq-topic", name+".dlq",
 		"-group", name, "-partitions", "2", "-mongo-uri", mongo, "-database", name, "-metrics-addr", "",
 		"-log-format", "text", "-log-level", "error")
