@@ -37,6 +37,7 @@ import (
 	"github.com/parleychat/parley/internal/msgstore"
 	"github.com/parleychat/parley/persister"
 	"github.com/parleychat/parley/server/msglog"
+	"github.com/parleychat/parley/server/store/ferretpg"
 )
 
 // PersistConfig configures persist-v1: a preloaded topic drained by the
@@ -56,6 +57,10 @@ type PersistConfig struct {
 	ChunkSize  int     // documents per insertMany (100, the persister's default)
 	MaxBatch   int     // records per persister write (500, its default)
 	InFlight   int     // persister insert commands in flight, shared by the partitions (its default)
+	// FerretDBPostgresURL, when set, makes the persister and the raw loop
+	// index their messages collections' lookups in FerretDB's PostgreSQL
+	// alike (server/store/ferretpg), so both write the same indexes.
+	FerretDBPostgresURL string
 	// PersisterBin, when set, is a parley binary run as `PersisterBin
 	// persister ...` (its CPU is then measured on its own); empty runs the
 	// persister package in this process.
@@ -545,6 +550,7 @@ func runPersisterPhase(ctx context.Context, cfg PersistConfig, rep *PersistRepor
 			"-kafka-brokers", strings.Join(cfg.Brokers, ","), "-topic", topic, "-dlq-topic", topic+".dlq", "-group", topic,
 			"-partitions", strconv.Itoa(cfg.Partitions), "-mongo-uri", cfg.MongoURI, "-database", cfg.Name,
 			"-chunk-size", strconv.Itoa(cfg.ChunkSize), "-max-batch", strconv.Itoa(cfg.MaxBatch), "-insert-in-flight", strconv.Itoa(cfg.InFlight),
+			"-ferretdb-postgres-url", cfg.FerretDBPostgresURL,
 			"-metrics-addr", metricsAddr, "-log-level", "warn", "-log-format", "text")
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		start = time.Now()
@@ -552,6 +558,9 @@ func runPersisterPhase(ctx context.Context, cfg PersistConfig, rep *PersistRepor
 			return fmt.Errorf("start persister: %w", err)
 		}
 		pids["persister"] = cmd.Process.Pid
+		if cfg.FerretDBPostgresURL != "" {
+			rep.Notes = append(rep.Notes, cfg.Name+": the persister indexes its lookups on FerretDB's PostgreSQL (--ferretdb-postgres-url)")
+		}
 		go func() { exited <- cmd.Wait() }()
 		stopPersister = func() {
 			_ = cmd.Process.Signal(syscall.SIGTERM)
@@ -574,6 +583,9 @@ func runPersisterPhase(ctx context.Context, cfg PersistConfig, rep *PersistRepor
 		reg := prometheus.NewRegistry()
 		store := msgstore.New(mc.Database(cfg.Name), msgstore.Options{ChunkSize: cfg.ChunkSize, MaxInFlight: cfg.InFlight, Linger: msgstore.DefaultLinger})
 		if err := store.EnsureIndexes(ctx); err != nil {
+			return err
+		}
+		if err := ensureLookupIndexes(ctx, cfg, rep, cfg.Name, store); err != nil {
 			return err
 		}
 		p, err := persister.New(persister.Config{
@@ -674,7 +686,11 @@ func checkRooms(ctx context.Context, cfg PersistConfig, rep *PersistReport, coll
 // ChunkSize documents, into a fresh database with the same index.
 func runRawPhase(ctx context.Context, cfg PersistConfig, rep *PersistReport, mc *mongo.Client, parts [][]*parleyv1.Message) error {
 	db := mc.Database(cfg.Name + "_raw")
-	if err := msgstore.New(db, msgstore.Options{}).EnsureIndexes(ctx); err != nil {
+	rawStore := msgstore.New(db, msgstore.Options{})
+	if err := rawStore.EnsureIndexes(ctx); err != nil {
+		return err
+	}
+	if err := ensureLookupIndexes(ctx, cfg, rep, cfg.Name+"_raw", rawStore); err != nil {
 		return err
 	}
 	coll := db.Collection(msgstore.CollectionName)
@@ -729,6 +745,20 @@ func runRawPhase(ctx context.Context, cfg PersistConfig, rep *PersistReport, mc 
 		defer dcancel()
 		return dropDatabases(dctx, mc, db.Name())
 	}
+	return nil
+}
+
+// ensureLookupIndexes gives database's messages collection the GIN indexes
+// the persister makes with --ferretdb-postgres-url, when cfg has one.
+func ensureLookupIndexes(ctx context.Context, cfg PersistConfig, rep *PersistReport, database string, st *msgstore.Store) error {
+	if cfg.FerretDBPostgresURL == "" {
+		return nil
+	}
+	res, err := ferretpg.Ensure(ctx, cfg.FerretDBPostgresURL, database, st.Lookups())
+	if err != nil {
+		return err
+	}
+	rep.Notes = append(rep.Notes, fmt.Sprintf("%s: GIN indexes on FerretDB's PostgreSQL for %v (created %v)", database, st.Lookups()[0].Fields, res.Created))
 	return nil
 }
 

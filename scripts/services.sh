@@ -476,9 +476,14 @@ EOF
   # a collection in one jsonb column, and autovacuum's ANALYZE of a growing
   # messages table sampled 30,000 documents for 1.7-2.2 s of CPU at once,
   # a stall of every other process on two cores; at 10 it takes 0.1-0.2 s.
-  # Set on the command line, so an existing data directory gets it too.
+  # plan_cache_mode force_custom_plan: what Parley's ferretpg.Ensure sets for
+  # FerretDB's database (--ferretdb-postgres-url), here for every session from
+  # the start, FerretDB's pooled ones included. FerretDB's prepared lookups
+  # name their key as a parameter (_jsonb->$1), which only a custom plan can
+  # match to an index.
+  # Set on the command line, so an existing data directory gets them too.
   pg_as "$PG_BIN/pg_ctl" start -D "$PG_DATA" -l "$PG_LOG" -w -t "$START_TIMEOUT" \
-    -o "-p $PG_PORT -c listen_addresses=$HOST -c default_statistics_target=10" >/dev/null ||
+    -o "-p $PG_PORT -c listen_addresses=$HOST -c default_statistics_target=10 -c plan_cache_mode=force_custom_plan" >/dev/null ||
     { tail -n 40 "$PG_LOG" >&2; die "postgres: pg_ctl start failed"; }
   wait_until postgres "$PG_LOG" "$PG_BIN/pg_isready" -q -h "$HOST" -p "$PG_PORT" -U postgres -d postgres ||
     { stop_postgres; die "postgres: not ready"; }
@@ -631,6 +636,9 @@ cmd_env() {
   printf 'export PARLEY_REDIS_URL=%s\n' "redis://$HOST:$REDIS_PORT"
   printf 'export PARLEY_KAFKA_BROKERS=%s\n' "$HOST:$KAFKA_PORT"
   printf 'export PARLEY_MONGO_URI=%s\n' "$(mongo_uri)"
+  # FerretDB's own PostgreSQL: Parley's server and persister create GIN
+  # indexes there for their lookups (--ferretdb-postgres-url, server/store/ferretpg).
+  printf 'export PARLEY_FERRETDB_POSTGRES_URL=%s\n' "postgres://ferretdb@$HOST:$PG_PORT/ferretdb"
 }
 
 cmd_clean() {

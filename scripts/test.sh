@@ -28,6 +28,7 @@ eval "$(bash scripts/services.sh env)"
 export PARLEY_TEST_REDIS_URL="$PARLEY_REDIS_URL"
 export PARLEY_TEST_KAFKA_BROKERS="$PARLEY_KAFKA_BROKERS"
 export PARLEY_TEST_MONGO_URI="$PARLEY_MONGO_URI"
+export PARLEY_TEST_FERRETDB_POSTGRES_URL="$PARLEY_FERRETDB_POSTGRES_URL"
 export PARLEY_TEST_REQUIRE_SERVICES=1
 
 step "go test (unit, integration, end-to-end; -race)"

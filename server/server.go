@@ -51,37 +51,41 @@ import (
 	"github.com/parleychat/parley/server/rooms"
 	"github.com/parleychat/parley/server/rpcmetrics"
 	"github.com/parleychat/parley/server/store"
+	"github.com/parleychat/parley/server/store/ferretpg"
 	"github.com/parleychat/parley/server/tlsconf"
 )
 
 // Config configures a server instance.
 type Config struct {
-	Addr            string
-	TLS             tlsconf.Files // --tls-cert, --tls-key: TLS on Addr (both or neither)
-	RedisURL        string
-	RedisPrefix     string
-	DedupeTTL       time.Duration
-	KafkaBrokers    config.List
-	Topic           string
-	Partitions      int
-	MongoURI        string
-	Database        string
-	TokenKey        string
-	AccessTTL       time.Duration
-	RefreshTTL      time.Duration
-	Argon2Memory    uint
-	Argon2Time      uint
-	SendTimeout     time.Duration
-	ProduceLinger   time.Duration
-	RedisFlushDelay time.Duration
-	AllowedOrigins  config.List
-	WebDir          string
-	ShutdownGrace   time.Duration
-	RequestTimeout  time.Duration
-	Pprof           bool
-	LoginAttempts   int
-	AddressAttempts int
-	Chat            chat.Config
+	Addr         string
+	TLS          tlsconf.Files // --tls-cert, --tls-key: TLS on Addr (both or neither)
+	RedisURL     string
+	RedisPrefix  string
+	DedupeTTL    time.Duration
+	KafkaBrokers config.List
+	Topic        string
+	Partitions   int
+	MongoURI     string
+	Database     string
+	// FerretDBPostgresURL, when set, is the PostgreSQL behind a FerretDB 1.x
+	// store: the server indexes its lookups there at start (server/store/ferretpg).
+	FerretDBPostgresURL string
+	TokenKey            string
+	AccessTTL           time.Duration
+	RefreshTTL          time.Duration
+	Argon2Memory        uint
+	Argon2Time          uint
+	SendTimeout         time.Duration
+	ProduceLinger       time.Duration
+	RedisFlushDelay     time.Duration
+	AllowedOrigins      config.List
+	WebDir              string
+	ShutdownGrace       time.Duration
+	RequestTimeout      time.Duration
+	Pprof               bool
+	LoginAttempts       int
+	AddressAttempts     int
+	Chat                chat.Config
 }
 
 // Flags registers the configuration flags on fs (each also read from its
@@ -98,6 +102,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Partitions, "partitions", 12, "partitions of the topic when it is created")
 	fs.StringVar(&c.MongoURI, "mongo-uri", "mongodb://127.0.0.1:27017", "MongoDB-protocol store URI")
 	fs.StringVar(&c.Database, "database", "parley", "database name")
+	fs.StringVar(&c.FerretDBPostgresURL, "ferretdb-postgres-url", "", "only when the store is FerretDB 1.x on PostgreSQL: that PostgreSQL's URL, as FerretDB's user; at start the server creates there the GIN indexes FerretDB cannot, so that lookups by id, username or room do not scan whole tables (empty: off)")
 	fs.StringVar(&c.TokenKey, "token-key", "", "access token signing key, at least 32 bytes (required)")
 	fs.DurationVar(&c.AccessTTL, "access-ttl", 15*time.Minute, "access token lifetime")
 	fs.DurationVar(&c.RefreshTTL, "refresh-ttl", 30*24*time.Hour, "refresh token lifetime")
@@ -150,6 +155,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("produce-linger must be between 0 and 1s, got %s", c.ProduceLinger)
 	case c.RedisFlushDelay < 0 || c.RedisFlushDelay > 10*time.Millisecond:
 		return fmt.Errorf("redis-flush-delay must be between 0 and 10ms, got %s", c.RedisFlushDelay)
+	}
+	if err := ferretpg.ValidateURL(c.FerretDBPostgresURL); err != nil {
+		return fmt.Errorf("ferretdb-postgres-url: %w", err)
 	}
 	return c.Chat.WithDefaults().Validate()
 }
@@ -212,6 +220,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 	}
 	if err := msgs.EnsureIndexes(initCtx); err != nil {
 		return fmt.Errorf("message indexes: %w", err)
+	}
+	// Not under initCtx: the first build on a large existing collection may
+	// take minutes (writes go on meanwhile).
+	if err := ferretpg.EnsureLogged(ctx, log, cfg.FerretDBPostgresURL, cfg.Database, append(st.Lookups(), msgs.Lookups()...)); err != nil {
+		return fmt.Errorf("ferretdb-postgres-url: %w", err)
 	}
 	producer, err := msglog.New(msglog.Config{
 		Brokers: cfg.KafkaBrokers, Topic: cfg.Topic, Partitions: int32(cfg.Partitions), ReplicationFactor: 1,

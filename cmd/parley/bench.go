@@ -168,6 +168,7 @@ func runBenchPersist(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.ChunkSize, "chunk-size", msgstore.DefaultChunkSize, "documents per insertMany, for the persister and the raw loop")
 	fs.IntVar(&cfg.MaxBatch, "max-batch", 500, "records per persister write")
 	fs.IntVar(&cfg.InFlight, "insert-in-flight", 0, "persister insert commands in flight, shared by the partitions (0: its default)")
+	fs.StringVar(&cfg.FerretDBPostgresURL, "ferretdb-postgres-url", "", "FerretDB 1.x's PostgreSQL: the persister and the raw loop both index their messages collection's lookups there (empty: neither)")
 	inProcess := fs.Bool("in-process", false, "run the persister package in this process instead of `parley persister`")
 	cpuProfile := fs.String("cpu-profile", "", "with --in-process: write a CPU profile of the persister phase to this file")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the topic and databases afterwards")

@@ -25,6 +25,7 @@ import (
 	"github.com/parleychat/parley/persister"
 	"github.com/parleychat/parley/server"
 	"github.com/parleychat/parley/server/front"
+	"github.com/parleychat/parley/server/store/ferretpg"
 	"github.com/parleychat/parley/server/tlsconf"
 )
 
@@ -78,6 +79,7 @@ func runPersister(ctx context.Context, args []string) error {
 	partitions := fs.Int("partitions", persister.DefaultPartitions, "partitions of the topics when they are created")
 	mongoURI := fs.String("mongo-uri", "mongodb://127.0.0.1:27017", "MongoDB-protocol store URI")
 	database := fs.String("database", "parley", "database name")
+	ferretPG := fs.String("ferretdb-postgres-url", "", "only when the store is FerretDB 1.x on PostgreSQL: that PostgreSQL's URL, as FerretDB's user; at start the persister creates there the GIN indexes of the messages collection that FerretDB cannot (empty: off)")
 	chunk := fs.Int("chunk-size", msgstore.DefaultChunkSize, "documents per insert command (FerretDB's own batch by default: one SQL INSERT)")
 	inFlight := fs.Int("insert-in-flight", msgstore.DefaultMaxInFlight, "insert commands in flight at once, shared by all partitions (records of several partitions share a command)")
 	linger := fs.Duration("insert-linger", msgstore.DefaultLinger, "how long records that do not fill a chunk wait for more (the other partitions of the same fetch) before their insert command starts (0 to 1s)")
@@ -104,6 +106,9 @@ func runPersister(ctx context.Context, args []string) error {
 		return fmt.Errorf("insert-linger: %s is outside 0..1s", *linger)
 	case *withPprof && *metricsAddr == "":
 		return errors.New("pprof: needs metrics-addr, where it is served")
+	}
+	if err := ferretpg.ValidateURL(*ferretPG); err != nil {
+		return fmt.Errorf("ferretdb-postgres-url: %w", err)
 	}
 	cfg.FetchMinBytes = int32(*minBytes)
 	if err := cfg.Validate(); err != nil {
@@ -134,6 +139,9 @@ func runPersister(ctx context.Context, args []string) error {
 	defer cancel()
 	if err := store.EnsureIndexes(ictx); err != nil {
 		return fmt.Errorf("message indexes: %w", err)
+	}
+	if err := ferretpg.EnsureLogged(ctx, log, *ferretPG, *database, store.Lookups()); err != nil {
+		return fmt.Errorf("ferretdb-postgres-url: %w", err)
 	}
 	p, err := persister.New(cfg, store, log, reg, kgo.SessionTimeout(*sessionTimeout))
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+	"github.com/parleychat/parley/server/store/ferretpg"
 )
 
 const (
@@ -118,6 +119,13 @@ func New(db *mongo.Database, opts Options) *Store {
 
 // Collection returns the underlying collection (for tests and tooling).
 func (s *Store) Collection() *mongo.Collection { return s.coll }
+
+// Lookups names the fields messages are read by with an equality filter, for
+// ferretpg.Ensure: room_id (history, replay, MaxSeq) and _id (the lookups
+// after a duplicate-key error in InsertMessages).
+func (s *Store) Lookups() []ferretpg.Lookup {
+	return []ferretpg.Lookup{{Collection: s.coll.Name(), Fields: []string{"_id", "room_id"}}}
+}
 
 // EnsureIndexes creates the unique {room_id: 1, seq: 1} index if it does not
 // exist. It is idempotent and safe to call from several processes at once.

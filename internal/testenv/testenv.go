@@ -3,8 +3,8 @@
 // scripts/services.sh, and a unique name per test so tests sharing those
 // services never see each other's data.
 //
-// The addresses come from PARLEY_TEST_REDIS_URL, PARLEY_TEST_KAFKA_BROKERS and
-// PARLEY_TEST_MONGO_URI. `make test` always sets them and also sets
+// The addresses come from PARLEY_TEST_REDIS_URL, PARLEY_TEST_KAFKA_BROKERS,
+// PARLEY_TEST_MONGO_URI and PARLEY_TEST_FERRETDB_POSTGRES_URL. `make test` always sets them and also sets
 // PARLEY_TEST_REQUIRE_SERVICES=1, which turns a missing address into a test
 // failure instead of a skip: under `make test` and CI nothing is skipped.
 package testenv
@@ -41,6 +41,13 @@ func KafkaBrokers(tb testing.TB) []string {
 
 // MongoURI returns the URI of a real MongoDB-protocol server (FerretDB here).
 func MongoURI(tb testing.TB) string { tb.Helper(); return lookup(tb, "PARLEY_TEST_MONGO_URI") }
+
+// FerretDBPostgresURL returns the URL of the PostgreSQL server behind the
+// FerretDB of MongoURI, as FerretDB's own user.
+func FerretDBPostgresURL(tb testing.TB) string {
+	tb.Helper()
+	return lookup(tb, "PARLEY_TEST_FERRETDB_POSTGRES_URL")
+}
 
 var unsafeChars = regexp.MustCompile(`[^a-z0-9]+`)
 

@@ -11,6 +11,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/parleychat/parley/server/apierr"
+	"github.com/parleychat/parley/server/store/ferretpg"
 )
 
 // User is a stored account.
@@ -76,7 +77,22 @@ func New(db *mongo.Database) *Store {
 	}
 }
 
-// EnsureIndexes creates the indexes the queries rely on (idempotent).
+// Lookups names the fields each collection is read by with an equality
+// filter, for ferretpg.Ensure (indexes FerretDB 1.x cannot make itself).
+// Lookups by $in ({_id: {$in: ...}}) are not pushed down to SQL by FerretDB
+// 1.24 at all, so no index serves them there.
+func (s *Store) Lookups() []ferretpg.Lookup {
+	return []ferretpg.Lookup{
+		{Collection: s.users.Name(), Fields: []string{"_id", "username"}},
+		{Collection: s.tokens.Name(), Fields: []string{"_id", "family_id"}},
+		{Collection: s.rooms.Name(), Fields: []string{"_id"}},
+		{Collection: s.members.Name(), Fields: []string{"_id", "room_id", "user_id"}},
+		{Collection: s.readMarkers().Name(), Fields: []string{"_id"}},
+	}
+}
+
+// EnsureIndexes creates the collections and the indexes the queries rely on
+// (idempotent).
 func (s *Store) EnsureIndexes(ctx context.Context) error {
 	idx := []struct {
 		c *mongo.Collection
@@ -93,7 +109,19 @@ func (s *Store) EnsureIndexes(ctx context.Context) error {
 			return unavailable("create index on "+i.c.Name(), err)
 		}
 	}
+	// read_markers has no index of its own to create; make it exist now so
+	// that its lookups can be indexed at start-up too (ferretpg).
+	err := s.members.Database().CreateCollection(ctx, s.readMarkers().Name())
+	if err != nil && !isNamespaceExists(err) {
+		return unavailable("create collection "+s.readMarkers().Name(), err)
+	}
 	return nil
+}
+
+// isNamespaceExists reports the error of creating a collection that exists.
+func isNamespaceExists(err error) bool {
+	var ce mongo.CommandError
+	return errors.As(err, &ce) && ce.Code == 48 // NamespaceExists
 }
 
 func unavailable(op string, err error) error {
