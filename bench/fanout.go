@@ -1,12 +1,14 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -15,8 +17,10 @@ import (
 	"github.com/redis/rueidis"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
 )
@@ -474,6 +478,98 @@ type benchUser struct {
 	token string
 }
 
+// memberStream is a member's current Connect stream, which its receiving
+// goroutine replaces when it resumes; the room's publisher sends on it.
+type memberStream struct {
+	mu      sync.Mutex
+	s       parleyv1.ChatService_ConnectClient // nil once the stream is gone for good
+	swapped chan struct{}                      // closed when s is replaced
+	// pending holds the publisher's sends not acknowledged yet, by
+	// client_msg_id: a stream that ends may take some with it unread, and
+	// they are sent again on the next (the server keeps one message per
+	// client_msg_id).
+	pending map[string]pendingSend
+	sendMu  sync.Mutex // one Send at a time on a stream
+}
+
+type pendingSend struct {
+	seq int64 // the load generator's per-room seq: resends go in this order
+	req *parleyv1.ConnectRequest
+}
+
+func newMemberStream(s parleyv1.ChatService_ConnectClient, publisher bool) *memberStream {
+	ms := &memberStream{s: s, swapped: make(chan struct{})}
+	if publisher {
+		ms.pending = map[string]pendingSend{}
+	}
+	return ms
+}
+
+// resume makes s the stream, after sending on it what the last one left
+// unacknowledged, in order, before the publisher can send anything newer.
+func (ms *memberStream) resume(s parleyv1.ChatService_ConnectClient) error {
+	ms.mu.Lock()
+	resend := make([]pendingSend, 0, len(ms.pending))
+	for _, p := range ms.pending {
+		resend = append(resend, p)
+	}
+	ms.mu.Unlock()
+	slices.SortFunc(resend, func(a, b pendingSend) int { return cmp.Compare(a.seq, b.seq) })
+	for _, p := range resend {
+		if err := s.Send(p.req); err != nil {
+			return err
+		}
+	}
+	ms.swap(s)
+	return nil
+}
+
+func (ms *memberStream) swap(s parleyv1.ChatService_ConnectClient) {
+	ms.mu.Lock()
+	ms.s = s
+	close(ms.swapped)
+	ms.swapped = make(chan struct{})
+	ms.mu.Unlock()
+}
+
+func (ms *memberStream) acked(clientMsgID string) {
+	ms.mu.Lock()
+	delete(ms.pending, clientMsgID)
+	ms.mu.Unlock()
+}
+
+// resumeWait bounds how long a send waits for its stream to be resumed.
+const resumeWait = 10 * time.Second
+
+// send sends the publisher's message seq. When the stream has ended, it
+// waits for the receiving goroutine to resume it (which sends the
+// unacknowledged ones again) and sends again.
+func (ms *memberStream) send(seq int64, req *parleyv1.ConnectRequest) error {
+	id := req.GetSend().GetClientMsgId()
+	for {
+		ms.mu.Lock()
+		s, swapped := ms.s, ms.swapped
+		if ms.pending != nil {
+			ms.pending[id] = pendingSend{seq: seq, req: req}
+		}
+		ms.mu.Unlock()
+		if s == nil {
+			return errors.New("stream ended")
+		}
+		ms.sendMu.Lock()
+		err := s.Send(req)
+		ms.sendMu.Unlock()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-swapped:
+		case <-time.After(resumeWait):
+			return err
+		}
+	}
+}
+
 func authCtx(ctx context.Context, tok string) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok)
 }
@@ -529,47 +625,76 @@ func runParley(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*step
 
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	pubs := make([]parleyv1.ChatService_ConnectClient, cfg.Rooms)
+	pubs := make([]*memberStream, cfg.Rooms)
 	var callOpts []grpc.CallOption
 	if !cfg.FullDecode {
 		callOpts = append(callOpts, grpc.ForceCodecV2(newBodyOnlyCodec()))
 	}
+	// open starts member m's Connect stream in room r, resuming after from
+	// when it is set.
+	open := func(r, m int, from *parleyv1.RoomPosition) (parleyv1.ChatService_ConnectClient, error) {
+		cc := conns[(r*cfg.Members+m)%len(conns)]
+		s, err := parleyv1.NewChatServiceClient(cc).Connect(authCtx(sctx, users[r][m].token), callOpts...)
+		if err != nil {
+			return nil, fmt.Errorf("connect: %w", err)
+		}
+		if err := s.Send(&parleyv1.ConnectRequest{Frame: &parleyv1.ConnectRequest_Options{Options: &parleyv1.StreamOptions{
+			MessageBatches: !cfg.OneFramePerMessage}}}); err != nil {
+			return nil, err
+		}
+		if err := s.Send(&parleyv1.ConnectRequest{Frame: &parleyv1.ConnectRequest_Subscribe{Subscribe: &parleyv1.Subscribe{
+			RoomId: roomIDs[r], ResumeFrom: from}}}); err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
 	var wg sync.WaitGroup
 	var streamErr atomic.Value
+	var resumes, resyncs atomic.Int64
 	subscribed := make(chan struct{}, cfg.Rooms*cfg.Members)
-	i := 0
 	for r := 0; r < cfg.Rooms; r++ {
 		for m := 0; m < cfg.Members; m++ {
-			cc := conns[i%len(conns)]
-			i++
-			s, err := parleyv1.NewChatServiceClient(cc).Connect(authCtx(sctx, users[r][m].token), callOpts...)
+			first, err := open(r, m, nil)
 			if err != nil {
-				return fmt.Errorf("connect: %w", err)
-			}
-			if err := s.Send(&parleyv1.ConnectRequest{Frame: &parleyv1.ConnectRequest_Options{Options: &parleyv1.StreamOptions{
-				MessageBatches: !cfg.OneFramePerMessage}}}); err != nil {
 				return err
 			}
-			if err := s.Send(&parleyv1.ConnectRequest{Frame: &parleyv1.ConnectRequest_Subscribe{Subscribe: &parleyv1.Subscribe{RoomId: roomIDs[r]}}}); err != nil {
-				return err
-			}
+			ms := newMemberStream(first, m == 0)
 			if m == 0 {
-				pubs[r] = s
+				pubs[r] = ms
 			}
 			rcv := &receiver{}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				s := first
+				var epoch string // the room's, from the first Subscribed
+				var lastSeq int64
 				for {
 					f, err := s.Recv()
 					if err != nil {
-						if sctx.Err() == nil {
-							streamErr.Store(err)
+						if sctx.Err() != nil {
+							return
 						}
+						// The server ends a stream that falls too far behind
+						// (ResourceExhausted). A client then resumes from the
+						// last position it has and gets the gap replayed; so
+						// does the load generator, instead of counting every
+						// later delivery as lost.
+						if status.Code(err) == codes.ResourceExhausted && epoch != "" {
+							if s, err = open(r, m, &parleyv1.RoomPosition{Epoch: epoch, Seq: lastSeq}); err == nil {
+								if err = ms.resume(s); err == nil {
+									resumes.Add(1)
+									continue
+								}
+							}
+						}
+						streamErr.Store(err)
+						ms.swap(nil)
 						return
 					}
 					switch v := f.Frame.(type) {
 					case *parleyv1.ConnectResponse_Message:
+						lastSeq = max(lastSeq, v.Message.Seq)
 						if p, ok := parseBody(v.Message.Body); ok {
 							rcv.record(p, stats, time.Now().UnixNano())
 						}
@@ -577,19 +702,26 @@ func runParley(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*step
 						now := time.Now().UnixNano()
 						ps := make([]parsed, 0, len(v.MessageBatch.Messages))
 						for _, m := range v.MessageBatch.Messages {
+							lastSeq = max(lastSeq, m.Seq)
 							if p, ok := parseBody(m.Body); ok {
 								ps = append(ps, p)
 							}
 						}
 						rcv.recordAll(ps, stats, now)
 					case *parleyv1.ConnectResponse_SendAck:
+						ms.acked(v.SendAck.ClientMsgId)
 						if v.SendAck.Error != nil {
 							if p, ok := parseBody(v.SendAck.ClientMsgId); ok && p.step < len(stats) {
 								stats[p.step].failed.Add(1)
 							}
 						}
 					case *parleyv1.ConnectResponse_Subscribed:
-						subscribed <- struct{}{}
+						if epoch == "" {
+							epoch = v.Subscribed.GetHead().GetEpoch()
+							subscribed <- struct{}{}
+						}
+					case *parleyv1.ConnectResponse_ResyncRequired:
+						resyncs.Add(1) // the gap cannot be replayed: its messages count as lost
 					case *parleyv1.ConnectResponse_SubscribeError:
 						streamErr.Store(errors.New(v.SubscribeError.GetError().GetMessage()))
 					}
@@ -607,9 +739,15 @@ func runParley(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*step
 	fmt.Fprintf(cfg.Progress, "setup: %d streams subscribed\n", cfg.Rooms*cfg.Members)
 	err := runSteps(ctx, cfg, rep, stats, func(room int, seq int64, body string) error {
 		// The client_msg_id carries the step so a failed ack is counted there.
-		return pubs[room].Send(&parleyv1.ConnectRequest{Frame: &parleyv1.ConnectRequest_Send{Send: &parleyv1.SendMessageRequest{
+		return pubs[room].send(seq, &parleyv1.ConnectRequest{Frame: &parleyv1.ConnectRequest_Send{Send: &parleyv1.SendMessageRequest{
 			RoomId: roomIDs[room], ClientMsgId: body[:min(len(body), 48)], Body: body}}})
 	})
+	if n := resumes.Load(); n > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("the server ended %d member stream(s) as too slow (ResourceExhausted); each resumed from its last position, as a client does, and its gap was replayed", n))
+	}
+	if n := resyncs.Load(); n > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%d resumed stream(s) got ResyncRequired: their gap could not be replayed and counts as lost", n))
+	}
 	if e, _ := streamErr.Load().(error); e != nil && err == nil {
 		rep.Notes = append(rep.Notes, "a stream failed during the run: "+e.Error())
 	}

@@ -21,6 +21,7 @@ func TestWireFieldNumbers(t *testing.T) {
 		{wireMessageBatch, fields(&parleyv1.ConnectResponse{}).ByName("message_batch")},
 		{wireBatchItem, fields(&parleyv1.MessageBatch{}).ByName("messages")},
 		{wireBody, fields(&parleyv1.Message{}).ByName("body")},
+		{wireSeq, fields(&parleyv1.Message{}).ByName("seq")},
 		{wireSendAck, fields(&parleyv1.ConnectResponse{}).ByName("send_ack")},
 		{wireAckClientID, fields(&parleyv1.SendAck{}).ByName("client_msg_id")},
 		{wireAckError, fields(&parleyv1.SendAck{}).ByName("error")},
@@ -51,14 +52,14 @@ func TestBodyOnlyCodec(t *testing.T) {
 	}
 
 	got := decode(t, &parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_Message{Message: full("héllo|1")}})
-	if want := (&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_Message{Message: &parleyv1.Message{Body: "héllo|1"}}}); !proto.Equal(got, want) {
+	if want := (&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_Message{Message: &parleyv1.Message{Body: "héllo|1", Seq: 7}}}); !proto.Equal(got, want) {
 		t.Errorf("message frame: got %v, want %v", got, want)
 	}
 
 	got = decode(t, &parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_MessageBatch{MessageBatch: &parleyv1.MessageBatch{
 		Messages: []*parleyv1.Message{full("a"), full(""), full("c")}}}})
 	want := &parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_MessageBatch{MessageBatch: &parleyv1.MessageBatch{
-		Messages: []*parleyv1.Message{{Body: "a"}, {}, {Body: "c"}}}}}
+		Messages: []*parleyv1.Message{{Body: "a", Seq: 7}, {Seq: 7}, {Body: "c", Seq: 7}}}}}
 	if !proto.Equal(got, want) {
 		t.Errorf("batch frame: got %v, want %v", got, want)
 	}

@@ -1,0 +1,211 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+)
+
+// slowServer plays Parley's side of fanout-v1 with what the load generator
+// must handle: it ends chosen member streams with ResourceExhausted, as the
+// server does to a stream that falls behind, and replays a resumed stream's
+// gap. One room position per message, client_msg_ids deduplicated.
+type slowServer struct {
+	parleyv1.UnimplementedAuthServiceServer
+	parleyv1.UnimplementedRoomServiceServer
+	parleyv1.UnimplementedChatServiceServer
+
+	mu      sync.Mutex
+	rooms   map[string]*slowRoom
+	resumed []*parleyv1.RoomPosition // ResumeFrom of each resuming Subscribe
+	// drops: username suffix -> deliveries after which the stream of that
+	// user is ended (once). Tokens are the usernames here.
+	drops map[string]int
+}
+
+type slowRoom struct {
+	msgs    []*parleyv1.Message
+	ids     map[string]*parleyv1.Message // client_msg_id -> message
+	streams map[*slowStream]bool
+}
+
+type slowStream struct {
+	mu        sync.Mutex
+	srv       parleyv1.ChatService_ConnectServer
+	delivered int
+	dropAfter int // 0: never
+	dropped   chan struct{}
+}
+
+func (s *slowStream) deliver(m *parleyv1.Message) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dropAfter > 0 && s.delivered >= s.dropAfter {
+		return // being ended
+	}
+	_ = s.srv.Send(&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_Message{Message: m}})
+	s.delivered++
+	if s.dropAfter > 0 && s.delivered == s.dropAfter {
+		close(s.dropped)
+	}
+}
+
+func (f *slowServer) SignUp(_ context.Context, req *parleyv1.SignUpRequest) (*parleyv1.SignUpResponse, error) {
+	// The fake's token is the username.
+	return &parleyv1.SignUpResponse{Tokens: &parleyv1.TokenPair{AccessToken: req.Username}}, nil
+}
+
+func (f *slowServer) CreateRoom(_ context.Context, req *parleyv1.CreateRoomRequest) (*parleyv1.CreateRoomResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	id := fmt.Sprintf("room%d", len(f.rooms))
+	f.rooms[id] = &slowRoom{ids: map[string]*parleyv1.Message{}, streams: map[*slowStream]bool{}}
+	return &parleyv1.CreateRoomResponse{Room: &parleyv1.Room{RoomId: id, Name: req.Name}}, nil
+}
+
+func (f *slowServer) JoinRoom(_ context.Context, req *parleyv1.JoinRoomRequest) (*parleyv1.JoinRoomResponse, error) {
+	return &parleyv1.JoinRoomResponse{Room: &parleyv1.Room{RoomId: req.RoomId}}, nil
+}
+
+func (f *slowServer) Connect(srv parleyv1.ChatService_ConnectServer) error {
+	var tok string
+	if md, ok := metadata.FromIncomingContext(srv.Context()); ok && len(md.Get("authorization")) == 1 {
+		tok = strings.TrimPrefix(md.Get("authorization")[0], "Bearer ")
+	}
+	st := &slowStream{srv: srv, dropped: make(chan struct{})}
+	f.mu.Lock()
+	for suffix, n := range f.drops {
+		if strings.HasSuffix(tok, suffix) {
+			st.dropAfter = n
+			delete(f.drops, suffix)
+		}
+	}
+	f.mu.Unlock()
+	var room *slowRoom
+	defer func() {
+		if room != nil {
+			f.mu.Lock()
+			delete(room.streams, st)
+			f.mu.Unlock()
+		}
+	}()
+	frames := make(chan *parleyv1.ConnectRequest)
+	errs := make(chan error, 1)
+	go func() {
+		for {
+			req, err := srv.Recv()
+			if err != nil {
+				errs <- err
+				return
+			}
+			frames <- req
+		}
+	}()
+	for {
+		var req *parleyv1.ConnectRequest
+		select {
+		case <-st.dropped:
+			// Frames the client sends meanwhile are never read, as when a
+			// server ends a stream with frames of it still in flight: only
+			// sending the unacknowledged ones again saves those.
+			time.Sleep(100 * time.Millisecond)
+			return status.Error(codes.ResourceExhausted, "stream is not reading fast enough; reconnect and resume from your last position")
+		case err := <-errs:
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		case req = <-frames:
+		}
+		switch v := req.Frame.(type) {
+		case *parleyv1.ConnectRequest_Subscribe:
+			f.mu.Lock()
+			room = f.rooms[v.Subscribe.RoomId]
+			if from := v.Subscribe.ResumeFrom; from != nil {
+				f.resumed = append(f.resumed, from)
+				for _, m := range room.msgs[from.Seq:] {
+					st.deliver(m)
+				}
+			}
+			room.streams[st] = true
+			st.mu.Lock()
+			_ = srv.Send(&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_Subscribed{Subscribed: &parleyv1.Subscribed{
+				RoomId: v.Subscribe.RoomId, Head: &parleyv1.RoomPosition{Epoch: "e1", Seq: int64(len(room.msgs))}}}})
+			st.mu.Unlock()
+			f.mu.Unlock()
+		case *parleyv1.ConnectRequest_Send:
+			f.mu.Lock()
+			m, dup := room.ids[v.Send.ClientMsgId]
+			if !dup {
+				m = &parleyv1.Message{RoomId: v.Send.RoomId, Epoch: "e1", Seq: int64(len(room.msgs) + 1), ClientMsgId: v.Send.ClientMsgId, Body: v.Send.Body}
+				room.msgs = append(room.msgs, m)
+				room.ids[m.ClientMsgId] = m
+				for s := range room.streams {
+					s.deliver(m)
+				}
+			}
+			f.mu.Unlock()
+			st.mu.Lock()
+			_ = srv.Send(&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_SendAck{SendAck: &parleyv1.SendAck{ClientMsgId: m.ClientMsgId, Message: m}}})
+			st.mu.Unlock()
+		}
+	}
+}
+
+// The load generator resumes a member stream the server ends as too slow,
+// from the last position it received, and loses nothing: neither a
+// receiver's deliveries nor a publisher's sends.
+func TestFanoutResumesAfterSlowConsumerDisconnect(t *testing.T) {
+	// Usernames are "b<run>-<room>-<member>": end the second member of room
+	// 0 after 20 deliveries, and the publisher of room 1 (member 0) after 30.
+	f := &slowServer{rooms: map[string]*slowRoom{}, drops: map[string]int{"-0-1": 20, "-1-0": 30}}
+	gs := grpc.NewServer()
+	parleyv1.RegisterAuthServiceServer(gs, f)
+	parleyv1.RegisterRoomServiceServer(gs, f)
+	parleyv1.RegisterChatServiceServer(gs, f)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = gs.Serve(ln) }()
+	defer gs.Stop()
+
+	cfg := FanoutConfig{
+		Addr: ln.Addr().String(), Rooms: 2, Members: 3, Rates: []int{100}, Step: 2 * time.Second,
+		Warmup: 100 * time.Millisecond, Grace: 3 * time.Second, BodyBytes: 64, Conns: 2, Progress: io.Discard,
+	}
+	rep, err := RunFanout(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := rep.Steps[0]
+	if s.Lost != 0 || s.Dup != 0 || s.Reordered != 0 || s.Failed != 0 || s.Delivered <= 0 {
+		t.Fatalf("step after two slow-consumer disconnects: %+v, notes %q", s, rep.Notes)
+	}
+	f.mu.Lock()
+	resumed := f.resumed
+	f.mu.Unlock()
+	if len(resumed) != 2 {
+		t.Fatalf("%d resuming subscribes, want 2", len(resumed))
+	}
+	for _, p := range resumed {
+		if p.Epoch != "e1" || (p.Seq != 20 && p.Seq != 30) {
+			t.Errorf("resumed from %v, want epoch e1 and the last delivered seq (20 or 30)", p)
+		}
+	}
+	if !strings.Contains(strings.Join(rep.Notes, "\n"), "ended 2 member stream(s) as too slow") {
+		t.Errorf("notes do not report the two resumptions: %q", rep.Notes)
+	}
+}
