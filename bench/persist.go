@@ -34,10 +34,10 @@ import (
 
 	eventsv1 "github.com/parleychat/parley/gen/go/parley/events/v1"
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+	"github.com/parleychat/parley/internal/ferretpg"
 	"github.com/parleychat/parley/internal/msgstore"
 	"github.com/parleychat/parley/persister"
 	"github.com/parleychat/parley/server/msglog"
-	"github.com/parleychat/parley/server/store/ferretpg"
 )
 
 // PersistConfig configures persist-v1: a preloaded topic drained by the
@@ -59,7 +59,7 @@ type PersistConfig struct {
 	InFlight   int     // persister insert commands in flight, shared by the partitions (its default)
 	// FerretDBPostgresURL, when set, makes the persister and the raw loop
 	// index their messages collections' lookups in FerretDB's PostgreSQL
-	// alike (server/store/ferretpg), so both write the same indexes.
+	// alike (internal/ferretpg), so both write the same indexes.
 	FerretDBPostgresURL string
 	// PersisterBin, when set, is a parley binary run as `PersisterBin
 	// persister ...` (its CPU is then measured on its own); empty runs the

@@ -31,7 +31,9 @@
 # that order; pairs only when named). PARLEY_BENCH_PERSISTER=0 leaves the persister out of fanout
 # (every send is still acked by Kafka, but FerretDB/PostgreSQL do not compete
 # for the two cores; the report says which). PARLEY_BENCH_RAW=0 skips --raw.
-# PARLEY_BENCH_PERSIST_ARGS and PARLEY_BENCH_CONNS_ARGS add flags to
+# PARLEY_BENCH_GIN=0 runs without the GIN indexes that the servers and
+# persisters otherwise create in FerretDB's PostgreSQL (--ferretdb-postgres-url,
+# from services.sh env). PARLEY_BENCH_PERSIST_ARGS and PARLEY_BENCH_CONNS_ARGS add flags to
 # `parley bench persist` / `parley bench conns` (e.g. --records 100000,
 # --streams 10000). PARLEY_BENCH_OUT writes elsewhere than docs/bench.
 # Before fanout, persist or pairs, unmeasured rounds of load warm the Kafka
@@ -60,6 +62,9 @@ done
 bash scripts/services.sh install
 bash scripts/services.sh start all
 eval "$(bash scripts/services.sh env)"
+# PARLEY_BENCH_GIN=0: the servers and persisters leave FerretDB without
+# Parley's GIN indexes (internal/ferretpg), for a comparison.
+[[ ${PARLEY_BENCH_GIN:-1} == 0 ]] && unset PARLEY_FERRETDB_POSTGRES_URL
 go build -o "$work/parley" ./cmd/parley
 # conns-v1 needs one file per connection in the load generator and the server.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

@@ -637,7 +637,7 @@ cmd_env() {
   printf 'export PARLEY_KAFKA_BROKERS=%s\n' "$HOST:$KAFKA_PORT"
   printf 'export PARLEY_MONGO_URI=%s\n' "$(mongo_uri)"
   # FerretDB's own PostgreSQL: Parley's server and persister create GIN
-  # indexes there for their lookups (--ferretdb-postgres-url, server/store/ferretpg).
+  # indexes there for their lookups (--ferretdb-postgres-url, internal/ferretpg).
   printf 'export PARLEY_FERRETDB_POSTGRES_URL=%s\n' "postgres://ferretdb@$HOST:$PG_PORT/ferretdb"
 }
 

@@ -39,6 +39,7 @@ import (
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
 	"github.com/parleychat/parley/internal/config"
+	"github.com/parleychat/parley/internal/ferretpg"
 	"github.com/parleychat/parley/internal/mongometrics"
 	"github.com/parleychat/parley/internal/msgstore"
 	"github.com/parleychat/parley/server/apidocs"
@@ -51,7 +52,6 @@ import (
 	"github.com/parleychat/parley/server/rooms"
 	"github.com/parleychat/parley/server/rpcmetrics"
 	"github.com/parleychat/parley/server/store"
-	"github.com/parleychat/parley/server/store/ferretpg"
 	"github.com/parleychat/parley/server/tlsconf"
 )
 
@@ -68,7 +68,7 @@ type Config struct {
 	MongoURI     string
 	Database     string
 	// FerretDBPostgresURL, when set, is the PostgreSQL behind a FerretDB 1.x
-	// store: the server indexes its lookups there at start (server/store/ferretpg).
+	// store: the server indexes its lookups there at start (internal/ferretpg).
 	FerretDBPostgresURL string
 	TokenKey            string
 	AccessTTL           time.Duration
@@ -221,11 +221,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 	if err := msgs.EnsureIndexes(initCtx); err != nil {
 		return fmt.Errorf("message indexes: %w", err)
 	}
-	// Not under initCtx: the first build on a large existing collection may
-	// take minutes (writes go on meanwhile).
-	if err := ferretpg.EnsureLogged(ctx, log, cfg.FerretDBPostgresURL, cfg.Database, append(st.Lookups(), msgs.Lookups()...)); err != nil {
-		return fmt.Errorf("ferretdb-postgres-url: %w", err)
-	}
+	// In the background: a first build on a large collection may take
+	// minutes, and lookups work (slowly) without the indexes.
+	indexCtx, stopIndexing := context.WithCancel(ctx)
+	waitIndexing := ferretpg.Start(indexCtx, log, cfg.FerretDBPostgresURL, cfg.Database, append(st.Lookups(), msgs.Lookups()...))
+	defer func() { stopIndexing(); waitIndexing() }()
 	producer, err := msglog.New(msglog.Config{
 		Brokers: cfg.KafkaBrokers, Topic: cfg.Topic, Partitions: int32(cfg.Partitions), ReplicationFactor: 1,
 		DeliveryTimeout: cfg.SendTimeout, Linger: cfg.ProduceLinger,

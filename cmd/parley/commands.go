@@ -20,12 +20,12 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/parleychat/parley/internal/config"
+	"github.com/parleychat/parley/internal/ferretpg"
 	"github.com/parleychat/parley/internal/mongometrics"
 	"github.com/parleychat/parley/internal/msgstore"
 	"github.com/parleychat/parley/persister"
 	"github.com/parleychat/parley/server"
 	"github.com/parleychat/parley/server/front"
-	"github.com/parleychat/parley/server/store/ferretpg"
 	"github.com/parleychat/parley/server/tlsconf"
 )
 
@@ -140,9 +140,9 @@ func runPersister(ctx context.Context, args []string) error {
 	if err := store.EnsureIndexes(ictx); err != nil {
 		return fmt.Errorf("message indexes: %w", err)
 	}
-	if err := ferretpg.EnsureLogged(ctx, log, *ferretPG, *database, store.Lookups()); err != nil {
-		return fmt.Errorf("ferretdb-postgres-url: %w", err)
-	}
+	indexCtx, stopIndexing := context.WithCancel(ctx)
+	waitIndexing := ferretpg.Start(indexCtx, log, *ferretPG, *database, store.Lookups())
+	defer func() { stopIndexing(); waitIndexing() }()
 	p, err := persister.New(cfg, store, log, reg, kgo.SessionTimeout(*sessionTimeout))
 	if err != nil {
 		return err

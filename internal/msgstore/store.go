@@ -15,7 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
-	"github.com/parleychat/parley/server/store/ferretpg"
+	"github.com/parleychat/parley/internal/ferretpg"
 )
 
 const (

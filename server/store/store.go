@@ -10,8 +10,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/parleychat/parley/internal/ferretpg"
 	"github.com/parleychat/parley/server/apierr"
-	"github.com/parleychat/parley/server/store/ferretpg"
 )
 
 // User is a stored account.
@@ -79,8 +79,9 @@ func New(db *mongo.Database) *Store {
 
 // Lookups names the fields each collection is read by with an equality
 // filter, for ferretpg.Ensure (indexes FerretDB 1.x cannot make itself).
-// Lookups by $in ({_id: {$in: ...}}) are not pushed down to SQL by FerretDB
-// 1.24 at all, so no index serves them there.
+// Left out on purpose: rooms.visibility (PublicRooms), which two values
+// share, so an index would not narrow a scan much; and lookups by $in
+// ({_id: {$in: ...}}), which FerretDB 1.24 does not push down to SQL at all.
 func (s *Store) Lookups() []ferretpg.Lookup {
 	return []ferretpg.Lookup{
 		{Collection: s.users.Name(), Fields: []string{"_id", "username"}},

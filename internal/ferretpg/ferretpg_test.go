@@ -3,7 +3,6 @@ package ferretpg_test
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,8 +12,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/parleychat/parley/internal/ferretpg"
 	"github.com/parleychat/parley/internal/testenv"
-	"github.com/parleychat/parley/server/store/ferretpg"
 )
 
 func TestIndexName(t *testing.T) {
@@ -77,6 +76,22 @@ func (f fixture) explain(t *testing.T, coll string, filter bson.D) string {
 	return fmt.Sprint(out["queryPlanner"])
 }
 
+// table returns the PostgreSQL table of collection coll.
+func (f fixture) table(t *testing.T, coll string) string {
+	t.Helper()
+	conn, err := pgx.Connect(f.ctx, f.pgURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var table string
+	if err := conn.QueryRow(f.ctx, fmt.Sprintf("SELECT _jsonb->>'table' FROM %s WHERE _jsonb->>'_id' = $1",
+		pgx.Identifier{f.name, "_ferretdb_database_metadata"}.Sanitize()), coll).Scan(&table); err != nil {
+		t.Fatal(err)
+	}
+	return table
+}
+
 func TestEnsureIndexesFerretDBLookups(t *testing.T) {
 	f := setup(t)
 	users := f.db.Collection("users")
@@ -103,10 +118,11 @@ func TestEnsureIndexesFerretDBLookups(t *testing.T) {
 	if fmt.Sprint(res.Created) != "[users._id users.username]" || len(res.Existing) != 0 || fmt.Sprint(res.Missing) != "[not_yet]" {
 		t.Fatalf("first Ensure: %+v", res)
 	}
-	for _, filter := range []bson.D{byName, {{Key: "_id", Value: "u01234"}}} {
+	table := f.table(t, "users")
+	for field, filter := range map[string]bson.D{"username": byName, "_id": {{Key: "_id", Value: "u01234"}}} {
 		plan := f.explain(t, "users", filter)
-		if !strings.Contains(plan, "parley_gin_users_") || strings.Contains(plan, "Seq Scan") {
-			t.Fatalf("after Ensure, the plan of %v does not use the GIN index: %s", filter, plan)
+		if !strings.Contains(plan, `"`+ferretpg.IndexName(table, field)+`"`) || strings.Contains(plan, "Seq Scan") {
+			t.Fatalf("after Ensure, the plan of %v does not use the GIN index on %s: %s", filter, field, plan)
 		}
 	}
 	// The lookups still find what they should, and FerretDB's own unique
@@ -165,11 +181,7 @@ func TestEnsureRebuildsAnInvalidIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	var table string
-	if err := conn.QueryRow(f.ctx, fmt.Sprintf("SELECT _jsonb->>'table' FROM %s WHERE _jsonb->>'_id' = 'messages'",
-		pgx.Identifier{f.name, "_ferretdb_database_metadata"}.Sanitize())).Scan(&table); err != nil {
-		t.Fatal(err)
-	}
+	table := f.table(t, "messages")
 	// What a failed build leaves behind: an index of that name, marked
 	// invalid. A unique one over two equal values fails that way.
 	name := ferretpg.IndexName(table, "room_id")
@@ -202,35 +214,108 @@ func TestEnsureRebuildsAnInvalidIndex(t *testing.T) {
 	}
 }
 
-// Ensure leaves FerretDB's PostgreSQL database planning every execution of a
-// prepared statement with its values, for the sessions opened after it.
-func TestEnsureForcesCustomPlans(t *testing.T) {
+// Why Ensure forces custom plans: FerretDB's lookup, prepared with its key
+// as a parameter, goes on scanning after the index exists once PostgreSQL's
+// plan cache has switched it to a generic plan; planned with its values it
+// uses the index.
+func TestGenericPlanIgnoresTheIndex(t *testing.T) {
 	f := setup(t)
-	if _, err := f.db.Collection("rooms").InsertOne(f.ctx, bson.D{{Key: "_id", Value: "r1"}}); err != nil {
-		t.Fatal(err)
+	docs := make([]any, 2000)
+	for i := range docs {
+		docs[i] = bson.D{{Key: "_id", Value: fmt.Sprintf("u%05d", i)}}
 	}
-	res, err := ferretpg.Ensure(f.ctx, f.pgURL, f.name, nil)
-	if err != nil {
+	if _, err := f.db.Collection("users").InsertMany(f.ctx, docs); err != nil {
 		t.Fatal(err)
-	}
-	if res.PlanCacheMode != "set" && res.PlanCacheMode != "already set" {
-		t.Fatalf("PlanCacheMode = %q", res.PlanCacheMode)
 	}
 	conn, err := pgx.Connect(f.ctx, f.pgURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	var config []string
-	if err := conn.QueryRow(f.ctx, `SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
-		WHERE d.datname = current_database() AND s.setrole = 0`).Scan(&config); err != nil {
+	table := f.table(t, "users")
+	// FerretDB's statement, run as pgx runs it for FerretDB: prepared.
+	if _, err := conn.Exec(f.ctx, "SET plan_cache_mode = auto"); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(config, "plan_cache_mode=force_custom_plan") {
-		t.Fatalf("database settings after Ensure: %v", config)
+	if _, err := conn.Prepare(f.ctx, "lookup", fmt.Sprintf("SELECT _jsonb FROM %s WHERE _jsonb->$1 @> $2",
+		pgx.Identifier{f.name, table}.Sanitize())); err != nil {
+		t.Fatal(err)
 	}
-	if res, err = ferretpg.Ensure(f.ctx, f.pgURL, f.name, nil); err != nil || res.PlanCacheMode != "already set" {
-		t.Fatalf("second Ensure: %+v, %v", res, err)
+	for i := range 8 {
+		rows, err := conn.Query(f.ctx, "lookup", "_id", fmt.Sprintf(`"u%05d"`, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows.Close()
+	}
+	if _, err := ferretpg.Ensure(f.ctx, f.pgURL, f.name, []ferretpg.Lookup{{Collection: "users", Fields: []string{"_id"}}}); err != nil {
+		t.Fatal(err)
+	}
+	plan := func() string {
+		t.Helper()
+		var lines []string
+		rows, err := conn.Query(f.ctx, `EXPLAIN EXECUTE lookup('_id', '"u00042"')`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var l string
+			if err := rows.Scan(&l); err != nil {
+				t.Fatal(err)
+			}
+			lines = append(lines, l)
+		}
+		return strings.Join(lines, "\n")
+	}
+	if p := plan(); !strings.Contains(p, "Seq Scan") {
+		t.Fatalf("the generic plan of a statement prepared before the index uses it (has PostgreSQL changed? then forcing custom plans may be unneeded):\n%s", p)
+	}
+	if _, err := conn.Exec(f.ctx, "SET plan_cache_mode = force_custom_plan"); err != nil {
+		t.Fatal(err)
+	}
+	if p := plan(); !strings.Contains(p, ferretpg.IndexName(table, "_id")) {
+		t.Fatalf("the custom plan does not use the index:\n%s", p)
+	}
+}
+
+// Two processes' Ensure at once, building CONCURRENTLY, both finish: they
+// take turns (a blocking lock wait would hold a snapshot that the other's
+// concurrent build waits for, and PostgreSQL would end one as a deadlock).
+func TestConcurrentEnsuresTakeTurns(t *testing.T) {
+	defer ferretpg.SetConcurrentAbove(0)()
+	fs := []fixture{setup(t), setup(t)}
+	for _, f := range fs {
+		docs := make([]any, 3000)
+		for i := range docs {
+			docs[i] = bson.D{{Key: "_id", Value: fmt.Sprintf("m%05d", i)}, {Key: "room_id", Value: fmt.Sprintf("r%d", i%50)}}
+		}
+		if _, err := f.db.Collection("messages").InsertMany(f.ctx, docs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lookups := []ferretpg.Lookup{{Collection: "messages", Fields: []string{"_id", "room_id"}}}
+	errs := make(chan error, 2*len(fs))
+	for _, f := range fs {
+		for range 2 { // and twice per database
+			go func() {
+				_, err := ferretpg.Ensure(f.ctx, f.pgURL, f.name, lookups)
+				errs <- err
+			}()
+		}
+	}
+	for range 2 * len(fs) {
+		if err := <-errs; err != nil {
+			t.Fatalf("concurrent Ensure: %v", err)
+		}
+	}
+	for _, f := range fs {
+		res, err := ferretpg.Ensure(f.ctx, f.pgURL, f.name, lookups)
+		if err != nil || len(res.Existing) != 2 {
+			t.Fatalf("Ensure after the concurrent ones: %+v, %v", res, err)
+		}
+		if plan := f.explain(t, "messages", bson.D{{Key: "_id", Value: "m00042"}}); !strings.Contains(plan, ferretpg.IndexName(f.table(t, "messages"), "_id")) {
+			t.Fatalf("index built concurrently is not used: %s", plan)
+		}
 	}
 }
 
@@ -249,7 +334,7 @@ func TestEnsureNamesADatabaseFerretDBDoesNotHave(t *testing.T) {
 //
 //	eval "$(bash scripts/services.sh env)"
 //	PARLEY_TEST_MONGO_URI=$PARLEY_MONGO_URI PARLEY_TEST_FERRETDB_POSTGRES_URL=$PARLEY_FERRETDB_POSTGRES_URL \
-//	  go test -run '^$' -bench FindOne -benchtime 200x ./server/store/ferretpg/
+//	  go test -run '^$' -bench FindOne -benchtime 200x ./internal/ferretpg/
 func BenchmarkFindOne(b *testing.B) {
 	mongoURI, pgURL := testenv.MongoURI(b), testenv.FerretDBPostgresURL(b)
 	ctx := context.Background()

@@ -1,0 +1,9 @@
+package ferretpg
+
+// SetConcurrentAbove sets the size above which indexes are built
+// CONCURRENTLY, for a test, and returns the function that restores it.
+func SetConcurrentAbove(n int64) (restore func()) {
+	old := concurrentAbove
+	concurrentAbove = n
+	return func() { concurrentAbove = old }
+}
