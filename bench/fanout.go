@@ -16,6 +16,7 @@ import (
 
 	"github.com/redis/rueidis"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -139,6 +140,7 @@ type stepStats struct {
 	dup       atomic.Int64
 	reordered atomic.Int64
 	failed    atomic.Int64
+	resumed   atomic.Int64 // streams resumed after a slow-consumer end, by the step of their last message
 	sent      atomic.Int64 // measured messages sent
 	slow      slowTimeline
 }
@@ -330,6 +332,7 @@ func runSteps(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*stepS
 			P99:       ms(st.hist.Quantile(0.99)),
 			Max:       ms(st.hist.Max()),
 			CPU:       cpu,
+			Resumed:   st.resumed.Load(),
 			StartedAt: st.slow.started(),
 			Slow:      st.slow.windows(),
 		}
@@ -341,6 +344,9 @@ func runSteps(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*stepS
 		rep.Steps = append(rep.Steps, s)
 		fmt.Fprintf(cfg.Progress, "step %d/%d: offered %d/s sent %.0f/s delivered %.0f/s lost %d dup %d reord %d failed %d p50 %.1fms p99 %.1fms max %.1fms\n",
 			si+1, len(cfg.Rates), rate, s.Sent, s.Delivered, s.Lost, s.Dup, s.Reordered, s.Failed, s.P50, s.P99, s.Max)
+		if s.Resumed > 0 {
+			fmt.Fprintf(cfg.Progress, "step %d/%d: %d stream(s) ended as too slow and resumed\n", si+1, len(cfg.Rates), s.Resumed)
+		}
 		if d := describeSlow(s.Slow); d != "" {
 			fmt.Fprintf(cfg.Progress, "step %d/%d: %s\n", si+1, len(cfg.Rates), d)
 		}
@@ -487,9 +493,11 @@ type memberStream struct {
 	// pending holds the publisher's sends not acknowledged yet, by
 	// client_msg_id: a stream that ends may take some with it unread, and
 	// they are sent again on the next (the server keeps one message per
-	// client_msg_id).
-	pending map[string]pendingSend
-	sendMu  sync.Mutex // one Send at a time on a stream
+	// client_msg_id). resentUpTo is the highest seq the last resume sent
+	// again.
+	pending    map[string]pendingSend
+	resentUpTo int64
+	sendMu     sync.Mutex // one Send at a time on a stream
 }
 
 type pendingSend struct {
@@ -520,6 +528,11 @@ func (ms *memberStream) resume(s parleyv1.ChatService_ConnectClient) error {
 			return err
 		}
 	}
+	ms.mu.Lock()
+	if len(resend) > 0 {
+		ms.resentUpTo = max(ms.resentUpTo, resend[len(resend)-1].seq)
+	}
+	ms.mu.Unlock()
 	ms.swap(s)
 	return nil
 }
@@ -543,19 +556,25 @@ const resumeWait = 10 * time.Second
 
 // send sends the publisher's message seq. When the stream has ended, it
 // waits for the receiving goroutine to resume it (which sends the
-// unacknowledged ones again) and sends again.
-func (ms *memberStream) send(seq int64, req *parleyv1.ConnectRequest) error {
+// unacknowledged ones again) and sends again unless the resume did. A send
+// that fails is forgotten: it is counted failed, and not sent again later.
+func (ms *memberStream) send(ctx context.Context, seq int64, req *parleyv1.ConnectRequest) error {
 	id := req.GetSend().GetClientMsgId()
-	for {
+	for retry := false; ; retry = true {
 		ms.mu.Lock()
 		s, swapped := ms.s, ms.swapped
-		if ms.pending != nil {
+		switch {
+		case s == nil:
+			delete(ms.pending, id)
+			ms.mu.Unlock()
+			return errors.New("stream ended")
+		case retry && seq <= ms.resentUpTo:
+			ms.mu.Unlock()
+			return nil // the resume sent it again
+		case ms.pending != nil:
 			ms.pending[id] = pendingSend{seq: seq, req: req}
 		}
 		ms.mu.Unlock()
-		if s == nil {
-			return errors.New("stream ended")
-		}
 		ms.sendMu.Lock()
 		err := s.Send(req)
 		ms.sendMu.Unlock()
@@ -564,11 +583,35 @@ func (ms *memberStream) send(seq int64, req *parleyv1.ConnectRequest) error {
 		}
 		select {
 		case <-swapped:
+			continue
+		case <-ctx.Done():
+			err = ctx.Err()
 		case <-time.After(resumeWait):
-			return err
 		}
+		ms.acked(id)
+		return err
 	}
 }
+
+// isSlowConsumer reports whether err is the server ending a stream that fell
+// behind: ResourceExhausted with the ErrorInfo reason SLOW_CONSUMER (other
+// ResourceExhausted errors, such as rate limits, are not resumed).
+func isSlowConsumer(err error) bool {
+	st := status.Convert(err)
+	if st.Code() != codes.ResourceExhausted {
+		return false
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == "SLOW_CONSUMER" {
+			return true
+		}
+	}
+	return false
+}
+
+// maxStuckResumes bounds the resumes in a row of one stream that received
+// nothing in between; each waits longer than the last (100 ms doubling).
+const maxStuckResumes = 5
 
 func authCtx(ctx context.Context, tok string) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok)
@@ -651,7 +694,7 @@ func runParley(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*step
 	var wg sync.WaitGroup
 	var streamErr atomic.Value
 	var resumes, resyncs atomic.Int64
-	subscribed := make(chan struct{}, cfg.Rooms*cfg.Members)
+	subscribedCh := make(chan struct{}, cfg.Rooms*cfg.Members)
 	for r := 0; r < cfg.Rooms; r++ {
 		for m := 0; m < cfg.Members; m++ {
 			first, err := open(r, m, nil)
@@ -667,35 +710,63 @@ func runParley(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*step
 			go func() {
 				defer wg.Done()
 				s := first
-				var epoch string // the room's, from the first Subscribed
-				var lastSeq int64
+				defer ms.swap(nil) // a publisher waiting for a resume gives up
+				var (
+					epoch      string // the room's, from Subscribed and ResyncRequired
+					lastSeq    int64  // the last position received
+					lastStep   = -1   // the step of the last message received
+					stuck      int    // resumes in a row with nothing received in between
+					resumedAt  int64  // lastSeq at the last resume
+					subscribed bool
+				)
 				for {
 					f, err := s.Recv()
 					if err != nil {
 						if sctx.Err() != nil {
 							return
 						}
-						// The server ends a stream that falls too far behind
-						// (ResourceExhausted). A client then resumes from the
-						// last position it has and gets the gap replayed; so
-						// does the load generator, instead of counting every
-						// later delivery as lost.
-						if status.Code(err) == codes.ResourceExhausted && epoch != "" {
-							if s, err = open(r, m, &parleyv1.RoomPosition{Epoch: epoch, Seq: lastSeq}); err == nil {
-								if err = ms.resume(s); err == nil {
+						// The server ends a stream that falls too far behind.
+						// A client then resumes from the last position it has
+						// and gets the gap replayed; so does the load
+						// generator, instead of counting every later delivery
+						// as lost.
+						if isSlowConsumer(err) && subscribed {
+							if lastSeq > resumedAt {
+								stuck = 0
+							}
+							if stuck++; stuck > maxStuckResumes {
+								streamErr.Store(fmt.Errorf("%d resumes in a row received nothing: %w", maxStuckResumes, err))
+								return
+							}
+							if stuck > 1 {
+								select {
+								case <-sctx.Done():
+									return
+								case <-time.After(50 * time.Millisecond << (stuck - 1)):
+								}
+							}
+							resumedAt = lastSeq
+							ns, oerr := open(r, m, &parleyv1.RoomPosition{Epoch: epoch, Seq: lastSeq})
+							if oerr == nil {
+								if oerr = ms.resume(ns); oerr == nil {
+									s = ns
 									resumes.Add(1)
+									if lastStep >= 0 {
+										stats[lastStep].resumed.Add(1)
+									}
 									continue
 								}
 							}
+							err = oerr
 						}
 						streamErr.Store(err)
-						ms.swap(nil)
 						return
 					}
 					switch v := f.Frame.(type) {
 					case *parleyv1.ConnectResponse_Message:
 						lastSeq = max(lastSeq, v.Message.Seq)
 						if p, ok := parseBody(v.Message.Body); ok {
+							lastStep = p.step
 							rcv.record(p, stats, time.Now().UnixNano())
 						}
 					case *parleyv1.ConnectResponse_MessageBatch:
@@ -704,6 +775,7 @@ func runParley(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*step
 						for _, m := range v.MessageBatch.Messages {
 							lastSeq = max(lastSeq, m.Seq)
 							if p, ok := parseBody(m.Body); ok {
+								lastStep = p.step
 								ps = append(ps, p)
 							}
 						}
@@ -716,12 +788,18 @@ func runParley(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*step
 							}
 						}
 					case *parleyv1.ConnectResponse_Subscribed:
-						if epoch == "" {
-							epoch = v.Subscribed.GetHead().GetEpoch()
-							subscribed <- struct{}{}
+						head := v.Subscribed.GetHead()
+						epoch, lastSeq = head.GetEpoch(), max(lastSeq, head.GetSeq())
+						if !subscribed {
+							subscribed = true
+							subscribedCh <- struct{}{}
 						}
 					case *parleyv1.ConnectResponse_ResyncRequired:
-						resyncs.Add(1) // the gap cannot be replayed: its messages count as lost
+						// The gap cannot be replayed (its messages count as
+						// lost); live delivery goes on from the new head.
+						head := v.ResyncRequired.GetHead()
+						epoch, lastSeq = head.GetEpoch(), max(lastSeq, head.GetSeq())
+						resyncs.Add(1)
 					case *parleyv1.ConnectResponse_SubscribeError:
 						streamErr.Store(errors.New(v.SubscribeError.GetError().GetMessage()))
 					}
@@ -731,7 +809,7 @@ func runParley(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*step
 	}
 	for n := 0; n < cfg.Rooms*cfg.Members; n++ {
 		select {
-		case <-subscribed:
+		case <-subscribedCh:
 		case <-time.After(60 * time.Second):
 			return fmt.Errorf("only %d of %d streams subscribed after 60s", n, cfg.Rooms*cfg.Members)
 		}
@@ -739,11 +817,11 @@ func runParley(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*step
 	fmt.Fprintf(cfg.Progress, "setup: %d streams subscribed\n", cfg.Rooms*cfg.Members)
 	err := runSteps(ctx, cfg, rep, stats, func(room int, seq int64, body string) error {
 		// The client_msg_id carries the step so a failed ack is counted there.
-		return pubs[room].send(seq, &parleyv1.ConnectRequest{Frame: &parleyv1.ConnectRequest_Send{Send: &parleyv1.SendMessageRequest{
+		return pubs[room].send(sctx, seq, &parleyv1.ConnectRequest{Frame: &parleyv1.ConnectRequest_Send{Send: &parleyv1.SendMessageRequest{
 			RoomId: roomIDs[room], ClientMsgId: body[:min(len(body), 48)], Body: body}}})
 	})
 	if n := resumes.Load(); n > 0 {
-		rep.Notes = append(rep.Notes, fmt.Sprintf("the server ended %d member stream(s) as too slow (ResourceExhausted); each resumed from its last position, as a client does, and its gap was replayed", n))
+		rep.Notes = append(rep.Notes, fmt.Sprintf("the server ended member streams as too slow %d time(s) (ResourceExhausted, SLOW_CONSUMER; per step in the JSON's resumed_streams); each resumed from its last position, as a client does, and got its gap replayed", n))
 	}
 	if n := resyncs.Load(); n > 0 {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("%d resumed stream(s) got ResyncRequired: their gap could not be replayed and counts as lost", n))

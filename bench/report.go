@@ -26,6 +26,9 @@ type Step struct {
 	Max         float64            `json:"latency_max_ms"`
 	CPU         map[string]float64 `json:"cpu_percent"`
 	ServerRSSMB float64            `json:"server_rss_mb,omitempty"`
+	// Resumed counts streams the server ended as too slow that resumed,
+	// by the step of the last message they had received.
+	Resumed int64 `json:"resumed_streams,omitempty"`
 	// StartedAt is when the measured part of the step began; Slow lists the
 	// stretches of its send time delivered at or above SlowThreshold.
 	StartedAt time.Time    `json:"started_at,omitzero"`

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -33,6 +34,9 @@ type slowServer struct {
 	// drops: username suffix -> deliveries after which the stream of that
 	// user is ended (once). Tokens are the usernames here.
 	drops map[string]int
+	// slowReason: the ends carry the server's slow-consumer ErrorInfo;
+	// without it they look like another ResourceExhausted (a rate limit).
+	slowReason bool
 }
 
 type slowRoom struct {
@@ -44,6 +48,7 @@ type slowRoom struct {
 type slowStream struct {
 	mu        sync.Mutex
 	srv       parleyv1.ChatService_ConnectServer
+	batches   bool // StreamOptions.message_batches: one-message MessageBatch frames
 	delivered int
 	dropAfter int // 0: never
 	dropped   chan struct{}
@@ -55,7 +60,11 @@ func (s *slowStream) deliver(m *parleyv1.Message) {
 	if s.dropAfter > 0 && s.delivered >= s.dropAfter {
 		return // being ended
 	}
-	_ = s.srv.Send(&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_Message{Message: m}})
+	if s.batches {
+		_ = s.srv.Send(&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_MessageBatch{MessageBatch: &parleyv1.MessageBatch{Messages: []*parleyv1.Message{m}}}})
+	} else {
+		_ = s.srv.Send(&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_Message{Message: m}})
+	}
 	s.delivered++
 	if s.dropAfter > 0 && s.delivered == s.dropAfter {
 		close(s.dropped)
@@ -110,7 +119,11 @@ func (f *slowServer) Connect(srv parleyv1.ChatService_ConnectServer) error {
 				errs <- err
 				return
 			}
-			frames <- req
+			select {
+			case frames <- req:
+			case <-srv.Context().Done():
+				return
+			}
 		}
 	}()
 	for {
@@ -121,7 +134,12 @@ func (f *slowServer) Connect(srv parleyv1.ChatService_ConnectServer) error {
 			// server ends a stream with frames of it still in flight: only
 			// sending the unacknowledged ones again saves those.
 			time.Sleep(100 * time.Millisecond)
-			return status.Error(codes.ResourceExhausted, "stream is not reading fast enough; reconnect and resume from your last position")
+			if !f.slowReason {
+				return status.Error(codes.ResourceExhausted, "frame rate limit exceeded")
+			}
+			st, _ := status.New(codes.ResourceExhausted, "stream is not reading fast enough; reconnect and resume from your last position").
+				WithDetails(&errdetails.ErrorInfo{Reason: "SLOW_CONSUMER", Domain: "parley.chat"})
+			return st.Err()
 		case err := <-errs:
 			if err == io.EOF {
 				return nil
@@ -130,6 +148,10 @@ func (f *slowServer) Connect(srv parleyv1.ChatService_ConnectServer) error {
 		case req = <-frames:
 		}
 		switch v := req.Frame.(type) {
+		case *parleyv1.ConnectRequest_Options:
+			st.mu.Lock()
+			st.batches = v.Options.MessageBatches
+			st.mu.Unlock()
 		case *parleyv1.ConnectRequest_Subscribe:
 			f.mu.Lock()
 			room = f.rooms[v.Subscribe.RoomId]
@@ -164,13 +186,8 @@ func (f *slowServer) Connect(srv parleyv1.ChatService_ConnectServer) error {
 	}
 }
 
-// The load generator resumes a member stream the server ends as too slow,
-// from the last position it received, and loses nothing: neither a
-// receiver's deliveries nor a publisher's sends.
-func TestFanoutResumesAfterSlowConsumerDisconnect(t *testing.T) {
-	// Usernames are "b<run>-<room>-<member>": end the second member of room
-	// 0 after 20 deliveries, and the publisher of room 1 (member 0) after 30.
-	f := &slowServer{rooms: map[string]*slowRoom{}, drops: map[string]int{"-0-1": 20, "-1-0": 30}}
+func serveSlow(t *testing.T, f *slowServer) string {
+	t.Helper()
 	gs := grpc.NewServer()
 	parleyv1.RegisterAuthServiceServer(gs, f)
 	parleyv1.RegisterRoomServiceServer(gs, f)
@@ -180,32 +197,70 @@ func TestFanoutResumesAfterSlowConsumerDisconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { _ = gs.Serve(ln) }()
-	defer gs.Stop()
+	t.Cleanup(gs.Stop)
+	return ln.Addr().String()
+}
 
+// The load generator resumes a member stream the server ends as too slow,
+// from the last position it received, and loses nothing: neither a
+// receiver's deliveries nor a publisher's sends. With MessageBatch frames
+// and with one Message frame per delivery.
+func TestFanoutResumesAfterSlowConsumerDisconnect(t *testing.T) {
+	for _, oneFrame := range []bool{false, true} {
+		t.Run(fmt.Sprintf("one_frame_per_message=%v", oneFrame), func(t *testing.T) {
+			// Usernames are "b<run>-<room>-<member>" (2 rooms): end the second
+			// member of room 0 after 20 deliveries, and the publisher of
+			// room 1 (member 0) after 30.
+			f := &slowServer{rooms: map[string]*slowRoom{}, drops: map[string]int{"-0-1": 20, "-1-0": 30}, slowReason: true}
+			cfg := FanoutConfig{
+				Addr: serveSlow(t, f), Rooms: 2, Members: 3, Rates: []int{100}, Step: 2 * time.Second,
+				Warmup: 100 * time.Millisecond, Grace: 3 * time.Second, BodyBytes: 64, Conns: 2, Progress: io.Discard,
+				OneFramePerMessage: oneFrame,
+			}
+			rep, err := RunFanout(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := rep.Steps[0]
+			if s.Lost != 0 || s.Dup != 0 || s.Reordered != 0 || s.Failed != 0 || s.Delivered <= 0 || s.Resumed != 2 {
+				t.Fatalf("step after two slow-consumer disconnects: %+v, notes %q", s, rep.Notes)
+			}
+			f.mu.Lock()
+			resumed := f.resumed
+			f.mu.Unlock()
+			if len(resumed) != 2 {
+				t.Fatalf("%d resuming subscribes, want 2", len(resumed))
+			}
+			for _, p := range resumed {
+				if p.Epoch != "e1" || (p.Seq != 20 && p.Seq != 30) {
+					t.Errorf("resumed from %v, want epoch e1 and the last delivered seq (20 or 30)", p)
+				}
+			}
+			if !strings.Contains(strings.Join(rep.Notes, "\n"), "as too slow 2 time(s)") {
+				t.Errorf("notes do not report the two resumptions: %q", rep.Notes)
+			}
+		})
+	}
+}
+
+// Another ResourceExhausted (here one without the slow-consumer reason, as
+// a rate limit) ends the stream for good: resuming would only repeat it.
+func TestFanoutDoesNotResumeOtherResourceExhausted(t *testing.T) {
+	f := &slowServer{rooms: map[string]*slowRoom{}, drops: map[string]int{"-0-1": 20}}
 	cfg := FanoutConfig{
-		Addr: ln.Addr().String(), Rooms: 2, Members: 3, Rates: []int{100}, Step: 2 * time.Second,
-		Warmup: 100 * time.Millisecond, Grace: 3 * time.Second, BodyBytes: 64, Conns: 2, Progress: io.Discard,
+		Addr: serveSlow(t, f), Rooms: 2, Members: 3, Rates: []int{100}, Step: time.Second,
+		Warmup: 100 * time.Millisecond, Grace: time.Second, BodyBytes: 64, Conns: 2, Progress: io.Discard,
 	}
 	rep, err := RunFanout(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := rep.Steps[0]
-	if s.Lost != 0 || s.Dup != 0 || s.Reordered != 0 || s.Failed != 0 || s.Delivered <= 0 {
-		t.Fatalf("step after two slow-consumer disconnects: %+v, notes %q", s, rep.Notes)
+	if s := rep.Steps[0]; s.Lost == 0 || s.Resumed != 0 {
+		t.Fatalf("step after a rate-limit end: %+v; want the stream's later deliveries lost and no resume", s)
 	}
 	f.mu.Lock()
-	resumed := f.resumed
-	f.mu.Unlock()
-	if len(resumed) != 2 {
-		t.Fatalf("%d resuming subscribes, want 2", len(resumed))
-	}
-	for _, p := range resumed {
-		if p.Epoch != "e1" || (p.Seq != 20 && p.Seq != 30) {
-			t.Errorf("resumed from %v, want epoch e1 and the last delivered seq (20 or 30)", p)
-		}
-	}
-	if !strings.Contains(strings.Join(rep.Notes, "\n"), "ended 2 member stream(s) as too slow") {
-		t.Errorf("notes do not report the two resumptions: %q", rep.Notes)
+	defer f.mu.Unlock()
+	if len(f.resumed) != 0 || !strings.Contains(strings.Join(rep.Notes, "\n"), "a stream failed during the run: rpc error: code = ResourceExhausted desc = frame rate limit") {
+		t.Fatalf("resumes %v, notes %q", f.resumed, rep.Notes)
 	}
 }

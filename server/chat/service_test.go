@@ -17,6 +17,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/rueidis"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -617,8 +618,19 @@ func TestSlowConsumerIsDisconnectedOthersAreNot(t *testing.T) {
 	const n = 3000
 	e.flood(t, "a", "r", n)
 	fast.waitFor("all at the fast client", nMessages(n))
-	if got := slowEnd(); status.Code(got) != codes.ResourceExhausted {
+	got := slowEnd()
+	if status.Code(got) != codes.ResourceExhausted {
 		t.Fatalf("slow client ended with %v, want ResourceExhausted", got)
+	}
+	// It says why, in a form a client can match on.
+	var info *errdetails.ErrorInfo
+	for _, d := range status.Convert(got).Details() {
+		if i, ok := d.(*errdetails.ErrorInfo); ok {
+			info = i
+		}
+	}
+	if info.GetReason() != SlowConsumerReason || info.GetDomain() != ErrorDomain {
+		t.Fatalf("slow client's end carries ErrorInfo %v, want reason %s in domain %s", info, SlowConsumerReason, ErrorDomain)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/oklog/ulid/v2"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -94,7 +95,22 @@ func (s *Service) newSession(ctx context.Context, me auth.Identity, send func(*p
 	return ss
 }
 
-var errSlowConsumer = status.Error(codes.ResourceExhausted, "stream is not reading fast enough; reconnect and resume from your last position")
+// SlowConsumerReason and ErrorDomain are the google.rpc.ErrorInfo a stream
+// ended for falling behind carries (ResourceExhausted), so that a client can
+// tell it from other ResourceExhausted errors and resume at once from its
+// last position.
+const (
+	SlowConsumerReason = "SLOW_CONSUMER"
+	ErrorDomain        = "parley.chat"
+)
+
+var errSlowConsumer = func() error {
+	st := status.New(codes.ResourceExhausted, "stream is not reading fast enough; reconnect and resume from your last position")
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: SlowConsumerReason, Domain: ErrorDomain}); err == nil {
+		st = d
+	}
+	return st.Err()
+}()
 
 // enqueue hands it to the writer without blocking; a full queue ends the session.
 func (ss *session) enqueue(it item) { ss.put(it, false) }
