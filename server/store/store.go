@@ -81,14 +81,16 @@ func New(db *mongo.Database) *Store {
 // filter, for ferretpg.Ensure (indexes FerretDB 1.x cannot make itself).
 // Left out on purpose: rooms.visibility (PublicRooms), which two values
 // share, so an index would not narrow a scan much; and lookups by $in
-// ({_id: {$in: ...}}), which FerretDB 1.24 does not push down to SQL at all.
+// ({_id: {$in: ...}}), which FerretDB 1.24 does not push down to SQL at all
+// (UsersByID and roomsByID scan their table there; ReadMarkers adds its
+// user_id equality, which is pushed down).
 func (s *Store) Lookups() []ferretpg.Lookup {
 	return []ferretpg.Lookup{
 		{Collection: s.users.Name(), Fields: []string{"_id", "username"}},
 		{Collection: s.tokens.Name(), Fields: []string{"_id", "family_id"}},
 		{Collection: s.rooms.Name(), Fields: []string{"_id"}},
 		{Collection: s.members.Name(), Fields: []string{"_id", "room_id", "user_id"}},
-		{Collection: s.readMarkers().Name(), Fields: []string{"_id"}},
+		{Collection: s.readMarkers().Name(), Fields: []string{"_id", "user_id"}},
 	}
 }
 
@@ -388,7 +390,10 @@ func (s *Store) ReadMarkers(ctx context.Context, userID string, roomIDs []string
 	for i, r := range roomIDs {
 		ids[i] = MemberID(r, userID)
 	}
-	cur, err := s.readMarkers().Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}})
+	// user_id narrows it for FerretDB 1.24, which pushes that equality down
+	// to SQL (an index lookup with ferretpg's indexes) but not the $in: a
+	// filter of only the $in read every user's markers.
+	cur, err := s.readMarkers().Find(ctx, bson.D{{Key: "user_id", Value: userID}, {Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}})
 	if err != nil {
 		return nil, unavailable("find read markers", err)
 	}
