@@ -31,15 +31,20 @@ type slowServer struct {
 	mu      sync.Mutex
 	rooms   map[string]*slowRoom
 	resumed []*parleyv1.RoomPosition // ResumeFrom of each resuming Subscribe
-	// drops: username suffix -> deliveries after which the stream of that
-	// user is ended (once). Tokens are the usernames here.
-	drops map[string]int
+	// drops: username suffix -> deliveries after which the streams of that
+	// user are ended, one count per stream in turn. Tokens are the usernames
+	// here.
+	drops map[string][]int
+	// newEpoch: the first resume finds its room's seq counter lost (a new
+	// epoch) and gets ResyncRequired instead of a replay.
+	newEpoch bool
 	// slowReason: the ends carry the server's slow-consumer ErrorInfo;
 	// without it they look like another ResourceExhausted (a rate limit).
 	slowReason bool
 }
 
 type slowRoom struct {
+	epoch   string
 	msgs    []*parleyv1.Message
 	ids     map[string]*parleyv1.Message // client_msg_id -> message
 	streams map[*slowStream]bool
@@ -80,7 +85,7 @@ func (f *slowServer) CreateRoom(_ context.Context, req *parleyv1.CreateRoomReque
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	id := fmt.Sprintf("room%d", len(f.rooms))
-	f.rooms[id] = &slowRoom{ids: map[string]*parleyv1.Message{}, streams: map[*slowStream]bool{}}
+	f.rooms[id] = &slowRoom{epoch: "e1", ids: map[string]*parleyv1.Message{}, streams: map[*slowStream]bool{}}
 	return &parleyv1.CreateRoomResponse{Room: &parleyv1.Room{RoomId: id, Name: req.Name}}, nil
 }
 
@@ -95,10 +100,9 @@ func (f *slowServer) Connect(srv parleyv1.ChatService_ConnectServer) error {
 	}
 	st := &slowStream{srv: srv, dropped: make(chan struct{})}
 	f.mu.Lock()
-	for suffix, n := range f.drops {
-		if strings.HasSuffix(tok, suffix) {
-			st.dropAfter = n
-			delete(f.drops, suffix)
+	for suffix, ns := range f.drops {
+		if strings.HasSuffix(tok, suffix) && len(ns) > 0 {
+			st.dropAfter, f.drops[suffix] = ns[0], ns[1:]
 		}
 	}
 	f.mu.Unlock()
@@ -157,21 +161,32 @@ func (f *slowServer) Connect(srv parleyv1.ChatService_ConnectServer) error {
 			room = f.rooms[v.Subscribe.RoomId]
 			if from := v.Subscribe.ResumeFrom; from != nil {
 				f.resumed = append(f.resumed, from)
-				for _, m := range room.msgs[from.Seq:] {
-					st.deliver(m)
+				if f.newEpoch {
+					f.newEpoch, room.epoch = false, "e2"
+				}
+				if from.Epoch != room.epoch {
+					// As the server does: the gap cannot be replayed.
+					st.mu.Lock()
+					_ = srv.Send(&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_ResyncRequired{ResyncRequired: &parleyv1.ResyncRequired{
+						RoomId: v.Subscribe.RoomId, Head: &parleyv1.RoomPosition{Epoch: room.epoch, Seq: int64(len(room.msgs))}}}})
+					st.mu.Unlock()
+				} else {
+					for _, m := range room.msgs[from.Seq:] {
+						st.deliver(m)
+					}
 				}
 			}
 			room.streams[st] = true
 			st.mu.Lock()
 			_ = srv.Send(&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_Subscribed{Subscribed: &parleyv1.Subscribed{
-				RoomId: v.Subscribe.RoomId, Head: &parleyv1.RoomPosition{Epoch: "e1", Seq: int64(len(room.msgs))}}}})
+				RoomId: v.Subscribe.RoomId, Head: &parleyv1.RoomPosition{Epoch: room.epoch, Seq: int64(len(room.msgs))}}}})
 			st.mu.Unlock()
 			f.mu.Unlock()
 		case *parleyv1.ConnectRequest_Send:
 			f.mu.Lock()
 			m, dup := room.ids[v.Send.ClientMsgId]
 			if !dup {
-				m = &parleyv1.Message{RoomId: v.Send.RoomId, Epoch: "e1", Seq: int64(len(room.msgs) + 1), ClientMsgId: v.Send.ClientMsgId, Body: v.Send.Body}
+				m = &parleyv1.Message{RoomId: v.Send.RoomId, Epoch: room.epoch, Seq: int64(len(room.msgs) + 1), ClientMsgId: v.Send.ClientMsgId, Body: v.Send.Body}
 				room.msgs = append(room.msgs, m)
 				room.ids[m.ClientMsgId] = m
 				for s := range room.streams {
@@ -211,7 +226,7 @@ func TestFanoutResumesAfterSlowConsumerDisconnect(t *testing.T) {
 			// Usernames are "b<run>-<room>-<member>" (2 rooms): end the second
 			// member of room 0 after 20 deliveries, and the publisher of
 			// room 1 (member 0) after 30.
-			f := &slowServer{rooms: map[string]*slowRoom{}, drops: map[string]int{"-0-1": 20, "-1-0": 30}, slowReason: true}
+			f := &slowServer{rooms: map[string]*slowRoom{}, drops: map[string][]int{"-0-1": {20}, "-1-0": {30}}, slowReason: true}
 			cfg := FanoutConfig{
 				Addr: serveSlow(t, f), Rooms: 2, Members: 3, Rates: []int{100}, Step: 2 * time.Second,
 				Warmup: 100 * time.Millisecond, Grace: 3 * time.Second, BodyBytes: 64, Conns: 2, Progress: io.Discard,
@@ -246,7 +261,7 @@ func TestFanoutResumesAfterSlowConsumerDisconnect(t *testing.T) {
 // Another ResourceExhausted (here one without the slow-consumer reason, as
 // a rate limit) ends the stream for good: resuming would only repeat it.
 func TestFanoutDoesNotResumeOtherResourceExhausted(t *testing.T) {
-	f := &slowServer{rooms: map[string]*slowRoom{}, drops: map[string]int{"-0-1": 20}}
+	f := &slowServer{rooms: map[string]*slowRoom{}, drops: map[string][]int{"-0-1": {20}}}
 	cfg := FanoutConfig{
 		Addr: serveSlow(t, f), Rooms: 2, Members: 3, Rates: []int{100}, Step: time.Second,
 		Warmup: 100 * time.Millisecond, Grace: time.Second, BodyBytes: 64, Conns: 2, Progress: io.Discard,
@@ -262,5 +277,33 @@ func TestFanoutDoesNotResumeOtherResourceExhausted(t *testing.T) {
 	defer f.mu.Unlock()
 	if len(f.resumed) != 0 || !strings.Contains(strings.Join(rep.Notes, "\n"), "a stream failed during the run: rpc error: code = ResourceExhausted desc = frame rate limit") {
 		t.Fatalf("resumes %v, notes %q", f.resumed, rep.Notes)
+	}
+}
+
+// After a resume that finds a new epoch (ResyncRequired: the gap is lost),
+// the stream's next resume asks from the new epoch's position, and so gets
+// its gap replayed instead of another ResyncRequired.
+func TestFanoutResumesInTheNewEpoch(t *testing.T) {
+	f := &slowServer{rooms: map[string]*slowRoom{}, drops: map[string][]int{"-0-1": {20, 25}}, slowReason: true, newEpoch: true}
+	cfg := FanoutConfig{
+		Addr: serveSlow(t, f), Rooms: 2, Members: 3, Rates: []int{100}, Step: 2 * time.Second,
+		Warmup: 100 * time.Millisecond, Grace: 2 * time.Second, BodyBytes: 64, Conns: 2, Progress: io.Discard,
+	}
+	rep, err := RunFanout(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	resumed := f.resumed
+	f.mu.Unlock()
+	if len(resumed) != 2 || resumed[0].Epoch != "e1" || resumed[1].Epoch != "e2" || resumed[1].Seq <= resumed[0].Seq {
+		t.Fatalf("resumed from %v, want e1 then e2 at a later position", resumed)
+	}
+	notes := strings.Join(rep.Notes, "\n")
+	if !strings.Contains(notes, "1 resumed stream(s) got ResyncRequired") {
+		t.Errorf("notes: %q, want one ResyncRequired", notes)
+	}
+	if s := rep.Steps[0]; s.Dup != 0 || s.Reordered != 0 || s.Resumed != 2 {
+		t.Errorf("step: %+v", s)
 	}
 }
