@@ -223,9 +223,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 	}
 	// In the background: a first build on a large collection may take
 	// minutes, and lookups work (slowly) without the indexes.
-	indexCtx, stopIndexing := context.WithCancel(ctx)
-	waitIndexing := ferretpg.Start(indexCtx, log, cfg.FerretDBPostgresURL, cfg.Database, append(st.Lookups(), msgs.Lookups()...))
-	defer func() { stopIndexing(); waitIndexing() }()
+	stopIndexing := ferretpg.Start(ctx, log, cfg.FerretDBPostgresURL, cfg.Database, append(st.Lookups(), msgs.Lookups()...))
+	defer stopIndexing()
 	producer, err := msglog.New(msglog.Config{
 		Brokers: cfg.KafkaBrokers, Topic: cfg.Topic, Partitions: int32(cfg.Partitions), ReplicationFactor: 1,
 		DeliveryTimeout: cfg.SendTimeout, Linger: cfg.ProduceLinger,

@@ -140,9 +140,8 @@ func runPersister(ctx context.Context, args []string) error {
 	if err := store.EnsureIndexes(ictx); err != nil {
 		return fmt.Errorf("message indexes: %w", err)
 	}
-	indexCtx, stopIndexing := context.WithCancel(ctx)
-	waitIndexing := ferretpg.Start(indexCtx, log, *ferretPG, *database, store.Lookups())
-	defer func() { stopIndexing(); waitIndexing() }()
+	stopIndexing := ferretpg.Start(ctx, log, *ferretPG, *database, store.Lookups())
+	defer stopIndexing()
 	p, err := persister.New(cfg, store, log, reg, kgo.SessionTimeout(*sessionTimeout))
 	if err != nil {
 		return err

@@ -179,12 +179,14 @@ func Ensure(ctx context.Context, pgURL, database string, lookups []Lookup) (Resu
 // a process starts serving at once (a first build on a large collection may
 // take minutes) and a PostgreSQL that is away at start is waited for. It
 // logs what it did, and each failure at Error: until it succeeds, lookups on
-// FerretDB scan whole tables. wait returns once the background work ended
-// (call it after ctx is done). An empty pgURL does nothing.
-func Start(ctx context.Context, log *slog.Logger, pgURL, database string, lookups []Lookup) (wait func()) {
+// FerretDB scan whole tables. stop cancels what is left of it (the statement
+// running in PostgreSQL included) and returns once it ended. An empty pgURL
+// does nothing.
+func Start(ctx context.Context, log *slog.Logger, pgURL, database string, lookups []Lookup) (stop func()) {
 	if pgURL == "" {
 		return func() {}
 	}
+	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -216,7 +218,7 @@ func Start(ctx context.Context, log *slog.Logger, pgURL, database string, lookup
 			backoff = min(2*backoff, time.Minute)
 		}
 	}()
-	return func() { <-done }
+	return func() { cancel(); <-done }
 }
 
 // ValidateURL checks a --ferretdb-postgres-url value ("" is valid: off).
