@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+	"github.com/parleychat/parley/server/chat"
 )
 
 func numCPU() int { return runtime.NumCPU() }
@@ -140,7 +141,7 @@ type stepStats struct {
 	dup       atomic.Int64
 	reordered atomic.Int64
 	failed    atomic.Int64
-	resumed   atomic.Int64 // streams resumed after a slow-consumer end, by the step of their last message
+	resumed   atomic.Int64 // streams resumed after a slow-consumer end, by the step of their last message (the first step before any)
 	sent      atomic.Int64 // measured messages sent
 	slow      slowTimeline
 }
@@ -594,7 +595,7 @@ func (ms *memberStream) send(ctx context.Context, seq int64, req *parleyv1.Conne
 }
 
 // isSlowConsumer reports whether err is the server ending a stream that fell
-// behind: ResourceExhausted with the ErrorInfo reason SLOW_CONSUMER (other
+// behind: ResourceExhausted with the server's slow-consumer ErrorInfo (other
 // ResourceExhausted errors, such as rate limits, are not resumed).
 func isSlowConsumer(err error) bool {
 	st := status.Convert(err)
@@ -602,7 +603,7 @@ func isSlowConsumer(err error) bool {
 		return false
 	}
 	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == "SLOW_CONSUMER" {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == chat.SlowConsumerReason && info.GetDomain() == chat.ErrorDomain {
 			return true
 		}
 	}
@@ -610,8 +611,32 @@ func isSlowConsumer(err error) bool {
 }
 
 // maxStuckResumes bounds the resumes in a row of one stream that received
-// nothing in between; each waits longer than the last (100 ms doubling).
+// nothing in between.
 const maxStuckResumes = 5
+
+// resumeBackoff paces one stream's resumes: at once after a stream that
+// brought messages, then 100 ms doubling while resumes bring none, and no
+// more after maxStuckResumes of those in a row.
+type resumeBackoff struct {
+	stuck int   // resumes in a row with nothing received in between
+	at    int64 // the position of the last resume
+}
+
+// next says how long to wait before resuming from lastSeq, or false to give up.
+func (b *resumeBackoff) next(lastSeq int64) (time.Duration, bool) {
+	if lastSeq > b.at {
+		b.stuck = 0
+	}
+	b.stuck++
+	b.at = lastSeq
+	switch {
+	case b.stuck > maxStuckResumes:
+		return 0, false
+	case b.stuck == 1:
+		return 0, true
+	}
+	return 50 * time.Millisecond << (b.stuck - 1), true
+}
 
 func authCtx(ctx context.Context, tok string) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok)
@@ -693,7 +718,7 @@ func runParley(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*step
 	}
 	var wg sync.WaitGroup
 	var streamErr atomic.Value
-	var resumes, resyncs atomic.Int64
+	var resyncs atomic.Int64
 	subscribedCh := make(chan struct{}, cfg.Rooms*cfg.Members)
 	for r := 0; r < cfg.Rooms; r++ {
 		for m := 0; m < cfg.Members; m++ {
@@ -715,8 +740,7 @@ func runParley(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*step
 					epoch      string // the room's, from Subscribed and ResyncRequired
 					lastSeq    int64  // the last position received
 					lastStep   = -1   // the step of the last message received
-					stuck      int    // resumes in a row with nothing received in between
-					resumedAt  int64  // lastSeq at the last resume
+					backoff    resumeBackoff
 					subscribed bool
 				)
 				for {
@@ -731,29 +755,21 @@ func runParley(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*step
 						// generator, instead of counting every later delivery
 						// as lost.
 						if isSlowConsumer(err) && subscribed {
-							if lastSeq > resumedAt {
-								stuck = 0
-							}
-							if stuck++; stuck > maxStuckResumes {
+							wait, ok := backoff.next(lastSeq)
+							if !ok {
 								streamErr.Store(fmt.Errorf("%d resumes in a row received nothing: %w", maxStuckResumes, err))
 								return
 							}
-							if stuck > 1 {
-								select {
-								case <-sctx.Done():
-									return
-								case <-time.After(50 * time.Millisecond << (stuck - 1)):
-								}
+							select {
+							case <-sctx.Done():
+								return
+							case <-time.After(wait):
 							}
-							resumedAt = lastSeq
 							ns, oerr := open(r, m, &parleyv1.RoomPosition{Epoch: epoch, Seq: lastSeq})
 							if oerr == nil {
 								if oerr = ms.resume(ns); oerr == nil {
 									s = ns
-									resumes.Add(1)
-									if lastStep >= 0 {
-										stats[lastStep].resumed.Add(1)
-									}
+									stats[max(lastStep, 0)].resumed.Add(1)
 									continue
 								}
 							}
@@ -820,8 +836,12 @@ func runParley(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*step
 		return pubs[room].send(sctx, seq, &parleyv1.ConnectRequest{Frame: &parleyv1.ConnectRequest_Send{Send: &parleyv1.SendMessageRequest{
 			RoomId: roomIDs[room], ClientMsgId: body[:min(len(body), 48)], Body: body}}})
 	})
-	if n := resumes.Load(); n > 0 {
-		rep.Notes = append(rep.Notes, fmt.Sprintf("the server ended member streams as too slow %d time(s) (ResourceExhausted, SLOW_CONSUMER; per step in the JSON's resumed_streams); each resumed from its last position, as a client does, and got its gap replayed", n))
+	var resumes int64
+	for _, st := range stats {
+		resumes += st.resumed.Load()
+	}
+	if resumes > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("the server ended member streams as too slow %d time(s) (ResourceExhausted, SLOW_CONSUMER; per step in the JSON's resumed_streams); each resumed from its last position, as a client does, and got its gap replayed", resumes))
 	}
 	if n := resyncs.Load(); n > 0 {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("%d resumed stream(s) got ResyncRequired: their gap could not be replayed and counts as lost", n))

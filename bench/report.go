@@ -27,7 +27,8 @@ type Step struct {
 	CPU         map[string]float64 `json:"cpu_percent"`
 	ServerRSSMB float64            `json:"server_rss_mb,omitempty"`
 	// Resumed counts streams the server ended as too slow that resumed,
-	// by the step of the last message they had received.
+	// by the step of the last message they had received (the first step
+	// when none yet).
 	Resumed int64 `json:"resumed_streams,omitempty"`
 	// StartedAt is when the measured part of the step began; Slow lists the
 	// stretches of its send time delivered at or above SlowThreshold.

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+	"github.com/parleychat/parley/server/chat"
 )
 
 // slowServer plays Parley's side of fanout-v1 with what the load generator
@@ -142,7 +143,7 @@ func (f *slowServer) Connect(srv parleyv1.ChatService_ConnectServer) error {
 				return status.Error(codes.ResourceExhausted, "frame rate limit exceeded")
 			}
 			st, _ := status.New(codes.ResourceExhausted, "stream is not reading fast enough; reconnect and resume from your last position").
-				WithDetails(&errdetails.ErrorInfo{Reason: "SLOW_CONSUMER", Domain: "parley.chat"})
+				WithDetails(&errdetails.ErrorInfo{Reason: chat.SlowConsumerReason, Domain: chat.ErrorDomain})
 			return st.Err()
 		case err := <-errs:
 			if err == io.EOF {
@@ -305,5 +306,20 @@ func TestFanoutResumesInTheNewEpoch(t *testing.T) {
 	}
 	if s := rep.Steps[0]; s.Dup != 0 || s.Reordered != 0 || s.Resumed != 2 {
 		t.Errorf("step: %+v", s)
+	}
+}
+
+func TestResumeBackoff(t *testing.T) {
+	var b resumeBackoff
+	var got []string
+	for _, seq := range []int64{20, 20, 20, 35, 35, 35, 35, 35, 35} {
+		wait, ok := b.next(seq)
+		got = append(got, fmt.Sprintf("%v/%v", wait, ok))
+	}
+	// At once after progress; 100, 200 ms... while none; giving up after
+	// the fifth resume in a row that brought nothing.
+	want := "0s/true 100ms/true 200ms/true 0s/true 100ms/true 200ms/true 400ms/true 800ms/true 0s/false"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("waits %v, want %s", got, want)
 	}
 }
