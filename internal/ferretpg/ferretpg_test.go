@@ -41,6 +41,7 @@ type fixture struct {
 	ctx   context.Context
 	db    *mongo.Database
 	pgURL string
+	pg    *pgx.Conn // to FerretDB's PostgreSQL, as FerretDB's user
 	name  string
 }
 
@@ -59,7 +60,12 @@ func setup(t *testing.T) fixture {
 		_ = db.Drop(context.Background())
 		_ = mc.Disconnect(context.Background())
 	})
-	return fixture{ctx: ctx, db: db, pgURL: pgURL, name: name}
+	pg, err := pgx.Connect(ctx, pgURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Close(context.Background()) })
+	return fixture{ctx: ctx, db: db, pgURL: pgURL, pg: pg, name: name}
 }
 
 // explain returns FerretDB's explain output of a find with filter: it holds
@@ -79,13 +85,8 @@ func (f fixture) explain(t *testing.T, coll string, filter bson.D) string {
 // table returns the PostgreSQL table of collection coll.
 func (f fixture) table(t *testing.T, coll string) string {
 	t.Helper()
-	conn, err := pgx.Connect(f.ctx, f.pgURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
 	var table string
-	if err := conn.QueryRow(f.ctx, fmt.Sprintf("SELECT _jsonb->>'table' FROM %s WHERE _jsonb->>'_id' = $1",
+	if err := f.pg.QueryRow(f.ctx, fmt.Sprintf("SELECT _jsonb->>'table' FROM %s WHERE _jsonb->>'_id' = $1",
 		pgx.Identifier{f.name, "_ferretdb_database_metadata"}.Sanitize()), coll).Scan(&table); err != nil {
 		t.Fatal(err)
 	}
@@ -176,16 +177,12 @@ func TestEnsureRebuildsAnInvalidIndex(t *testing.T) {
 	if _, err := f.db.Collection("messages").InsertMany(f.ctx, docs); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.Connect(f.ctx, f.pgURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
+	conn := f.pg
 	table := f.table(t, "messages")
 	// What a failed build leaves behind: an index of that name, marked
 	// invalid. A unique one over two equal values fails that way.
 	name := ferretpg.IndexName(table, "room_id")
-	_, err = conn.Exec(f.ctx, fmt.Sprintf("CREATE UNIQUE INDEX CONCURRENTLY %s ON %s ((_jsonb->'room_id'))",
+	_, err := conn.Exec(f.ctx, fmt.Sprintf("CREATE UNIQUE INDEX CONCURRENTLY %s ON %s ((_jsonb->'room_id'))",
 		pgx.Identifier{name}.Sanitize(), pgx.Identifier{f.name, table}.Sanitize()))
 	if err == nil {
 		t.Fatal("a unique index over two equal room_ids was built")
@@ -227,11 +224,7 @@ func TestGenericPlanIgnoresTheIndex(t *testing.T) {
 	if _, err := f.db.Collection("users").InsertMany(f.ctx, docs); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.Connect(f.ctx, f.pgURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
+	conn := f.pg
 	table := f.table(t, "users")
 	// FerretDB's statement, run as pgx runs it for FerretDB: prepared.
 	if _, err := conn.Exec(f.ctx, "SET plan_cache_mode = auto"); err != nil {
