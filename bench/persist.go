@@ -25,7 +25,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"golang.org/x/sync/errgroup"
@@ -636,7 +635,7 @@ func runPersisterPhase(ctx context.Context, cfg PersistConfig, rep *PersistRepor
 	}
 	cctx, ccancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer ccancel()
-	if err := checkRooms(cctx, cfg, rep, mc.Database(cfg.Name).Collection(msgstore.CollectionName), parts); err != nil {
+	if err := checkRooms(cctx, cfg, rep, msgstore.New(mc.Database(cfg.Name), msgstore.Options{}), parts); err != nil {
 		return err
 	}
 	// The raw loop must not run against a store still digesting this
@@ -647,11 +646,11 @@ func runPersisterPhase(ctx context.Context, cfg PersistConfig, rep *PersistRepor
 	return nil
 }
 
-// checkRooms counts the stored documents of up to 20 rooms of fewer than
+// checkRooms counts the stored messages of up to 20 rooms of fewer than
 // 5,000 records, spread over the size range, against what was produced
 // (counting the whole collection takes minutes on FerretDB), and the
 // Checked rooms in the report.
-func checkRooms(ctx context.Context, cfg PersistConfig, rep *PersistReport, coll *mongo.Collection, parts [][]*parleyv1.Message) error {
+func checkRooms(ctx context.Context, cfg PersistConfig, rep *PersistReport, store *msgstore.Store, parts [][]*parleyv1.Message) error {
 	sizes := map[string]int64{}
 	for _, p := range parts {
 		for _, m := range p {
@@ -667,9 +666,9 @@ func checkRooms(ctx context.Context, cfg PersistConfig, rep *PersistReport, coll
 	slices.SortFunc(rooms, func(a, b string) int { return cmp.Or(cmp.Compare(sizes[a], sizes[b]), strings.Compare(a, b)) })
 	step := max(len(rooms)/20, 1)
 	for i := len(rooms) - 1; i >= 0; i -= step {
-		n, err := coll.CountDocuments(ctx, bson.D{{Key: "room_id", Value: rooms[i]}})
+		n, err := store.Count(ctx, rooms[i])
 		if err != nil {
-			return fmt.Errorf("count a room's stored documents: %w", err)
+			return fmt.Errorf("count a room's stored messages: %w", err)
 		}
 		rep.CheckedRooms++
 		rep.CheckedDocs += n

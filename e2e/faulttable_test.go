@@ -662,7 +662,8 @@ func (r *ftRun) account() *ftRow {
 	// The store.
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cur, err := r.c.db.Collection("messages").Find(ctx, bson.D{},
+	// Messages only: the store's block markers have seq 0.
+	cur, err := r.c.db.Collection("messages").Find(ctx, bson.D{{Key: "seq", Value: bson.D{{Key: "$gt", Value: 0}}}},
 		options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}, {Key: "client_msg_id", Value: 1}, {Key: "sender_id", Value: 1},
 			{Key: "room_id", Value: 1}, {Key: "epoch", Value: 1}, {Key: "seq", Value: 1}}))
 	if err != nil {

@@ -6,21 +6,31 @@
 //
 // One document per message:
 //
-//	{_id: message_id, room_id, epoch, seq, sender_id, sender_username,
+//	{_id: message_id, room_id, blk, epoch, seq, sender_id, sender_username,
 //	 client_msg_id, body, create_time}
 //
 // _id = message_id makes writes idempotent: a redelivered Kafka record inserts
 // a document whose _id already exists, which the store counts as a duplicate
 // ("already stored"), never as a second copy. The unique index on
 // {room_id: 1, seq: 1} makes a second message at the same room position
-// impossible and serves every history query. create_time is stored as a BSON
-// date, so it comes back with millisecond precision.
+// impossible. create_time is stored as a BSON date, so it comes back with
+// millisecond precision.
+//
+// History reads go by block: blk names the message's block of 64 positions,
+// and marker documents in the same collection (room_id = _id, seq 0, written
+// in the same insert command) list a room's blocks. A page reads the blocks
+// it crosses by equality on blk, so on FerretDB 1.x, which pushes only
+// equality filters down, it costs the same in a room of a thousand messages
+// as in one of a hundred thousand (blocks.go has the layout and the
+// figures). EnsureIndexes gives messages stored before this layout their blk,
+// once. Room ids may not start with "~", the markers' prefix. Code that
+// reads the whole collection selects messages with {seq: {$gt: 0}}.
 //
 // # Compatibility
 //
 // Only features that both MongoDB and FerretDB v1.x (on PostgreSQL or SQLite)
-// implement are used: a unique compound index, unordered insertMany, sorted
-// and limited finds, countDocuments. Inserts are split into commands of up
+// implement are used: unique compound and single-field indexes, unordered
+// insertMany, equality finds, countDocuments. Inserts are split into commands of up
 // to Options.ChunkSize documents (FerretDB's own batch of 100 by default: one
 // SQL INSERT each). Concurrent InsertMessages calls share those commands
 // (group commit, Options.MaxInFlight at once, Options.Linger to gather the

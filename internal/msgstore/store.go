@@ -26,6 +26,10 @@ const (
 	// created by EnsureIndexes.
 	RoomSeqIndex = "room_id_1_seq_1"
 
+	// BlockIndex is the name of the {blk: 1} index created by EnsureIndexes
+	// (see the block layout in blocks.go).
+	BlockIndex = "blk_1"
+
 	// DefaultChunkSize is the number of documents per insert command when
 	// Options.ChunkSize is zero: FerretDB 1.24's own batch, so that a
 	// command is one SQL INSERT. Draining a backlog, FerretDB and
@@ -100,6 +104,7 @@ type Store struct {
 	coll      *mongo.Collection
 	chunkSize int
 	ins       *inserter
+	marks     markerCache
 }
 
 // New returns a Store on db's "messages" collection. It does not contact the
@@ -121,30 +126,40 @@ func New(db *mongo.Database, opts Options) *Store {
 func (s *Store) Collection() *mongo.Collection { return s.coll }
 
 // Lookups names the fields messages are read by with an equality filter, for
-// ferretpg.Ensure: room_id (history, replay, MaxSeq) and _id (the lookups
-// after a duplicate-key error in InsertMessages).
+// ferretpg.Ensure: blk (every history read, see the block layout in
+// blocks.go) and _id (the lookups after a duplicate-key error in
+// InsertMessages).
 func (s *Store) Lookups() []ferretpg.Lookup {
-	return []ferretpg.Lookup{{Collection: s.coll.Name(), Fields: []string{"_id", "room_id"}}}
+	return []ferretpg.Lookup{{Collection: s.coll.Name(), Fields: []string{"_id", "blk"}}}
 }
 
-// EnsureIndexes creates the unique {room_id: 1, seq: 1} index if it does not
-// exist. It is idempotent and safe to call from several processes at once.
-// _id needs no index of its own.
+// EnsureIndexes creates the unique {room_id: 1, seq: 1} index and the
+// {blk: 1} index if they do not exist, and gives messages stored before the
+// block layout their block keys (once per collection; see migrate). It is
+// idempotent and safe to call from several processes at once. _id needs no
+// index of its own.
 func (s *Store) EnsureIndexes(ctx context.Context) error {
-	_, err := s.coll.Indexes().CreateOne(ctx, mongo.IndexModel{
+	// One command per index: FerretDB 1.24 panics on a createIndexes of
+	// two when the first exists.
+	for _, m := range []mongo.IndexModel{{
 		Keys:    bson.D{{Key: "room_id", Value: 1}, {Key: "seq", Value: 1}},
 		Options: options.Index().SetName(RoomSeqIndex).SetUnique(true),
-	})
-	if err != nil {
-		return fmt.Errorf("msgstore: create index %s: %w", RoomSeqIndex, err)
+	}, {
+		Keys:    bson.D{{Key: "blk", Value: 1}},
+		Options: options.Index().SetName(BlockIndex),
+	}} {
+		if _, err := s.coll.Indexes().CreateOne(ctx, m); err != nil {
+			return fmt.Errorf("msgstore: create index on %v: %w", m.Keys, err)
+		}
 	}
-	return nil
+	return s.migrate(ctx)
 }
 
 // document is the stored form of a parleyv1.Message.
 type document struct {
 	ID             string    `bson:"_id"`
 	RoomID         string    `bson:"room_id"`
+	Block          string    `bson:"blk"`
 	Epoch          string    `bson:"epoch"`
 	Seq            int64     `bson:"seq"`
 	SenderID       string    `bson:"sender_id"`
@@ -158,6 +173,7 @@ func toDocument(m *parleyv1.Message) document {
 	d := document{
 		ID:             m.GetMessageId(),
 		RoomID:         m.GetRoomId(),
+		Block:          messageKey(m.GetRoomId(), blockOf(m.GetSeq())),
 		Epoch:          m.GetEpoch(),
 		Seq:            m.GetSeq(),
 		SenderID:       m.GetSenderId(),
@@ -202,6 +218,8 @@ func checkMessage(i int, m *parleyv1.Message) error {
 		return fmt.Errorf("%w: message %d: empty message_id", ErrInvalidArgument, i)
 	case m.GetRoomId() == "":
 		return fmt.Errorf("%w: message %d (%s): empty room_id", ErrInvalidArgument, i, m.GetMessageId())
+	case strings.HasPrefix(m.GetRoomId(), markerPrefix):
+		return fmt.Errorf("%w: message %d (%s): room_id %q starts with %q", ErrInvalidArgument, i, m.GetMessageId(), m.GetRoomId(), markerPrefix)
 	case m.GetSeq() <= 0:
 		return fmt.Errorf("%w: message %d (%s): seq %d is not positive", ErrInvalidArgument, i, m.GetMessageId(), m.GetSeq())
 	}
@@ -243,13 +261,29 @@ func (s *Store) InsertMessages(ctx context.Context, msgs []*parleyv1.Message) (i
 	return inserted, duplicates, nil
 }
 
-// insertChunk inserts one chunk and returns each document's outcome: its
+// insertChunk inserts one chunk, after the block markers it needs (see
+// blocks.go) in the same command, and returns each message's outcome: its
 // duplicate-key failures are sorted into duplicates (the _id is stored) and
-// conflicts (it is not: another message holds the position).
+// conflicts (it is not: another message holds the position). A marker that
+// is already stored is not a failure.
 func (s *Store) insertChunk(ctx context.Context, chunk []*parleyv1.Message) (outcomes []uint8, err error) {
-	docs := make([]any, len(chunk))
+	refs := make([]blockRef, len(chunk))
 	for i, m := range chunk {
-		docs[i] = toDocument(m)
+		refs[i] = blockRef{room: m.GetRoomId(), seq: m.GetSeq()}
+	}
+	markers := s.marks.claim(refs)
+	defer func() {
+		if err != nil {
+			s.marks.release(markers)
+		}
+	}()
+	// Markers first: a message is never stored without its markers.
+	docs := make([]any, 0, len(markers)+len(chunk))
+	for _, m := range markers {
+		docs = append(docs, m)
+	}
+	for _, m := range chunk {
+		docs = append(docs, toDocument(m))
 	}
 	outcomes = make([]uint8, len(chunk)) // outInserted
 	_, err = s.coll.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
@@ -262,12 +296,17 @@ func (s *Store) insertChunk(ctx context.Context, chunk []*parleyv1.Message) (out
 	}
 	dupIdx := make([]int, 0, len(bwe.WriteErrors))
 	for _, we := range bwe.WriteErrors {
-		if we.Code != duplicateKeyCode || we.Index < 0 || we.Index >= len(chunk) {
+		if we.Code != duplicateKeyCode || we.Index < 0 || we.Index >= len(docs) {
 			// Unordered: the rest of the chunk was attempted, but the
 			// caller retries everything anyway.
 			return nil, fmt.Errorf("msgstore: insert %d messages: %w", len(chunk), err)
 		}
-		dupIdx = append(dupIdx, we.Index)
+		if we.Index >= len(markers) { // a marker already stored is fine
+			dupIdx = append(dupIdx, we.Index-len(markers))
+		}
+	}
+	if len(dupIdx) == 0 {
+		return outcomes, nil
 	}
 
 	// A duplicate key is either this _id (already stored: redelivery) or
@@ -324,8 +363,8 @@ func (s *Store) storedIDs(ctx context.Context, ids []string) (map[string]struct{
 	return stored, nil
 }
 
-// List returns at most limit messages of roomID, using the (room_id, seq)
-// index.
+// List returns at most limit messages of roomID, reading only the blocks the
+// page crosses (see the block layout in blocks.go).
 //
 // With afterSeq == 0 it pages backward: the newest messages with
 // seq < beforeSeq (beforeSeq == 0: from the newest), newest first. The next
@@ -346,27 +385,12 @@ func (s *Store) List(ctx context.Context, roomID string, beforeSeq, afterSeq int
 	case beforeSeq < 0 || afterSeq < 0:
 		return nil, fmt.Errorf("%w: negative seq bound (before %d, after %d)", ErrInvalidArgument, beforeSeq, afterSeq)
 	}
-	seqCond := bson.D{}
-	order := -1
-	if afterSeq > 0 {
-		seqCond = append(seqCond, bson.E{Key: "$gt", Value: afterSeq})
-		order = 1
-	}
+	lo, hi := afterSeq+1, int64(noUpperBound)
 	if beforeSeq > 0 {
-		seqCond = append(seqCond, bson.E{Key: "$lt", Value: beforeSeq})
+		hi = beforeSeq - 1
 	}
-	filter := bson.D{{Key: "room_id", Value: roomID}}
-	if len(seqCond) > 0 {
-		filter = append(filter, bson.E{Key: "seq", Value: seqCond})
-	}
-	cur, err := s.coll.Find(ctx, filter, options.Find().
-		SetSort(bson.D{{Key: "seq", Value: order}}).
-		SetLimit(int64(limit)))
+	docs, err := s.list(ctx, roomID, lo, hi, limit, afterSeq == 0)
 	if err != nil {
-		return nil, fmt.Errorf("msgstore: list room %s: %w", roomID, err)
-	}
-	var docs []document
-	if err := cur.All(ctx, &docs); err != nil {
 		return nil, fmt.Errorf("msgstore: list room %s: %w", roomID, err)
 	}
 	out := make([]*parleyv1.Message, len(docs))
@@ -379,24 +403,25 @@ func (s *Store) List(ctx context.Context, roomID string, beforeSeq, afterSeq int
 // MaxSeq returns the highest stored seq of roomID, or 0 when the room has no
 // stored message.
 func (s *Store) MaxSeq(ctx context.Context, roomID string) (int64, error) {
-	var row struct {
-		Seq int64 `bson:"seq"`
-	}
-	err := s.coll.FindOne(ctx, bson.D{{Key: "room_id", Value: roomID}}, options.FindOne().
-		SetSort(bson.D{{Key: "seq", Value: -1}}).
-		SetProjection(bson.D{{Key: "seq", Value: 1}})).Decode(&row)
-	if errors.Is(err, mongo.ErrNoDocuments) {
-		return 0, nil
-	}
+	docs, err := s.list(ctx, roomID, 1, noUpperBound, 1, true)
 	if err != nil {
 		return 0, fmt.Errorf("msgstore: max seq of room %s: %w", roomID, err)
 	}
-	return row.Seq, nil
+	if len(docs) == 0 {
+		return 0, nil
+	}
+	return docs[0].Seq, nil
 }
 
-// Count returns the number of stored messages of roomID.
+// Count returns the number of stored messages of roomID. It reads the whole
+// room, a block at a time.
 func (s *Store) Count(ctx context.Context, roomID string) (int64, error) {
-	n, err := s.coll.CountDocuments(ctx, bson.D{{Key: "room_id", Value: roomID}})
+	var n int64
+	err := s.walkBlocks(ctx, roomID, 0, false, func(b int64) error {
+		c, err := s.coll.CountDocuments(ctx, bson.D{{Key: "blk", Value: messageKey(roomID, b)}})
+		n += c
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("msgstore: count room %s: %w", roomID, err)
 	}

@@ -149,6 +149,7 @@ func TestInsertInvalid(t *testing.T) {
 		{"no room", &parleyv1.Message{MessageId: "m", Seq: 1}},
 		{"zero seq", &parleyv1.Message{MessageId: "m", RoomId: "r"}},
 		{"negative seq", &parleyv1.Message{MessageId: "m", RoomId: "r", Seq: -1}},
+		{"room of the markers' prefix", &parleyv1.Message{MessageId: "m", RoomId: "~b:r/0", Seq: 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			valid := roomMessages("r", 1, 1)[0]

@@ -1,0 +1,367 @@
+package msgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"sync"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// The block layout: how history reads stay proportional to the page, not to
+// the room, on a store that filters by equality only.
+//
+// FerretDB 1.24 pushes only equality filters down to PostgreSQL: a history
+// query {room_id, seq: {$lt: n}} sorted by seq and limited reads and decodes
+// every message of the room, then sorts and limits in FerretDB (about 50 µs
+// per message of the room: 0.5 s per page of a 10,000-message room, 5.6 s of
+// a 100,000-message one, on the 2-core machine of docs/PERFORMANCE.md).
+//
+// So every message also carries the key of its block, blk = "m:<room>/<b>"
+// with b = seq/64, and a room keeps a two-level directory of the blocks that
+// hold messages, as marker documents in the same collection (written in the
+// same insert command as the messages, before them):
+//
+//   - a block marker per block, blk = "s:<room>/<s>" with s = b/64: the
+//     blocks of one segment of 4,096 positions;
+//   - a segment marker per segment, blk = "r:<room>": the segments of a room.
+//
+// A page then reads the room's segment markers (one per 4,096 positions),
+// the block markers of the segments it crosses (at most 64 each) and the
+// messages of the blocks it crosses (at most 64 each), all by equality on
+// blk, which ferretpg's GIN index serves (Lookups). Seq gaps, such as the
+// 1,000,000 positions a new epoch skips, cost nothing: only blocks that hold
+// messages have markers.
+//
+// A marker's room_id is its own _id and its seq is 0, which keeps markers
+// apart from every message in the unique (room_id, seq) index (messages
+// have seq > 0) and out of every query by a room's id.
+const (
+	blockShift   = 6 // 64 positions per block
+	segmentShift = 6 // 64 blocks per segment
+
+	markerPrefix = "~" // _id prefix of markers; room ids may not start with it
+)
+
+func blockOf(seq int64) int64   { return seq >> blockShift }
+func segmentOf(blk int64) int64 { return blk >> segmentShift }
+
+// messageKey is the blk of the messages of room's block b.
+func messageKey(room string, b int64) string { return "m:" + room + "/" + strconv.FormatInt(b, 10) }
+
+// segmentKey is the blk of the block markers of room's segment s.
+func segmentKey(room string, s int64) string { return "s:" + room + "/" + strconv.FormatInt(s, 10) }
+
+// roomKey is the blk of room's segment markers.
+func roomKey(room string) string { return "r:" + room }
+
+// marker is a directory document (see above).
+type marker struct {
+	ID     string `bson:"_id"`
+	RoomID string `bson:"room_id"` // = ID
+	Seq    int64  `bson:"seq"`     // 0
+	Key    string `bson:"blk"`
+	N      int64  `bson:"n"` // the block or segment number
+}
+
+func blockMarker(room string, b int64) marker {
+	id := markerPrefix + "b:" + room + "/" + strconv.FormatInt(b, 10)
+	return marker{ID: id, RoomID: id, Key: segmentKey(room, segmentOf(b)), N: b}
+}
+
+func segmentMarker(room string, s int64) marker {
+	id := markerPrefix + "s:" + room + "/" + strconv.FormatInt(s, 10)
+	return marker{ID: id, RoomID: id, Key: roomKey(room), N: s}
+}
+
+// markerCacheMax bounds the marker ids a Store remembers; past it, it
+// forgets them all and writes each marker again once (a duplicate costs
+// FerretDB a slower command, nothing else).
+const markerCacheMax = 1 << 18
+
+// markerCache remembers the markers this Store has written or is writing, so
+// that a block's marker goes out with its first message only.
+type markerCache struct {
+	mu    sync.Mutex
+	known map[string]struct{}
+}
+
+// claim returns the markers msgs need that are neither stored (as far as
+// this Store knows) nor being written by another command, and records them
+// as being written. The caller calls release(claimed) if its command fails.
+func (c *markerCache) claim(msgs []blockRef) []marker {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.known == nil || len(c.known) > markerCacheMax {
+		c.known = make(map[string]struct{})
+	}
+	var out []marker
+	add := func(m marker) {
+		if _, ok := c.known[m.ID]; ok {
+			return
+		}
+		c.known[m.ID] = struct{}{}
+		out = append(out, m)
+	}
+	for _, r := range msgs {
+		b := blockOf(r.seq)
+		add(segmentMarker(r.room, segmentOf(b)))
+		add(blockMarker(r.room, b))
+	}
+	return out
+}
+
+// release forgets markers whose command failed, so the retry writes them.
+func (c *markerCache) release(ms []marker) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, m := range ms {
+		delete(c.known, m.ID)
+	}
+}
+
+// blockRef is the position of one message.
+type blockRef struct {
+	room string
+	seq  int64
+}
+
+// markerNumbers returns the n of every marker with blk == key, ascending.
+func (s *Store) markerNumbers(ctx context.Context, key string) ([]int64, error) {
+	cur, err := s.coll.Find(ctx, bson.D{{Key: "blk", Value: key}},
+		options.Find().SetProjection(bson.D{{Key: "_id", Value: 0}, {Key: "n", Value: 1}}))
+	if err != nil {
+		return nil, err
+	}
+	var rows []struct {
+		N int64 `bson:"n"`
+	}
+	if err := cur.All(ctx, &rows); err != nil {
+		return nil, err
+	}
+	ns := make([]int64, len(rows))
+	for i, r := range rows {
+		ns[i] = r.N
+	}
+	slices.Sort(ns)
+	return slices.Compact(ns), nil
+}
+
+// blockMessages returns the stored messages of room's block b, by seq
+// ascending.
+func (s *Store) blockMessages(ctx context.Context, room string, b int64) ([]document, error) {
+	cur, err := s.coll.Find(ctx, bson.D{{Key: "blk", Value: messageKey(room, b)}})
+	if err != nil {
+		return nil, err
+	}
+	var docs []document
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(docs, func(a, b document) int { return cmpInt(a.Seq, b.Seq) })
+	return docs, nil
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// errStopWalk ends walkBlocks early without an error.
+var errStopWalk = errors.New("stop")
+
+// walkBlocks calls visit with the number of each block of room that has a
+// marker, from block `from` on (inclusive), ascending or descending, until
+// visit returns errStopWalk (walkBlocks then returns nil) or another error.
+func (s *Store) walkBlocks(ctx context.Context, room string, from int64, descending bool, visit func(b int64) error) error {
+	segs, err := s.markerNumbers(ctx, roomKey(room))
+	if err != nil {
+		return err
+	}
+	fromSeg := segmentOf(from)
+	if descending {
+		slices.Reverse(segs)
+	}
+	for _, sg := range segs {
+		if (descending && sg > fromSeg) || (!descending && sg < fromSeg) {
+			continue
+		}
+		blocks, err := s.markerNumbers(ctx, segmentKey(room, sg))
+		if err != nil {
+			return err
+		}
+		if descending {
+			slices.Reverse(blocks)
+		}
+		for _, b := range blocks {
+			if (descending && b > from) || (!descending && b < from) {
+				continue
+			}
+			if err := visit(b); err != nil {
+				if errors.Is(err, errStopWalk) {
+					return nil
+				}
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// list implements List on the block layout: the messages of room with
+// lo <= seq <= hi, at most limit, from hi down (descending) or from lo up.
+//
+// Blocks are dense unless seqs were skipped, so it first reads the blocks
+// from its starting point directly, and asks the directory only at an empty
+// block (a gap, the room's first or last block) or when the page starts at
+// the room's newest message, which only the directory knows.
+func (s *Store) list(ctx context.Context, room string, lo, hi int64, limit int, descending bool) ([]document, error) {
+	var out []document
+	take := func(docs []document) (full bool) {
+		if descending {
+			slices.Reverse(docs)
+		}
+		for _, d := range docs {
+			if d.Seq < lo || d.Seq > hi {
+				continue
+			}
+			out = append(out, d)
+			if len(out) == limit {
+				return true
+			}
+		}
+		return false
+	}
+	first, last := blockOf(lo), blockOf(hi)
+	b, step := first, int64(1)
+	if descending {
+		b, step = last, -1
+	}
+	inRange := func(b int64) bool { return b >= first && b <= last }
+	empty := int64(-1) // a block read and found empty
+	for inRange(b) && !(descending && hi == noUpperBound) {
+		docs, err := s.blockMessages(ctx, room, b)
+		if err != nil {
+			return nil, err
+		}
+		if len(docs) == 0 {
+			empty = b
+			break
+		}
+		if take(docs) {
+			return out, nil
+		}
+		b += step
+	}
+	if !inRange(b) {
+		return out, nil
+	}
+	err := s.walkBlocks(ctx, room, b, descending, func(b int64) error {
+		if !inRange(b) {
+			return errStopWalk
+		}
+		if b == empty {
+			return nil
+		}
+		docs, err := s.blockMessages(ctx, room, b)
+		if err != nil {
+			return err
+		}
+		if take(docs) {
+			return errStopWalk
+		}
+		return nil
+	})
+	return out, err
+}
+
+// layoutID is the _id of the document that marks a collection whose every
+// message has its blk: written by the first EnsureIndexes, after it gave the
+// messages stored before the block layout theirs (migrate).
+const layoutID = markerPrefix + "layout:blocks"
+
+// migrate gives every message stored before the block layout its blk and
+// markers, once per collection, then writes the layout document. On a new
+// collection it only writes that document. Two processes may run it at
+// once: each step is idempotent.
+func (s *Store) migrate(ctx context.Context) error {
+	err := s.coll.FindOne(ctx, bson.D{{Key: "_id", Value: layoutID}}).Err()
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, mongo.ErrNoDocuments) {
+		return fmt.Errorf("msgstore: read the layout document: %w", err)
+	}
+	// FerretDB scans the table for this, once.
+	cur, err := s.coll.Find(ctx, bson.D{{Key: "blk", Value: bson.D{{Key: "$exists", Value: false}}}},
+		options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}, {Key: "room_id", Value: 1}, {Key: "seq", Value: 1}}))
+	if err != nil {
+		return fmt.Errorf("msgstore: find messages without a block: %w", err)
+	}
+	defer func() { _ = cur.Close(ctx) }()
+	var refs []blockRef
+	for cur.Next(ctx) {
+		var d struct {
+			ID     string `bson:"_id"`
+			RoomID string `bson:"room_id"`
+			Seq    int64  `bson:"seq"`
+		}
+		if err := cur.Decode(&d); err != nil {
+			return fmt.Errorf("msgstore: migrate: %w", err)
+		}
+		if d.Seq <= 0 || d.RoomID == "" {
+			continue // not a message
+		}
+		_, err := s.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: d.ID}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "blk", Value: messageKey(d.RoomID, blockOf(d.Seq))}}}})
+		if err != nil {
+			return fmt.Errorf("msgstore: migrate message %s: %w", d.ID, err)
+		}
+		refs = append(refs, blockRef{room: d.RoomID, seq: d.Seq})
+	}
+	if err := cur.Err(); err != nil {
+		return fmt.Errorf("msgstore: find messages without a block: %w", err)
+	}
+	markers := s.marks.claim(refs)
+	for chunk := range slices.Chunk(markers, s.chunkSize) {
+		if err := ignoreDuplicates(s.coll.InsertMany(ctx, chunk, options.InsertMany().SetOrdered(false))); err != nil {
+			s.marks.release(markers)
+			return fmt.Errorf("msgstore: write block markers: %w", err)
+		}
+	}
+	// Last: a migration that stopped half-way runs again at the next start.
+	layout := marker{ID: layoutID, RoomID: layoutID, Key: layoutID}
+	if _, err := s.coll.InsertOne(ctx, layout); err != nil && !mongo.IsDuplicateKeyError(err) {
+		return fmt.Errorf("msgstore: write the layout document: %w", err)
+	}
+	return nil
+}
+
+// ignoreDuplicates returns err unless every one of its write errors is a
+// duplicate key.
+func ignoreDuplicates(_ *mongo.InsertManyResult, err error) error {
+	var bwe mongo.BulkWriteException
+	if err == nil || !errors.As(err, &bwe) || bwe.WriteConcernError != nil || len(bwe.WriteErrors) == 0 {
+		return err
+	}
+	for _, we := range bwe.WriteErrors {
+		if we.Code != duplicateKeyCode {
+			return err
+		}
+	}
+	return nil
+}
+
+// noUpperBound is hi for a page without one.
+const noUpperBound = math.MaxInt64
