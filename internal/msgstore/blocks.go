@@ -37,7 +37,10 @@ import (
 // messages of the blocks it crosses (at most 64 each), all by equality on
 // blk, which ferretpg's GIN index serves (Lookups). Seq gaps, such as the
 // 1,000,000 positions a new epoch skips, cost nothing: only blocks that hold
-// messages have markers.
+// messages have markers. What still grows with the room is its segment
+// markers, one per 4,096 positions, read when a page starts at the room's
+// newest message or meets a gap. Reading directly from the page's first
+// block, the directory is skipped while blocks are dense (see list).
 //
 // A marker's room_id is its own _id and its seq is 0, which keeps markers
 // apart from every message in the unique (room_id, seq) index (messages
@@ -80,49 +83,162 @@ func segmentMarker(room string, s int64) marker {
 	return marker{ID: id, RoomID: id, Key: roomKey(room), N: s}
 }
 
-// markerCacheMax bounds the marker ids a Store remembers; past it, it
-// forgets them all and writes each marker again once (a duplicate costs
-// FerretDB a slower command, nothing else).
+// markerCacheMax bounds the markers a Store remembers; past it, it forgets
+// them all and writes each marker again once (a duplicate costs FerretDB a
+// slower command, nothing else).
 const markerCacheMax = 1 << 18
 
 // markerCache remembers the markers this Store has written or is writing, so
 // that a block's marker goes out with its first message only.
+//
+// A marker is pending while the command that carries it runs, then written,
+// or forgotten if that command failed. A command that needs a pending
+// marker does not carry it again (a duplicate makes FerretDB insert the
+// whole command row by row); instead every InsertMessages call, once its
+// commands succeeded, confirms that each marker it needs is written, waiting
+// for pending ones and writing forgotten ones itself (confirmMarkers). So a
+// call never reports success for a message whose marker is not stored, even
+// when the command that carried the marker failed after its messages were
+// stored by another.
 type markerCache struct {
 	mu    sync.Mutex
-	known map[string]struct{}
+	state map[string]*markerState
 }
 
-// claim returns the markers msgs need that are neither stored (as far as
-// this Store knows) nor being written by another command, and records them
-// as being written. The caller calls release(claimed) if its command fails.
-func (c *markerCache) claim(msgs []blockRef) []marker {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.known == nil || len(c.known) > markerCacheMax {
-		c.known = make(map[string]struct{})
-	}
+type markerState struct {
+	done    chan struct{} // closed when the outcome is known
+	written bool          // set before done is closed
+}
+
+// claimed is a marker pending in the caller's command.
+type claimed struct {
+	marker
+	st *markerState
+}
+
+// markersOf returns the markers refs need, once each.
+func markersOf(refs []blockRef) []marker {
+	seen := make(map[string]struct{})
 	var out []marker
-	add := func(m marker) {
-		if _, ok := c.known[m.ID]; ok {
-			return
-		}
-		c.known[m.ID] = struct{}{}
-		out = append(out, m)
-	}
-	for _, r := range msgs {
+	for _, r := range refs {
 		b := blockOf(r.seq)
-		add(segmentMarker(r.room, segmentOf(b)))
-		add(blockMarker(r.room, b))
+		for _, m := range [2]marker{segmentMarker(r.room, segmentOf(b)), blockMarker(r.room, b)} {
+			if _, ok := seen[m.ID]; !ok {
+				seen[m.ID] = struct{}{}
+				out = append(out, m)
+			}
+		}
 	}
 	return out
 }
 
-// release forgets markers whose command failed, so the retry writes them.
-func (c *markerCache) release(ms []marker) {
+// claimFitting takes the messages at refs for one insert command of at most
+// max documents: it returns how many of them (at least one) fit together
+// with the markers they need that are neither written nor pending, and
+// those markers, now pending for the caller, which must settle them.
+// Keeping markers and messages within max keeps a command one SQL INSERT on
+// FerretDB (its batch is DefaultChunkSize documents).
+func (c *markerCache) claimFitting(refs []blockRef, max int) (n int, out []claimed) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.state == nil || len(c.state) > markerCacheMax {
+		c.state = make(map[string]*markerState)
+	}
+	for i, r := range refs {
+		b := blockOf(r.seq)
+		need := [2]marker{segmentMarker(r.room, segmentOf(b)), blockMarker(r.room, b)}
+		k := 0
+		for _, m := range need {
+			if _, ok := c.state[m.ID]; !ok {
+				need[k] = m
+				k++
+			}
+		}
+		if i > 0 && i+1+len(out)+k > max {
+			break
+		}
+		for _, m := range need[:k] {
+			st := &markerState{done: make(chan struct{})}
+			c.state[m.ID] = st
+			out = append(out, claimed{m, st})
+		}
+		n = i + 1
+	}
+	return n, out
+}
+
+// settle records the outcome of the command that carried cs.
+func (c *markerCache) settle(cs []claimed, written bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, m := range cs {
+		m.st.written = written
+		if !written && c.state[m.ID] == m.st {
+			delete(c.state, m.ID)
+		}
+		close(m.st.done)
+	}
+}
+
+// check returns the done channels of the markers of ms that are pending,
+// and claims those the cache does not know (toWrite).
+func (c *markerCache) check(ms []marker) (wait []chan struct{}, toWrite []claimed) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == nil {
+		c.state = make(map[string]*markerState)
+	}
 	for _, m := range ms {
-		delete(c.known, m.ID)
+		st, ok := c.state[m.ID]
+		switch {
+		case ok && st.written:
+		case ok && !isClosed(st.done):
+			wait = append(wait, st.done)
+		default: // unknown, or its command failed
+			st = &markerState{done: make(chan struct{})}
+			c.state[m.ID] = st
+			toWrite = append(toWrite, claimed{m, st})
+		}
+	}
+	return wait, toWrite
+}
+
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// confirmMarkers returns once every marker refs need is written (see
+// markerCache), writing the ones no command carries.
+func (s *Store) confirmMarkers(ctx context.Context, refs []blockRef) error {
+	ms := markersOf(refs)
+	for {
+		wait, toWrite := s.marks.check(ms)
+		if len(toWrite) > 0 {
+			docs := make([]marker, len(toWrite))
+			for i, c := range toWrite {
+				docs[i] = c.marker
+			}
+			err := ignoreDuplicates(s.coll.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false)))
+			s.marks.settle(toWrite, err == nil)
+			if err != nil {
+				return fmt.Errorf("msgstore: write block markers: %w", err)
+			}
+		}
+		if len(wait) == 0 {
+			return nil
+		}
+		for _, ch := range wait {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 	}
 }
 
@@ -303,44 +419,62 @@ func (s *Store) migrate(ctx context.Context) error {
 	if !errors.Is(err, mongo.ErrNoDocuments) {
 		return fmt.Errorf("msgstore: read the layout document: %w", err)
 	}
-	// FerretDB scans the table for this, once.
+	// FerretDB scans the table for this, once per start until the layout
+	// document is written.
 	cur, err := s.coll.Find(ctx, bson.D{{Key: "blk", Value: bson.D{{Key: "$exists", Value: false}}}},
 		options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}, {Key: "room_id", Value: 1}, {Key: "seq", Value: 1}}))
 	if err != nil {
 		return fmt.Errorf("msgstore: find messages without a block: %w", err)
 	}
 	defer func() { _ = cur.Close(ctx) }()
-	var refs []blockRef
-	for cur.Next(ctx) {
-		var d struct {
-			ID     string `bson:"_id"`
-			RoomID string `bson:"room_id"`
-			Seq    int64  `bson:"seq"`
+	type legacy struct {
+		ID     string `bson:"_id"`
+		RoomID string `bson:"room_id"`
+		Seq    int64  `bson:"seq"`
+	}
+	// A batch's markers are written before its messages get their blk, so
+	// that a migration cut short (it is bounded by the caller's context)
+	// leaves no message with a blk and without its markers; the next start
+	// goes on with the messages still without one.
+	var batch []legacy
+	flush := func() error {
+		refs := make([]blockRef, len(batch))
+		for i, d := range batch {
+			refs[i] = blockRef{room: d.RoomID, seq: d.Seq}
 		}
+		if err := s.confirmMarkers(ctx, refs); err != nil {
+			return err
+		}
+		for _, d := range batch {
+			_, err := s.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: d.ID}},
+				bson.D{{Key: "$set", Value: bson.D{{Key: "blk", Value: messageKey(d.RoomID, blockOf(d.Seq))}}}})
+			if err != nil {
+				return fmt.Errorf("msgstore: migrate message %s: %w", d.ID, err)
+			}
+		}
+		batch = batch[:0]
+		return nil
+	}
+	for cur.Next(ctx) {
+		var d legacy
 		if err := cur.Decode(&d); err != nil {
 			return fmt.Errorf("msgstore: migrate: %w", err)
 		}
 		if d.Seq <= 0 || d.RoomID == "" {
 			continue // not a message
 		}
-		_, err := s.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: d.ID}},
-			bson.D{{Key: "$set", Value: bson.D{{Key: "blk", Value: messageKey(d.RoomID, blockOf(d.Seq))}}}})
-		if err != nil {
-			return fmt.Errorf("msgstore: migrate message %s: %w", d.ID, err)
+		if batch = append(batch, d); len(batch) == s.chunkSize {
+			if err := flush(); err != nil {
+				return err
+			}
 		}
-		refs = append(refs, blockRef{room: d.RoomID, seq: d.Seq})
 	}
 	if err := cur.Err(); err != nil {
 		return fmt.Errorf("msgstore: find messages without a block: %w", err)
 	}
-	markers := s.marks.claim(refs)
-	for chunk := range slices.Chunk(markers, s.chunkSize) {
-		if err := ignoreDuplicates(s.coll.InsertMany(ctx, chunk, options.InsertMany().SetOrdered(false))); err != nil {
-			s.marks.release(markers)
-			return fmt.Errorf("msgstore: write block markers: %w", err)
-		}
+	if err := flush(); err != nil {
+		return err
 	}
-	// Last: a migration that stopped half-way runs again at the next start.
 	layout := marker{ID: layoutID, RoomID: layoutID, Key: layoutID}
 	if _, err := s.coll.InsertOne(ctx, layout); err != nil && !mongo.IsDuplicateKeyError(err) {
 		return fmt.Errorf("msgstore: write the layout document: %w", err)

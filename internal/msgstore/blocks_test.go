@@ -166,10 +166,14 @@ func TestEnsureIndexesMigratesOlderMessages(t *testing.T) {
 		legacy = append(legacy, bson.D{{Key: "_id", Value: fmt.Sprintf("old-%d", seq)}, {Key: "room_id", Value: "r"},
 			{Key: "seq", Value: seq}, {Key: "body", Value: "before the blocks"}})
 	}
+	for seq := int64(1); seq <= 70; seq++ { // a room nothing is written to afterwards
+		legacy = append(legacy, bson.D{{Key: "_id", Value: fmt.Sprintf("old-q-%d", seq)}, {Key: "room_id", Value: "q"},
+			{Key: "seq", Value: seq}, {Key: "body", Value: "before the blocks"}})
+	}
 	if _, err := db.Collection(msgstore.CollectionName).InsertMany(ctx, legacy); err != nil {
 		t.Fatal(err)
 	}
-	s = msgstore.New(db, msgstore.Options{})
+	s = msgstore.New(db, msgstore.Options{ChunkSize: 40}) // several batches
 	if err := s.EnsureIndexes(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -179,6 +183,12 @@ func TestEnsureIndexesMigratesOlderMessages(t *testing.T) {
 	got, err := s.List(ctx, "r", 0, 0, 1000)
 	if err != nil || !equalSeqs(seqs(got), seqRange(160, 1)) {
 		t.Fatalf("List after the migration = %v, %v", seqs(got), err)
+	}
+	if got, err := s.List(ctx, "q", 0, 0, 1000); err != nil || !equalSeqs(seqs(got), seqRange(70, 1)) {
+		t.Fatalf("List(q) after the migration = %v, %v", seqs(got), err)
+	}
+	if max, err := s.MaxSeq(ctx, "q"); err != nil || max != 70 {
+		t.Errorf("MaxSeq(q) after the migration = %d, %v; want 70", max, err)
 	}
 	// A second start finds the layout document and leaves everything as is.
 	if err := msgstore.New(db, msgstore.Options{}).EnsureIndexes(ctx); err != nil {

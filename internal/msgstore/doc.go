@@ -20,17 +20,20 @@
 // and marker documents in the same collection (room_id = _id, seq 0, written
 // in the same insert command) list a room's blocks. A page reads the blocks
 // it crosses by equality on blk, so on FerretDB 1.x, which pushes only
-// equality filters down, it costs the same in a room of a thousand messages
-// as in one of a hundred thousand (blocks.go has the layout and the
-// figures). EnsureIndexes gives messages stored before this layout their blk,
-// once. Room ids may not start with "~", the markers' prefix. Code that
-// reads the whole collection selects messages with {seq: {$gt: 0}}.
+// equality filters down, a page costs about the same in a room of a
+// thousand messages as in one of a hundred thousand (blocks.go has the
+// layout and the figures). EnsureIndexes gives messages stored before this
+// layout their blk, once; stop every older persister before the first
+// process of this version starts, since a message one writes afterwards has
+// no blk and no history read finds it. Room and message ids may not start
+// with "~", the markers' prefix. Code that reads the whole collection
+// selects messages with {seq: {$gt: 0}}.
 //
 // # Compatibility
 //
 // Only features that both MongoDB and FerretDB v1.x (on PostgreSQL or SQLite)
 // implement are used: unique compound and single-field indexes, unordered
-// insertMany, equality finds, countDocuments. Inserts are split into commands of up
+// insertMany, finds by equality (and, once, by $exists), countDocuments. Inserts are split into commands of up
 // to Options.ChunkSize documents (FerretDB's own batch of 100 by default: one
 // SQL INSERT each). Concurrent InsertMessages calls share those commands
 // (group commit, Options.MaxInFlight at once, Options.Linger to gather the

@@ -84,6 +84,12 @@ type inserter struct {
 	timer   *time.Timer // armed while a part chunk lingers
 }
 
+// command is the documents of one insert command.
+type command struct {
+	docs    []pendingDoc
+	markers []claimed
+}
+
 // insert queues msgs and waits until each has an outcome or ctx ends. Its
 // documents may still be written after ctx ended (the caller retries;
 // inserts are idempotent).
@@ -122,8 +128,8 @@ func (in *inserter) insert(ctx context.Context, msgs []*parleyv1.Message) (inser
 // has lingered (flush) or when there is no linger. A part chunk arms the
 // linger timer instead, so that the calls arriving meanwhile (the other
 // partitions of the same fetch) share its command.
-func (in *inserter) startLocked(flush bool) [][]pendingDoc {
-	var start [][]pendingDoc
+func (in *inserter) startLocked(flush bool) []command {
+	var start []command
 	for in.running < in.max && len(in.queue) > 0 {
 		if len(in.queue) < in.s.chunkSize && !flush && in.linger > 0 {
 			if in.timer == nil {
@@ -148,10 +154,16 @@ func (in *inserter) flush() {
 	}
 }
 
-// takeLocked removes the next command's documents from the queue.
-func (in *inserter) takeLocked() []pendingDoc {
-	n := min(len(in.queue), in.s.chunkSize)
-	chunk := slices.Clone(in.queue[:n])
+// takeLocked removes the next command's documents from the queue: messages
+// and the block markers they need, at most chunkSize documents in all.
+func (in *inserter) takeLocked() command {
+	refs := make([]blockRef, min(len(in.queue), in.s.chunkSize))
+	for i := range refs {
+		m := in.queue[i].m
+		refs[i] = blockRef{room: m.GetRoomId(), seq: m.GetSeq()}
+	}
+	n, markers := in.s.marks.claimFitting(refs, in.s.chunkSize)
+	chunk := command{docs: slices.Clone(in.queue[:n]), markers: markers}
 	clear(in.queue[:n])
 	in.queue = in.queue[n:]
 	if len(in.queue) == 0 {
@@ -162,7 +174,7 @@ func (in *inserter) takeLocked() []pendingDoc {
 
 // run writes chunk, then whatever has queued meanwhile, until the queue is
 // empty.
-func (in *inserter) run(chunk []pendingDoc) {
+func (in *inserter) run(chunk command) {
 	for {
 		in.write(chunk)
 		in.mu.Lock()
@@ -178,15 +190,15 @@ func (in *inserter) run(chunk []pendingDoc) {
 
 // write runs one insert command and hands each document's outcome to its
 // call.
-func (in *inserter) write(chunk []pendingDoc) {
+func (in *inserter) write(chunk command) {
 	ctx, cancel := context.WithTimeout(context.Background(), insertTimeout)
 	defer cancel()
-	msgs := make([]*parleyv1.Message, len(chunk))
-	for i, d := range chunk {
+	msgs := make([]*parleyv1.Message, len(chunk.docs))
+	for i, d := range chunk.docs {
 		msgs[i] = d.m
 	}
-	outcomes, err := in.s.insertChunk(ctx, msgs)
-	for i, d := range chunk {
+	outcomes, err := in.s.insertChunk(ctx, msgs, chunk.markers)
+	for i, d := range chunk.docs {
 		c := d.call
 		c.mu.Lock()
 		switch {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -30,9 +31,9 @@ const (
 	// (see the block layout in blocks.go).
 	BlockIndex = "blk_1"
 
-	// DefaultChunkSize is the number of documents per insert command when
+	// DefaultChunkSize is the number of messages per insert command when
 	// Options.ChunkSize is zero: FerretDB 1.24's own batch, so that a
-	// command is one SQL INSERT. Draining a backlog, FerretDB and
+	// command is one SQL INSERT (two when it also carries block markers). Draining a backlog, FerretDB and
 	// PostgreSQL spent 108-118 µs of CPU per document in commands of 100
 	// against 121-138 µs in commands of 40 (200,000 records, two runs each).
 	DefaultChunkSize = 100
@@ -189,7 +190,8 @@ func toDocument(m *parleyv1.Message) document {
 
 // NewDocument returns the stored form of m exactly as InsertMessages writes
 // it, for tools that write the collection directly (the benchmark's raw
-// insertMany ceiling). It does not validate m.
+// insertMany ceiling). It does not validate m. The block markers that
+// InsertMessages writes beside new blocks' first messages are not included.
 func NewDocument(m *parleyv1.Message) any { return toDocument(m) }
 
 func (d *document) message() *parleyv1.Message {
@@ -220,6 +222,8 @@ func checkMessage(i int, m *parleyv1.Message) error {
 		return fmt.Errorf("%w: message %d (%s): empty room_id", ErrInvalidArgument, i, m.GetMessageId())
 	case strings.HasPrefix(m.GetRoomId(), markerPrefix):
 		return fmt.Errorf("%w: message %d (%s): room_id %q starts with %q", ErrInvalidArgument, i, m.GetMessageId(), m.GetRoomId(), markerPrefix)
+	case strings.HasPrefix(m.GetMessageId(), markerPrefix):
+		return fmt.Errorf("%w: message %d: message_id %q starts with %q", ErrInvalidArgument, i, m.GetMessageId(), markerPrefix)
 	case m.GetSeq() <= 0:
 		return fmt.Errorf("%w: message %d (%s): seq %d is not positive", ErrInvalidArgument, i, m.GetMessageId(), m.GetSeq())
 	}
@@ -255,32 +259,29 @@ func (s *Store) InsertMessages(ctx context.Context, msgs []*parleyv1.Message) (i
 	if err != nil {
 		return inserted, duplicates, err
 	}
+	refs := make([]blockRef, len(msgs))
+	for i, m := range msgs {
+		refs[i] = blockRef{room: m.GetRoomId(), seq: m.GetSeq()}
+	}
+	if err := s.confirmMarkers(ctx, refs); err != nil {
+		return inserted, duplicates, err
+	}
 	if len(conflicts) > 0 {
 		return inserted, duplicates, &ConflictError{MessageIDs: conflicts}
 	}
 	return inserted, duplicates, nil
 }
 
-// insertChunk inserts one chunk, after the block markers it needs (see
-// blocks.go) in the same command, and returns each message's outcome: its
-// duplicate-key failures are sorted into duplicates (the _id is stored) and
-// conflicts (it is not: another message holds the position). A marker that
-// is already stored is not a failure.
-func (s *Store) insertChunk(ctx context.Context, chunk []*parleyv1.Message) (outcomes []uint8, err error) {
-	refs := make([]blockRef, len(chunk))
-	for i, m := range chunk {
-		refs[i] = blockRef{room: m.GetRoomId(), seq: m.GetSeq()}
-	}
-	markers := s.marks.claim(refs)
-	defer func() {
-		if err != nil {
-			s.marks.release(markers)
-		}
-	}()
-	// Markers first: a message is never stored without its markers.
+// insertChunk inserts one chunk, with markers, the block markers it needs
+// that no other command has written or is writing (claimed for it by the
+// inserter, see markerCache), in the same command, and returns each
+// message's outcome: its duplicate-key failures are sorted into duplicates
+// (the _id is stored) and conflicts (it is not: another message holds the
+// position). A marker that is already stored is not a failure.
+func (s *Store) insertChunk(ctx context.Context, chunk []*parleyv1.Message, markers []claimed) (outcomes []uint8, err error) {
 	docs := make([]any, 0, len(markers)+len(chunk))
 	for _, m := range markers {
-		docs = append(docs, m)
+		docs = append(docs, m.marker)
 	}
 	for _, m := range chunk {
 		docs = append(docs, toDocument(m))
@@ -288,10 +289,12 @@ func (s *Store) insertChunk(ctx context.Context, chunk []*parleyv1.Message) (out
 	outcomes = make([]uint8, len(chunk)) // outInserted
 	_, err = s.coll.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
 	if err == nil {
+		s.marks.settle(markers, true)
 		return outcomes, nil
 	}
 	var bwe mongo.BulkWriteException
 	if !errors.As(err, &bwe) || bwe.WriteConcernError != nil || len(bwe.WriteErrors) == 0 {
+		s.marks.settle(markers, false)
 		return nil, fmt.Errorf("msgstore: insert %d messages: %w", len(chunk), err)
 	}
 	dupIdx := make([]int, 0, len(bwe.WriteErrors))
@@ -299,12 +302,14 @@ func (s *Store) insertChunk(ctx context.Context, chunk []*parleyv1.Message) (out
 		if we.Code != duplicateKeyCode || we.Index < 0 || we.Index >= len(docs) {
 			// Unordered: the rest of the chunk was attempted, but the
 			// caller retries everything anyway.
+			s.marks.settle(markers, false)
 			return nil, fmt.Errorf("msgstore: insert %d messages: %w", len(chunk), err)
 		}
 		if we.Index >= len(markers) { // a marker already stored is fine
 			dupIdx = append(dupIdx, we.Index-len(markers))
 		}
 	}
+	s.marks.settle(markers, true)
 	if len(dupIdx) == 0 {
 		return outcomes, nil
 	}
@@ -384,6 +389,9 @@ func (s *Store) List(ctx context.Context, roomID string, beforeSeq, afterSeq int
 		return nil, fmt.Errorf("%w: limit %d is not positive", ErrInvalidArgument, limit)
 	case beforeSeq < 0 || afterSeq < 0:
 		return nil, fmt.Errorf("%w: negative seq bound (before %d, after %d)", ErrInvalidArgument, beforeSeq, afterSeq)
+	}
+	if afterSeq == math.MaxInt64 {
+		return []*parleyv1.Message{}, nil
 	}
 	lo, hi := afterSeq+1, int64(noUpperBound)
 	if beforeSeq > 0 {

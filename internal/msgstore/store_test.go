@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -150,6 +151,7 @@ func TestInsertInvalid(t *testing.T) {
 		{"zero seq", &parleyv1.Message{MessageId: "m", RoomId: "r"}},
 		{"negative seq", &parleyv1.Message{MessageId: "m", RoomId: "r", Seq: -1}},
 		{"room of the markers' prefix", &parleyv1.Message{MessageId: "m", RoomId: "~b:r/0", Seq: 1}},
+		{"id of the markers' prefix", &parleyv1.Message{MessageId: "~b:r/0", RoomId: "r", Seq: 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			valid := roomMessages("r", 1, 1)[0]
@@ -271,6 +273,7 @@ func TestListMaxSeqCount(t *testing.T) {
 		{"window", "a", 15, 10, 100, seqRange(11, 14)},
 		{"window limited", "a", 100, 10, 2, seqRange(11, 12)},
 		{"after the end", "a", 0, 120, 10, nil},
+		{"after the largest seq", "a", 0, math.MaxInt64, 10, nil},
 		{"other room", "b", 0, 0, 100, seqRange(7, 1)},
 		{"unknown room", "zz", 0, 0, 10, nil},
 	} {

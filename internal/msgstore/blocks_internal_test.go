@@ -1,0 +1,96 @@
+package msgstore
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// TestMarkerCacheHandsOverAFailedMarker: a command that needs a marker
+// another command carries does not carry it again, but the call's
+// confirmation waits for that command, and writes the marker itself when
+// that command failed: a call never succeeds with its marker unwritten.
+func TestMarkerCacheHandsOverAFailedMarker(t *testing.T) {
+	var c markerCache
+	refs := []blockRef{{"r", 1}, {"r", 63}, {"r", 64}}
+	ms := markersOf(refs)
+	if len(ms) != 3 { // segment 0, blocks 0 and 1
+		t.Fatalf("markersOf = %v, want 3 markers", ms)
+	}
+	claim := func() []claimed {
+		n, out := c.claimFitting(refs, 100)
+		if n != len(refs) {
+			t.Fatalf("claimFitting took %d of %d messages", n, len(refs))
+		}
+		return out
+	}
+	a := claim()
+	if len(a) != 3 {
+		t.Fatalf("first claim = %d markers, want 3", len(a))
+	}
+	if b := claim(); len(b) != 0 {
+		t.Fatalf("second claim while pending = %v, want none", b)
+	}
+	wait, toWrite := c.check(ms)
+	if len(wait) != 3 || len(toWrite) != 0 {
+		t.Fatalf("check while pending: wait %d, write %d; want 3, 0", len(wait), len(toWrite))
+	}
+	go func() {
+		time.Sleep(10 * time.Millisecond)
+		c.settle(a, false) // the carrying command failed
+	}()
+	for _, ch := range wait {
+		<-ch
+	}
+	wait, toWrite = c.check(ms)
+	if len(wait) != 0 || len(toWrite) != 3 {
+		t.Fatalf("check after the failure: wait %d, write %d; want 0, 3", len(wait), len(toWrite))
+	}
+	if b := claim(); len(b) != 0 {
+		t.Fatalf("claim while the confirmation writes = %v, want none", b)
+	}
+	c.settle(toWrite, true)
+	if wait, toWrite = c.check(ms); len(wait)+len(toWrite) != 0 {
+		t.Fatalf("check after writing: wait %d, write %d; want nothing", len(wait), len(toWrite))
+	}
+	if b := claim(); len(b) != 0 {
+		t.Fatalf("claim of written markers = %v, want none", b)
+	}
+}
+
+func TestBlockKeys(t *testing.T) {
+	for _, tc := range []struct {
+		seq        int64
+		block, seg int64
+	}{{1, 0, 0}, {63, 0, 0}, {64, 1, 0}, {4095, 63, 0}, {4096, 64, 1}, {1_004_300, 15692, 245}} {
+		if b := blockOf(tc.seq); b != tc.block || segmentOf(b) != tc.seg {
+			t.Errorf("seq %d: block %d segment %d, want %d %d", tc.seq, b, segmentOf(b), tc.block, tc.seg)
+		}
+	}
+	// A room whose id extends another's never shares its keys.
+	if messageKey("a", 12) == messageKey("a1", 2) || blockMarker("a", 12).ID == blockMarker("a1", 2).ID {
+		t.Error("keys of rooms a and a1 collide")
+	}
+}
+
+// TestClaimFittingKeepsACommandWithinItsBatch: messages and the markers they
+// need fill at most max documents, and a message is always taken.
+func TestClaimFittingKeepsACommandWithinItsBatch(t *testing.T) {
+	var c markerCache
+	var refs []blockRef
+	for i := range 100 {
+		refs = append(refs, blockRef{room: fmt.Sprintf("room%d", i), seq: 1}) // 2 new markers each
+	}
+	n, ms := c.claimFitting(refs, 100)
+	if n != 33 || len(ms) != 66 {
+		t.Fatalf("claimFitting of 100 new rooms = %d messages, %d markers; want 33, 66", n, len(ms))
+	}
+	c.settle(ms, true)
+	n, ms = c.claimFitting(refs[:33], 100) // their markers are written
+	if n != 33 || len(ms) != 0 {
+		t.Fatalf("claimFitting of known blocks = %d messages, %d markers; want 33, 0", n, len(ms))
+	}
+	if n, ms = c.claimFitting(refs[50:], 2); n != 1 || len(ms) != 2 {
+		t.Fatalf("claimFitting with max 2 = %d messages, %d markers; want 1, 2", n, len(ms))
+	}
+}
