@@ -102,7 +102,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Partitions, "partitions", 12, "partitions of the topic when it is created")
 	fs.StringVar(&c.MongoURI, "mongo-uri", "mongodb://127.0.0.1:27017", "MongoDB-protocol store URI")
 	fs.StringVar(&c.Database, "database", "parley", "database name")
-	fs.StringVar(&c.FerretDBPostgresURL, "ferretdb-postgres-url", "", "only when the store is FerretDB 1.x on PostgreSQL: that PostgreSQL's URL, as FerretDB's user; at start the server creates there the GIN indexes FerretDB cannot, so that lookups by id, username or room do not scan whole tables (empty: off)")
+	fs.StringVar(&c.FerretDBPostgresURL, "ferretdb-postgres-url", "", "only when the store is FerretDB 1.x on PostgreSQL: that PostgreSQL's URL, as FerretDB's user; at start the server creates there the GIN indexes FerretDB cannot, so that lookups by id, username or room do not scan whole tables, and reads a set of ids one id at a time (FerretDB does not push $in down) (empty: off)")
 	fs.StringVar(&c.TokenKey, "token-key", "", "access token signing key, at least 32 bytes (required)")
 	fs.DurationVar(&c.AccessTTL, "access-ttl", 15*time.Minute, "access token lifetime")
 	fs.DurationVar(&c.RefreshTTL, "refresh-ttl", 30*24*time.Hour, "refresh token lifetime")
@@ -211,7 +211,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 	}
 	defer func() { _ = mc.Disconnect(context.Background()) }()
 	db := mc.Database(cfg.Database)
-	st := store.New(db)
+	// With FerretDB's indexes, a set of ids is read one id at a time.
+	st := store.New(db, store.Options{PointLookups: cfg.FerretDBPostgresURL != ""})
 	msgs := msgstore.New(db, msgstore.Options{})
 	initCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
