@@ -211,8 +211,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 	}
 	defer func() { _ = mc.Disconnect(context.Background()) }()
 	db := mc.Database(cfg.Database)
-	// With FerretDB's indexes, a set of ids is read one id at a time.
-	st := store.New(db, store.Options{PointLookups: cfg.FerretDBPostgresURL != ""})
+	st := store.New(db, store.Options{})
 	msgs := msgstore.New(db, msgstore.Options{})
 	initCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
@@ -224,7 +223,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 	}
 	// In the background: a first build on a large collection may take
 	// minutes, and lookups work (slowly) without the indexes.
-	stopIndexing := ferretpg.Start(ctx, log, cfg.FerretDBPostgresURL, cfg.Database, append(st.Lookups(), msgs.Lookups()...))
+	// Once FerretDB's lookups are indexed, a set of ids is read one id at a
+	// time (store.Options.PointLookups).
+	stopIndexing := ferretpg.Start(ctx, log, cfg.FerretDBPostgresURL, cfg.Database, append(st.Lookups(), msgs.Lookups()...), st.UsePointLookups)
 	defer stopIndexing()
 	producer, err := msglog.New(msglog.Config{
 		Brokers: cfg.KafkaBrokers, Topic: cfg.Topic, Partitions: int32(cfg.Partitions), ReplicationFactor: 1,

@@ -140,7 +140,7 @@ func runPersister(ctx context.Context, args []string) error {
 	if err := store.EnsureIndexes(ictx); err != nil {
 		return fmt.Errorf("message indexes: %w", err)
 	}
-	stopIndexing := ferretpg.Start(ctx, log, *ferretPG, *database, store.Lookups())
+	stopIndexing := ferretpg.Start(ctx, log, *ferretPG, *database, store.Lookups(), nil)
 	defer stopIndexing()
 	p, err := persister.New(cfg, store, log, reg, kgo.SessionTimeout(*sessionTimeout))
 	if err != nil {

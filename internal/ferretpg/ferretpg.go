@@ -180,9 +180,9 @@ func Ensure(ctx context.Context, pgURL, database string, lookups []Lookup) (Resu
 // take minutes) and a PostgreSQL that is away at start is waited for. It
 // logs what it did, and each failure at Error: until it succeeds, lookups on
 // FerretDB scan whole tables. stop cancels what is left of it (the statement
-// running in PostgreSQL included) and returns once it ended. An empty pgURL
-// does nothing.
-func Start(ctx context.Context, log *slog.Logger, pgURL, database string, lookups []Lookup) (stop func()) {
+// running in PostgreSQL included) and returns once it ended. ready, if not
+// nil, is called once when Ensure succeeded. An empty pgURL does nothing.
+func Start(ctx context.Context, log *slog.Logger, pgURL, database string, lookups []Lookup, ready func()) (stop func()) {
 	if pgURL == "" {
 		return func() {}
 	}
@@ -202,6 +202,9 @@ func Start(ctx context.Context, log *slog.Logger, pgURL, database string, lookup
 					log.Warn("ferretpg: plan_cache_mode is now force_custom_plan for FerretDB's user; restart FerretDB once so that its pooled connections use the indexes")
 				} else if strings.HasPrefix(res.PlanCacheMode, "left") {
 					log.Warn("ferretpg: FerretDB's prepared lookups may not use the indexes", "plan_cache_mode", res.PlanCacheMode)
+				}
+				if ready != nil {
+					ready()
 				}
 				return
 			}

@@ -3,7 +3,9 @@ package ferretpg_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -379,4 +381,30 @@ func BenchmarkFindOne(b *testing.B) {
 	}
 	b.Run("scan", lookups(scan))
 	b.Run("gin", lookups(gin))
+}
+
+// TestStartCallsReadyOnce: Start's ready callback runs once, after its
+// indexes exist (the server then reads sets of ids one id at a time).
+func TestStartCallsReadyOnce(t *testing.T) {
+	f := setup(t)
+	if _, err := f.db.Collection("users").InsertOne(f.ctx, bson.D{{Key: "_id", Value: "u1"}}); err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int32
+	ready := make(chan struct{}, 1)
+	stop := ferretpg.Start(f.ctx, slog.New(slog.DiscardHandler), f.pgURL, f.name,
+		[]ferretpg.Lookup{{Collection: "users", Fields: []string{"_id"}}}, func() { calls.Add(1); ready <- struct{}{} })
+	select {
+	case <-ready:
+	case <-f.ctx.Done():
+		t.Fatal("ready was not called")
+	}
+	stop()
+	if n := calls.Load(); n != 1 {
+		t.Errorf("ready called %d times, want 1", n)
+	}
+	var n int
+	if err := f.pg.QueryRow(f.ctx, "SELECT count(*) FROM pg_indexes WHERE indexname = $1", ferretpg.IndexName(f.table(t, "users"), "_id")).Scan(&n); err != nil || n != 1 {
+		t.Errorf("ready, but %d indexes by that name (%v)", n, err)
+	}
 }

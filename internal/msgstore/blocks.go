@@ -25,8 +25,9 @@ import (
 //
 // So every message also carries the key of its block, blk = "m:<room>/<b>"
 // with b = seq/64, and a room keeps a two-level directory of the blocks that
-// hold messages, as marker documents in the same collection (written in the
-// same insert command as the messages, before them):
+// hold messages, as marker documents in the same collection (usually in the
+// insert command of a block's first messages; see markerCache for the
+// rest):
 //
 //   - a block marker per block, blk = "s:<room>/<s>" with s = b/64: the
 //     blocks of one segment of 4,096 positions;
@@ -103,6 +104,14 @@ const markerCacheMax = 1 << 18
 type markerCache struct {
 	mu    sync.Mutex
 	state map[string]*markerState
+	max   int // markerCacheMax when 0 (tests set it)
+}
+
+func (c *markerCache) limit() int {
+	if c.max > 0 {
+		return c.max
+	}
+	return markerCacheMax
 }
 
 type markerState struct {
@@ -141,7 +150,7 @@ func markersOf(refs []blockRef) []marker {
 func (c *markerCache) claimFitting(refs []blockRef, max int) (n int, out []claimed) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.state == nil || len(c.state) > markerCacheMax {
+	if c.state == nil || len(c.state) > c.limit() {
 		c.state = make(map[string]*markerState)
 	}
 	for i, r := range refs {
@@ -185,7 +194,7 @@ func (c *markerCache) settle(cs []claimed, written bool) {
 func (c *markerCache) check(ms []marker) (wait []chan struct{}, toWrite []claimed) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.state == nil {
+	if c.state == nil || len(c.state) > c.limit() {
 		c.state = make(map[string]*markerState)
 	}
 	for _, m := range ms {

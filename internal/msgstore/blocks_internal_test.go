@@ -1,6 +1,8 @@
 package msgstore
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -92,5 +94,50 @@ func TestClaimFittingKeepsACommandWithinItsBatch(t *testing.T) {
 	}
 	if n, ms = c.claimFitting(refs[50:], 2); n != 1 || len(ms) != 2 {
 		t.Fatalf("claimFitting with max 2 = %d messages, %d markers; want 1, 2", n, len(ms))
+	}
+}
+
+// TestMarkerCacheResetKeepsWaitersAwake: when the cache forgets everything
+// (past its bound) while a marker is pending, a confirmation waiting for it
+// still wakes when its command settles, and then writes it itself if the
+// cache no longer knows it.
+func TestMarkerCacheResetKeepsWaitersAwake(t *testing.T) {
+	c := markerCache{max: 4}
+	refs := []blockRef{{"r", 1}}
+	ms := markersOf(refs)
+	_, pending := c.claimFitting(refs, 100)
+	wait, _ := c.check(ms)
+	if len(wait) != 2 {
+		t.Fatalf("waiting for %d markers, want 2", len(wait))
+	}
+	var others []blockRef
+	for i := range 5 {
+		others = append(others, blockRef{fmt.Sprintf("o%d", i), 1})
+	}
+	c.claimFitting(others, 100) // over the bound: the next call resets
+	c.claimFitting([]blockRef{{"x", 1}}, 100)
+	c.settle(pending, true)
+	for _, ch := range wait {
+		select {
+		case <-ch:
+		case <-time.After(time.Second):
+			t.Fatal("a waiter did not wake after the reset")
+		}
+	}
+	if _, toWrite := c.check(ms); len(toWrite) != 2 {
+		t.Errorf("after the reset, %d markers to write, want 2 (the cache forgot them)", len(toWrite))
+	}
+}
+
+// TestConfirmMarkersFollowsItsContext: a confirmation waiting for another
+// command's marker returns when its context ends.
+func TestConfirmMarkersFollowsItsContext(t *testing.T) {
+	s := &Store{}
+	refs := []blockRef{{"r", 1}}
+	s.marks.claimFitting(refs, 100) // pending, never settled
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := s.confirmMarkers(ctx, refs); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("confirmMarkers = %v, want the context's deadline", err)
 	}
 }

@@ -17,8 +17,9 @@
 // millisecond precision.
 //
 // History reads go by block: blk names the message's block of 64 positions,
-// and marker documents in the same collection (room_id = _id, seq 0, written
-// in the same insert command) list a room's blocks. A page reads the blocks
+// and marker documents in the same collection (room_id = _id, seq 0,
+// usually written in the insert command of a block's first messages) list a
+// room's blocks. A page reads the blocks
 // it crosses by equality on blk, so on FerretDB 1.x, which pushes only
 // equality filters down, a page costs about the same in a room of a
 // thousand messages as in one of a hundred thousand (blocks.go has the

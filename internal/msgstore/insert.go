@@ -29,7 +29,8 @@ import (
 // (19 documents per command on average at 2,000 messages/s). With
 // Options.Linger, documents that do not fill a chunk wait up to that long
 // for the other calls of the same moment before their command starts; full
-// chunks never wait.
+// chunks never wait (but the few messages a full queue leaves behind when
+// block markers took part of its command's room do).
 
 // DefaultMaxInFlight is the number of insert commands in flight at once
 // when Options.MaxInFlight is zero.

@@ -131,14 +131,16 @@ func TestLingerGathersCallsIntoChunks(t *testing.T) {
 	}
 
 	before := inserts.Load()
-	const calls, each = 12, 5 // 60 documents: one full chunk of 40 and one of 20
+	// 60 messages of one room, in its first block: with the room's two
+	// markers, one full command of 40 documents and one of 22.
+	const calls, each = 12, 5
 	var wg sync.WaitGroup
 	errs := make(chan error, calls)
 	for i := range calls {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ins, dup, err := s.InsertMessages(ctx, roomMessages(fmt.Sprintf("g%02d", i), 1, each))
+			ins, dup, err := s.InsertMessages(ctx, roomMessages("g", int64(i*each+1), int64(i*each+each)))
 			if err == nil && (ins != each || dup != 0) {
 				err = fmt.Errorf("call %d: %d inserted, %d duplicates; want %d, 0", i, ins, dup, each)
 			}

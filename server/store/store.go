@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -68,7 +69,7 @@ func MemberID(roomID, userID string) string { return roomID + "/" + userID }
 // Store is safe for concurrent use.
 type Store struct {
 	users, tokens, rooms, members *mongo.Collection
-	pointLookups                  bool
+	pointLookups                  atomic.Bool
 }
 
 // Options configures a Store.
@@ -79,7 +80,8 @@ type Options struct {
 	// down to SQL, so that one query reads and decodes the whole table (714
 	// ms for 20 users among 20,000, against 7.6 ms one by one:
 	// BenchmarkUsersByID), where each equality is an index lookup. On
-	// MongoDB leave it off.
+	// MongoDB leave it off. UsePointLookups turns it on later (once the
+	// indexes exist: before, each of those lookups scans the table too).
 	PointLookups bool
 }
 
@@ -89,14 +91,18 @@ const pointLookupConcurrency = 4
 
 // New returns a Store on db. Call EnsureIndexes once at start-up.
 func New(db *mongo.Database, opts Options) *Store {
-	return &Store{
-		pointLookups: opts.PointLookups,
-		users:        db.Collection("users"),
-		tokens:       db.Collection("refresh_tokens"),
-		rooms:        db.Collection("rooms"),
-		members:      db.Collection("members"),
+	s := &Store{
+		users:   db.Collection("users"),
+		tokens:  db.Collection("refresh_tokens"),
+		rooms:   db.Collection("rooms"),
+		members: db.Collection("members"),
 	}
+	s.pointLookups.Store(opts.PointLookups)
+	return s
 }
+
+// UsePointLookups turns Options.PointLookups on.
+func (s *Store) UsePointLookups() { s.pointLookups.Store(true) }
 
 // Lookups names the fields each collection is read by with an equality
 // filter, for ferretpg.Ensure (indexes FerretDB 1.x cannot make itself).
@@ -342,14 +348,18 @@ func (s *Store) roomsByID(ctx context.Context, ids []string) ([]Room, error) {
 // particular order: one {_id: {$in: ids}} query, or with PointLookups one
 // equality query per id, pointLookupConcurrency at once.
 func findByIDs[T any](ctx context.Context, s *Store, coll *mongo.Collection, ids []string) ([]T, error) {
-	if !s.pointLookups {
+	if !s.pointLookups.Load() {
 		cur, err := coll.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}})
 		if err != nil {
 			return nil, err
 		}
 		var out []T
-		return out, cur.All(ctx, &out)
+		if err := cur.All(ctx, &out); err != nil {
+			return nil, err
+		}
+		return out, nil
 	}
+	ids = slices.Compact(slices.Sorted(slices.Values(ids))) // each id once, as by $in
 	found := make([]*T, len(ids))
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(pointLookupConcurrency)
@@ -371,10 +381,8 @@ func findByIDs[T any](ctx context.Context, s *Store, coll *mongo.Collection, ids
 		return nil, err
 	}
 	out := make([]T, 0, len(ids))
-	seen := make(map[string]bool, len(ids))
-	for i, d := range found {
-		if d != nil && !seen[ids[i]] { // an id asked twice is returned once, as by $in
-			seen[ids[i]] = true
+	for _, d := range found {
+		if d != nil {
 			out = append(out, *d)
 		}
 	}
