@@ -404,7 +404,7 @@ func TestStartCallsReadyOnce(t *testing.T) {
 		t.Errorf("ready called %d times, want 1", n)
 	}
 	var n int
-	if err := f.pg.QueryRow(f.ctx, "SELECT count(*) FROM pg_indexes WHERE indexname = $1", ferretpg.IndexName(f.table(t, "users"), "_id")).Scan(&n); err != nil || n != 1 {
+	if err := f.pg.QueryRow(f.ctx, "SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND indexname = $2", f.name, ferretpg.IndexName(f.table(t, "users"), "_id")).Scan(&n); err != nil || n != 1 {
 		t.Errorf("ready, but %d indexes by that name (%v)", n, err)
 	}
 }
