@@ -53,7 +53,12 @@ type FanoutConfig struct {
 	// client's codec; by default member streams decode only message bodies
 	// (bodyOnlyCodec), the part of each delivery the measurement reads.
 	FullDecode bool
-	Progress   io.Writer
+	// StampScheduled stamps each message with the time the schedule gave
+	// it rather than the time its publisher built it, so that a publisher's
+	// wait (flow control, a resume, catching up after a stall) counts in
+	// its latency (no coordinated omission). fanout-v1 stamps the send time.
+	StampScheduled bool
+	Progress       io.Writer
 }
 
 // Validate names the bad field.
@@ -78,8 +83,9 @@ func (c *FanoutConfig) Validate() error {
 	return nil
 }
 
-// body header: "S<step>|M<0/1>|<seq>|<unixnano>|" padded to BodyBytes.
-func makeBody(buf []byte, step int, measured bool, seq int64, size int) string {
+// body header: "S<step>|M<0/1>|<seq>|<unixnano>|" padded to BodyBytes;
+// the time is stamp.
+func makeBody(buf []byte, step int, measured bool, seq int64, stamp time.Time, size int) string {
 	m := 0
 	if measured {
 		m = 1
@@ -90,7 +96,7 @@ func makeBody(buf []byte, step int, measured bool, seq int64, size int) string {
 	b = append(b, '|', 'M', byte('0'+m), '|')
 	b = strconv.AppendInt(b, seq, 10)
 	b = append(b, '|')
-	b = strconv.AppendInt(b, time.Now().UnixNano(), 10)
+	b = strconv.AppendInt(b, stamp.UnixNano(), 10)
 	b = append(b, '|')
 	for len(b) < size {
 		b = append(b, 'x')
@@ -285,7 +291,11 @@ func runSteps(ctx context.Context, cfg FanoutConfig, rep *Report, stats []*stepS
 						due := min(int64(time.Since(start)/interval)+1, n)
 						for ; sent < due; sent++ {
 							seqs[room]++
-							body := makeBody(buf[room], si, measured, seqs[room], cfg.BodyBytes)
+							stamp := time.Now()
+							if cfg.StampScheduled {
+								stamp = start.Add(time.Duration(sent) * interval)
+							}
+							body := makeBody(buf[room], si, measured, seqs[room], stamp, cfg.BodyBytes)
 							if err := publish(room, seqs[room], body); err != nil {
 								stats[si].failed.Add(1)
 							} else if measured {
@@ -397,6 +407,9 @@ func RunFanout(ctx context.Context, cfg FanoutConfig) (*Report, error) {
 	stats := make([]*stepStats, len(cfg.Rates))
 	for i := range stats {
 		stats[i] = &stepStats{}
+	}
+	if cfg.StampScheduled {
+		rep.Notes = append(rep.Notes, "latency counts from each message's scheduled send time (--stamp-scheduled), a publisher's waits included")
 	}
 	if cfg.Raw {
 		rep.Mode, rep.Persistence = "raw", "n/a (Redis pub/sub only)"

@@ -58,6 +58,7 @@ func runBenchFanout(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.StopAfter, "stop-after", 2, "stop after this many failing steps in a row (0: run all)")
 	fs.BoolVar(&cfg.OneFramePerMessage, "one-frame-per-message", false, "member streams refuse MessageBatch frames (StreamOptions.message_batches false): one frame per delivery")
 	fs.BoolVar(&cfg.FullDecode, "full-decode", false, "receivers decode every frame in full with the generated client's codec (default: bodies of delivered messages only)")
+	fs.BoolVar(&cfg.StampScheduled, "stamp-scheduled", false, "stamp each message with its scheduled send time instead of the time it was built, so that a publisher's waits count in latency (fanout-v1 stamps the send time)")
 	fs.StringVar(&cfg.Persistence, "persistence", "on (Kafka acks=all + persister)", "what to report about persistence")
 	pids := fs.String("pids", "", "processes to measure, name=pid,... (e.g. server=123,redis=456,persister=789)")
 	out := fs.String("out", "", "JSON report path (default: bench-fanout-<mode>.json)")
