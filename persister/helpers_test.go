@@ -262,7 +262,22 @@ type conflictError struct{ ids []string }
 func (e *conflictError) Error() string                { return "conflict: " + strings.Join(e.ids, ",") }
 func (e *conflictError) RejectedMessageIDs() []string { return e.ids }
 
+// Validate refuses ids starting with "~", as msgstore does (its block
+// markers' prefix); InsertMessages fails a call holding one, as msgstore's
+// does, so that the persister must ask first.
+func (w *memWriter) Validate(m *parleyv1.Message) error {
+	if strings.HasPrefix(m.GetRoomId(), "~") || strings.HasPrefix(m.GetMessageId(), "~") {
+		return fmt.Errorf("message %s of room %s: an id starts with ~", m.GetMessageId(), m.GetRoomId())
+	}
+	return nil
+}
+
 func (w *memWriter) InsertMessages(ctx context.Context, msgs []*parleyv1.Message) (inserted, duplicates int, err error) {
+	for _, m := range msgs {
+		if err := w.Validate(m); err != nil {
+			return 0, 0, err
+		}
+	}
 	if w.delay > 0 {
 		select {
 		case <-time.After(w.delay):

@@ -194,6 +194,11 @@ func (w *partitionWorker) process(batch []*kgo.Record) bool {
 	var dead []deadLetter
 	for _, r := range batch {
 		m, reason, detail := decode(r)
+		if v, ok := w.p.w.(validator); ok && reason == "" {
+			if err := v.Validate(m); err != nil {
+				reason, detail = ReasonInvalid, err.Error()
+			}
+		}
 		if reason != "" {
 			dead = append(dead, deadLetter{rec: r, reason: reason, detail: detail})
 			continue

@@ -34,6 +34,15 @@ type Writer interface {
 	InsertMessages(ctx context.Context, msgs []*parleyv1.Message) (inserted, duplicates int, err error)
 }
 
+// validator is the optional capability of a Writer that cannot store some
+// messages a record may hold (*msgstore.Store: ids starting with "~", the
+// prefix of its block markers): the persister asks it about each decoded
+// message and dead-letters the ones it refuses (reason invalid) instead of
+// retrying their batch forever.
+type validator interface {
+	Validate(m *parleyv1.Message) error
+}
+
 // rejecter is the optional capability of a Writer error; see Writer.
 type rejecter interface {
 	RejectedMessageIDs() []string

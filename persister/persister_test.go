@@ -148,6 +148,7 @@ func TestPersisterDeadLetters(t *testing.T) {
 		{"no room_id", valid(func(m *parleyv1.Message) { m.RoomId = "" }), ReasonInvalid},
 		{"zero seq", valid(func(m *parleyv1.Message) { m.Seq = 0 }), ReasonInvalid},
 		{"negative seq", valid(func(m *parleyv1.Message) { m.Seq = -4 }), ReasonInvalid},
+		{"room id the writer refuses", valid(func(m *parleyv1.Message) { m.RoomId = "~b:room-000/0" }), ReasonInvalid},
 	}
 
 	// Bad records between good ones of the same room (same partition).

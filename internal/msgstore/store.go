@@ -211,7 +211,14 @@ func (d *document) message() *parleyv1.Message {
 	return m
 }
 
-// checkMessage returns an ErrInvalidArgument error if m cannot be stored.
+// Validate returns an error wrapping ErrInvalidArgument if m cannot be
+// stored: nil, no message_id or room_id, a seq that is not positive, or an
+// id that starts with "~" (the block markers' prefix). InsertMessages
+// refuses a call with such a message before writing anything.
+func (s *Store) Validate(m *parleyv1.Message) error { return checkMessage(0, m) }
+
+// checkMessage returns an ErrInvalidArgument error if m, the i-th message of
+// a call, cannot be stored.
 func checkMessage(i int, m *parleyv1.Message) error {
 	switch {
 	case m == nil:
@@ -243,7 +250,7 @@ func checkMessage(i int, m *parleyv1.Message) error {
 //     stored except the ones it names, whose (room_id, seq) position holds
 //     another message: those can never be stored;
 //   - an error wrapping ErrInvalidArgument, before writing anything, when a
-//     message is nil or lacks message_id, room_id or a positive seq;
+//     message is one Validate refuses;
 //   - any other error (network, server, write concern) as is, after which
 //     part of msgs may be stored: the caller retries the whole call.
 func (s *Store) InsertMessages(ctx context.Context, msgs []*parleyv1.Message) (inserted, duplicates int, err error) {
