@@ -212,13 +212,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 	defer func() { _ = mc.Disconnect(context.Background()) }()
 	db := mc.Database(cfg.Database)
 	st := store.New(db, store.Options{})
-	msgs := msgstore.New(db, msgstore.Options{})
+	msgs := msgstore.New(db, msgstore.Options{Log: log})
 	initCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	if err := st.EnsureIndexes(initCtx); err != nil {
 		return fmt.Errorf("store indexes: %w", err)
 	}
-	if err := msgs.EnsureIndexes(initCtx); err != nil {
+	// Not bounded by initCtx: the first start after an upgrade migrates
+	// older messages to the block layout, minutes on a large store.
+	if err := msgs.EnsureIndexes(ctx); err != nil {
 		return fmt.Errorf("message indexes: %w", err)
 	}
 	// In the background: a first build on a large collection may take

@@ -134,10 +134,10 @@ func runPersister(ctx context.Context, args []string) error {
 		return fmt.Errorf("mongo-uri: %w", err)
 	}
 	defer func() { _ = mc.Disconnect(context.Background()) }()
-	store := msgstore.New(mc.Database(*database), msgstore.Options{ChunkSize: *chunk, MaxInFlight: *inFlight, Linger: *linger})
-	ictx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	if err := store.EnsureIndexes(ictx); err != nil {
+	store := msgstore.New(mc.Database(*database), msgstore.Options{ChunkSize: *chunk, MaxInFlight: *inFlight, Linger: *linger, Log: log})
+	// No short deadline: the first start after an upgrade migrates older
+	// messages to the block layout, minutes on a large store.
+	if err := store.EnsureIndexes(ctx); err != nil {
 		return fmt.Errorf("message indexes: %w", err)
 	}
 	stopIndexing := ferretpg.Start(ctx, log, *ferretPG, *database, store.Lookups(), nil)

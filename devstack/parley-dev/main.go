@@ -135,10 +135,10 @@ func run(ctx context.Context, args []string, out io.Writer, started func(addr st
 	// 40, not msgstore.DefaultChunkSize: this FerretDB runs on SQLite, and
 	// the measurements behind 100 (and the check that FerretDB no longer
 	// hangs on commands of 50 or more) were on PostgreSQL only.
-	msgs := msgstore.New(mc.Database(cfg.Database), msgstore.Options{ChunkSize: 40})
-	ictx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	if err := msgs.EnsureIndexes(ictx); err != nil {
+	msgs := msgstore.New(mc.Database(cfg.Database), msgstore.Options{ChunkSize: 40, Log: log})
+	// No short deadline: a data directory of an older version gets its
+	// messages migrated to the block layout once.
+	if err := msgs.EnsureIndexes(ctx); err != nil {
 		return fmt.Errorf("message indexes: %w", err)
 	}
 	pcfg := persister.Config{Brokers: brokers}.WithDefaults()

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -411,6 +412,10 @@ func (s *Store) list(ctx context.Context, room string, lo, hi int64, limit int, 
 	return out, err
 }
 
+// migrateBatch is the number of older messages one find of the migration
+// returns (a variable for tests).
+var migrateBatch int64 = 1000
+
 // layoutID is the _id of the document that marks a collection whose every
 // message has its blk: written by the first EnsureIndexes, after it gave the
 // messages stored before the block layout theirs (migrate).
@@ -428,25 +433,20 @@ func (s *Store) migrate(ctx context.Context) error {
 	if !errors.Is(err, mongo.ErrNoDocuments) {
 		return fmt.Errorf("msgstore: read the layout document: %w", err)
 	}
-	// FerretDB scans the table for this, once per start until the layout
-	// document is written.
-	cur, err := s.coll.Find(ctx, bson.D{{Key: "blk", Value: bson.D{{Key: "$exists", Value: false}}}},
-		options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}, {Key: "room_id", Value: 1}, {Key: "seq", Value: 1}}))
-	if err != nil {
-		return fmt.Errorf("msgstore: find messages without a block: %w", err)
-	}
-	defer func() { _ = cur.Close(ctx) }()
 	type legacy struct {
 		ID     string `bson:"_id"`
 		RoomID string `bson:"room_id"`
 		Seq    int64  `bson:"seq"`
 	}
 	// A batch's markers are written before its messages get their blk, so
-	// that a migration cut short (it is bounded by the caller's context)
-	// leaves no message with a blk and without its markers; the next start
-	// goes on with the messages still without one.
-	var batch []legacy
-	flush := func() error {
+	// that a migration cut short leaves no message with a blk and without
+	// its markers; the next start goes on with the messages still without
+	// one.
+	migrated, start := 0, time.Now()
+	migrate := func(batch []legacy) error {
+		if migrated == 0 {
+			s.log.Warn("msgstore: giving messages stored before the block layout their block keys, once; history reads wait for it", "collection", s.coll.Name())
+		}
 		refs := make([]blockRef, len(batch))
 		for i, d := range batch {
 			refs[i] = blockRef{room: d.RoomID, seq: d.Seq}
@@ -461,28 +461,39 @@ func (s *Store) migrate(ctx context.Context) error {
 				return fmt.Errorf("msgstore: migrate message %s: %w", d.ID, err)
 			}
 		}
-		batch = batch[:0]
+		migrated += len(batch)
+		if migrated%10_000 < len(batch) {
+			s.log.Info("msgstore: migrating older messages", "migrated", migrated, "elapsed", time.Since(start).Round(time.Second))
+		}
 		return nil
 	}
-	for cur.Next(ctx) {
-		var d legacy
-		if err := cur.Decode(&d); err != nil {
-			return fmt.Errorf("msgstore: migrate: %w", err)
+	// Limited finds, each one operation (a client's per-operation timeout
+	// bounds each, not the whole migration). FerretDB filters them itself,
+	// reading the table from its start, where PostgreSQL keeps the rows not
+	// yet updated (an update writes a new row version further on).
+	for {
+		cur, err := s.coll.Find(ctx, bson.D{{Key: "blk", Value: bson.D{{Key: "$exists", Value: false}}}, {Key: "seq", Value: bson.D{{Key: "$gt", Value: 0}}}},
+			options.Find().SetLimit(migrateBatch).
+				SetProjection(bson.D{{Key: "_id", Value: 1}, {Key: "room_id", Value: 1}, {Key: "seq", Value: 1}}))
+		if err != nil {
+			return fmt.Errorf("msgstore: find messages without a block: %w", err)
 		}
-		if d.Seq <= 0 || d.RoomID == "" {
-			continue // not a message
+		var found []legacy
+		if err := cur.All(ctx, &found); err != nil {
+			return fmt.Errorf("msgstore: find messages without a block: %w", err)
 		}
-		if batch = append(batch, d); len(batch) == s.chunkSize {
-			if err := flush(); err != nil {
+		found = slices.DeleteFunc(found, func(d legacy) bool { return d.RoomID == "" })
+		if len(found) == 0 {
+			break
+		}
+		for batch := range slices.Chunk(found, s.chunkSize) {
+			if err := migrate(batch); err != nil {
 				return err
 			}
 		}
 	}
-	if err := cur.Err(); err != nil {
-		return fmt.Errorf("msgstore: find messages without a block: %w", err)
-	}
-	if err := flush(); err != nil {
-		return err
+	if migrated > 0 {
+		s.log.Info("msgstore: older messages migrated to the block layout", "migrated", migrated, "took", time.Since(start).Round(time.Millisecond))
 	}
 	layout := marker{ID: layoutID, RoomID: layoutID, Key: layoutID}
 	if _, err := s.coll.InsertOne(ctx, layout); err != nil && !mongo.IsDuplicateKeyError(err) {

@@ -153,8 +153,7 @@ func TestAnotherStoreWritesTheSameBlocks(t *testing.T) {
 // TestEnsureIndexesMigratesOlderMessages: messages stored before the block
 // layout (no blk) get theirs at the first EnsureIndexes, and List finds
 // them.
-func TestEnsureIndexesMigratesOlderMessages(t *testing.T) {
-	t.Parallel()
+func TestEnsureIndexesMigratesOlderMessages(t *testing.T) { // not parallel: it sets migrateBatch
 	s := newStore(t, msgstore.Options{})
 	ctx := testCtx(t)
 	db := s.Collection().Database()
@@ -173,7 +172,8 @@ func TestEnsureIndexesMigratesOlderMessages(t *testing.T) {
 	if _, err := db.Collection(msgstore.CollectionName).InsertMany(ctx, legacy); err != nil {
 		t.Fatal(err)
 	}
-	s = msgstore.New(db, msgstore.Options{ChunkSize: 40}) // several batches
+	defer msgstore.SetMigrateBatch(60)() // several finds, of several commands each
+	s = msgstore.New(db, msgstore.Options{ChunkSize: 40})
 	if err := s.EnsureIndexes(ctx); err != nil {
 		t.Fatal(err)
 	}

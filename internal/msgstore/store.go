@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"strings"
 	"sync"
@@ -96,6 +97,10 @@ type Options struct {
 	// before their command starts, when a command slot is free (see
 	// inserter). Zero starts every command at once.
 	Linger time.Duration
+
+	// Log receives the progress of EnsureIndexes' one-time migration of
+	// messages stored before the block layout. Nil: no log.
+	Log *slog.Logger
 }
 
 // Store reads and writes the messages collection of one database. It is safe
@@ -106,6 +111,7 @@ type Store struct {
 	chunkSize int
 	ins       *inserter
 	marks     markerCache
+	log       *slog.Logger
 }
 
 // New returns a Store on db's "messages" collection. It does not contact the
@@ -115,7 +121,10 @@ func New(db *mongo.Database, opts Options) *Store {
 	if chunk <= 0 {
 		chunk = DefaultChunkSize
 	}
-	s := &Store{coll: db.Collection(CollectionName), chunkSize: chunk}
+	s := &Store{coll: db.Collection(CollectionName), chunkSize: chunk, log: opts.Log}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
 	s.ins = &inserter{s: s, max: opts.MaxInFlight, linger: opts.Linger}
 	if s.ins.max <= 0 {
 		s.ins.max = DefaultMaxInFlight
@@ -138,7 +147,9 @@ func (s *Store) Lookups() []ferretpg.Lookup {
 // {blk: 1} index if they do not exist, and gives messages stored before the
 // block layout their block keys (once per collection; see migrate). It is
 // idempotent and safe to call from several processes at once. _id needs no
-// index of its own.
+// index of its own. On a collection of older messages the migration takes
+// about as long as reading and updating each of them (logged to
+// Options.Log): give it a context without a short deadline.
 func (s *Store) EnsureIndexes(ctx context.Context) error {
 	// One command per index: FerretDB 1.24 panics on a createIndexes of
 	// two when the first exists.
