@@ -212,7 +212,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 	defer func() { _ = mc.Disconnect(context.Background()) }()
 	db := mc.Database(cfg.Database)
 	st := store.New(db, store.Options{})
-	msgs := msgstore.New(db, msgstore.Options{Log: log})
+	msgs := msgstore.New(db, msgstore.Options{Log: log, FerretDBPostgresURL: cfg.FerretDBPostgresURL})
 	initCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	if err := st.EnsureIndexes(initCtx); err != nil {

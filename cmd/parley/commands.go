@@ -134,7 +134,7 @@ func runPersister(ctx context.Context, args []string) error {
 		return fmt.Errorf("mongo-uri: %w", err)
 	}
 	defer func() { _ = mc.Disconnect(context.Background()) }()
-	store := msgstore.New(mc.Database(*database), msgstore.Options{ChunkSize: *chunk, MaxInFlight: *inFlight, Linger: *linger, Log: log})
+	store := msgstore.New(mc.Database(*database), msgstore.Options{ChunkSize: *chunk, MaxInFlight: *inFlight, Linger: *linger, Log: log, FerretDBPostgresURL: *ferretPG})
 	// No short deadline: the first start after an upgrade migrates older
 	// messages to the block layout, minutes on a large store.
 	if err := store.EnsureIndexes(ctx); err != nil {

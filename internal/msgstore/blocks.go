@@ -13,6 +13,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/parleychat/parley/internal/ferretpg"
 )
 
 // The block layout: how history reads stay proportional to the page, not to
@@ -446,6 +448,13 @@ func (s *Store) migrate(ctx context.Context) error {
 	migrate := func(batch []legacy) error {
 		if migrated == 0 {
 			s.log.Warn("msgstore: giving messages stored before the block layout their block keys, once; history reads wait for it", "collection", s.coll.Name())
+			if s.pgURL != "" {
+				res, err := ferretpg.Ensure(ctx, s.pgURL, s.coll.Database().Name(), s.Lookups())
+				if err != nil {
+					return fmt.Errorf("msgstore: index the lookups before the migration: %w", err)
+				}
+				s.log.Info("msgstore: lookups indexed before the migration", "created", res.Created, "existing", len(res.Existing))
+			}
 		}
 		refs := make([]blockRef, len(batch))
 		for i, d := range batch {

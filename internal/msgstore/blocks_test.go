@@ -9,7 +9,9 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+	"github.com/parleychat/parley/internal/ferretpg"
 	"github.com/parleychat/parley/internal/msgstore"
+	"github.com/parleychat/parley/internal/testenv"
 )
 
 // gappyRoom is a room whose seqs skip positions the way real ones do: a
@@ -173,7 +175,8 @@ func TestEnsureIndexesMigratesOlderMessages(t *testing.T) { // not parallel: it 
 		t.Fatal(err)
 	}
 	defer msgstore.SetMigrateBatch(60)() // several finds, of several commands each
-	s = msgstore.New(db, msgstore.Options{ChunkSize: 40})
+	pgURL := testenv.FerretDBPostgresURL(t)
+	s = msgstore.New(db, msgstore.Options{ChunkSize: 40, FerretDBPostgresURL: pgURL})
 	if err := s.EnsureIndexes(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -189,6 +192,11 @@ func TestEnsureIndexesMigratesOlderMessages(t *testing.T) { // not parallel: it 
 	}
 	if max, err := s.MaxSeq(ctx, "q"); err != nil || max != 70 {
 		t.Errorf("MaxSeq(q) after the migration = %d, %v; want 70", max, err)
+	}
+	// The migration indexed the lookups first (its updates find messages by
+	// _id): nothing is left to create.
+	if res, err := ferretpg.Ensure(ctx, pgURL, db.Name(), s.Lookups()); err != nil || len(res.Created) != 0 {
+		t.Errorf("after the migration, ferretpg created %v (%v); want nothing", res.Created, err)
 	}
 	// A second start finds the layout document and leaves everything as is.
 	if err := msgstore.New(db, msgstore.Options{}).EnsureIndexes(ctx); err != nil {
