@@ -1,6 +1,7 @@
 package msgstore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -87,6 +88,29 @@ func segmentMarker(room string, s int64) marker {
 	return marker{ID: id, RoomID: id, Key: roomKey(room), N: s}
 }
 
+// markerRef names a marker without building its strings, so that the cache
+// can be asked about every message of an insert without allocating.
+type markerRef struct {
+	room    string
+	n       int64 // the block, or the segment
+	segment bool
+}
+
+// doc is the marker document ref names.
+func (r markerRef) doc() marker {
+	if r.segment {
+		return segmentMarker(r.room, r.n)
+	}
+	return blockMarker(r.room, r.n)
+}
+
+// markersAt returns the two markers a message at r needs: its segment's and
+// its block's.
+func markersAt(r blockRef) [2]markerRef {
+	b := blockOf(r.seq)
+	return [2]markerRef{{room: r.room, n: segmentOf(b), segment: true}, {room: r.room, n: b}}
+}
+
 // markerCacheMax bounds the markers a Store remembers; past it, it forgets
 // them all and writes each marker again once (a duplicate costs FerretDB a
 // slower command, nothing else).
@@ -106,15 +130,20 @@ const markerCacheMax = 1 << 18
 // stored by another.
 type markerCache struct {
 	mu    sync.Mutex
-	state map[string]*markerState
+	state map[markerRef]*markerState
 	max   int // markerCacheMax when 0 (tests set it)
 }
 
-func (c *markerCache) limit() int {
-	if c.max > 0 {
-		return c.max
+// resetIfFullLocked forgets everything once the cache holds more than its
+// bound (see markerCacheMax).
+func (c *markerCache) resetIfFullLocked() {
+	limit := c.max
+	if limit <= 0 {
+		limit = markerCacheMax
 	}
-	return markerCacheMax
+	if c.state == nil || len(c.state) > limit {
+		c.state = make(map[markerRef]*markerState)
+	}
 }
 
 type markerState struct {
@@ -124,24 +153,30 @@ type markerState struct {
 
 // claimed is a marker pending in the caller's command.
 type claimed struct {
-	marker
-	st *markerState
+	ref markerRef
+	st  *markerState
 }
 
 // markersOf returns the markers refs need, once each.
-func markersOf(refs []blockRef) []marker {
-	seen := make(map[string]struct{})
-	var out []marker
+func markersOf(refs []blockRef) []markerRef {
+	seen := make(map[markerRef]struct{})
+	var out []markerRef
 	for _, r := range refs {
-		b := blockOf(r.seq)
-		for _, m := range [2]marker{segmentMarker(r.room, segmentOf(b)), blockMarker(r.room, b)} {
-			if _, ok := seen[m.ID]; !ok {
-				seen[m.ID] = struct{}{}
+		for _, m := range markersAt(r) {
+			if _, ok := seen[m]; !ok {
+				seen[m] = struct{}{}
 				out = append(out, m)
 			}
 		}
 	}
 	return out
+}
+
+// claimLocked makes m pending for the caller.
+func (c *markerCache) claimLocked(m markerRef) claimed {
+	st := &markerState{done: make(chan struct{})}
+	c.state[m] = st
+	return claimed{m, st}
 }
 
 // claimFitting takes the messages at refs for one insert command of at most
@@ -153,15 +188,12 @@ func markersOf(refs []blockRef) []marker {
 func (c *markerCache) claimFitting(refs []blockRef, max int) (n int, out []claimed) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.state == nil || len(c.state) > c.limit() {
-		c.state = make(map[string]*markerState)
-	}
+	c.resetIfFullLocked()
 	for i, r := range refs {
-		b := blockOf(r.seq)
-		need := [2]marker{segmentMarker(r.room, segmentOf(b)), blockMarker(r.room, b)}
+		need := markersAt(r)
 		k := 0
 		for _, m := range need {
-			if _, ok := c.state[m.ID]; !ok {
+			if _, ok := c.state[m]; !ok {
 				need[k] = m
 				k++
 			}
@@ -170,9 +202,7 @@ func (c *markerCache) claimFitting(refs []blockRef, max int) (n int, out []claim
 			break
 		}
 		for _, m := range need[:k] {
-			st := &markerState{done: make(chan struct{})}
-			c.state[m.ID] = st
-			out = append(out, claimed{m, st})
+			out = append(out, c.claimLocked(m))
 		}
 		n = i + 1
 	}
@@ -185,8 +215,8 @@ func (c *markerCache) settle(cs []claimed, written bool) {
 	defer c.mu.Unlock()
 	for _, m := range cs {
 		m.st.written = written
-		if !written && c.state[m.ID] == m.st {
-			delete(c.state, m.ID)
+		if !written && c.state[m.ref] == m.st {
+			delete(c.state, m.ref)
 		}
 		close(m.st.done)
 	}
@@ -194,22 +224,18 @@ func (c *markerCache) settle(cs []claimed, written bool) {
 
 // check returns the done channels of the markers of ms that are pending,
 // and claims those the cache does not know (toWrite).
-func (c *markerCache) check(ms []marker) (wait []chan struct{}, toWrite []claimed) {
+func (c *markerCache) check(ms []markerRef) (wait []chan struct{}, toWrite []claimed) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.state == nil || len(c.state) > c.limit() {
-		c.state = make(map[string]*markerState)
-	}
+	c.resetIfFullLocked()
 	for _, m := range ms {
-		st, ok := c.state[m.ID]
+		st, ok := c.state[m]
 		switch {
 		case ok && st.written:
 		case ok && !isClosed(st.done):
 			wait = append(wait, st.done)
 		default: // unknown, or its command failed
-			st = &markerState{done: make(chan struct{})}
-			c.state[m.ID] = st
-			toWrite = append(toWrite, claimed{m, st})
+			toWrite = append(toWrite, c.claimLocked(m))
 		}
 	}
 	return wait, toWrite
@@ -233,7 +259,7 @@ func (s *Store) confirmMarkers(ctx context.Context, refs []blockRef) error {
 		if len(toWrite) > 0 {
 			docs := make([]marker, len(toWrite))
 			for i, c := range toWrite {
-				docs[i] = c.marker
+				docs[i] = c.ref.doc()
 			}
 			err := ignoreDuplicates(s.coll.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false)))
 			s.marks.settle(toWrite, err == nil)
@@ -292,18 +318,8 @@ func (s *Store) blockMessages(ctx context.Context, room string, b int64) ([]docu
 	if err := cur.All(ctx, &docs); err != nil {
 		return nil, err
 	}
-	slices.SortFunc(docs, func(a, b document) int { return cmpInt(a.Seq, b.Seq) })
+	slices.SortFunc(docs, func(a, b document) int { return cmp.Compare(a.Seq, b.Seq) })
 	return docs, nil
-}
-
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // errStopWalk ends walkBlocks early without an error.

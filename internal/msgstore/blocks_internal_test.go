@@ -141,3 +141,23 @@ func TestConfirmMarkersFollowsItsContext(t *testing.T) {
 		t.Fatalf("confirmMarkers = %v, want the context's deadline", err)
 	}
 }
+
+// BenchmarkClaimFittingKnownBlocks: what every insert command asks the
+// marker cache for its 100 messages once their blocks' markers are written
+// (the steady state of a chat load: a new block every 64 messages a room).
+//
+//	go test -run '^$' -bench ClaimFitting -benchmem ./internal/msgstore/
+func BenchmarkClaimFittingKnownBlocks(b *testing.B) {
+	var c markerCache
+	refs := make([]blockRef, 100)
+	for i := range refs {
+		refs[i] = blockRef{room: fmt.Sprintf("01JD%022d", i%10), seq: int64(1000 + i)}
+	}
+	_, ms := c.claimFitting(refs, 1000)
+	c.settle(ms, true)
+	for b.Loop() {
+		if n, ms := c.claimFitting(refs, 100); n != 100 || len(ms) != 0 {
+			b.Fatal(n, len(ms))
+		}
+	}
+}

@@ -307,7 +307,7 @@ func (s *Store) InsertMessages(ctx context.Context, msgs []*parleyv1.Message) (i
 func (s *Store) insertChunk(ctx context.Context, chunk []*parleyv1.Message, markers []claimed) (outcomes []uint8, err error) {
 	docs := make([]any, 0, len(markers)+len(chunk))
 	for _, m := range markers {
-		docs = append(docs, m.marker)
+		docs = append(docs, m.ref.doc())
 	}
 	for _, m := range chunk {
 		docs = append(docs, toDocument(m))
