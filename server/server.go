@@ -211,7 +211,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 	}
 	defer func() { _ = mc.Disconnect(context.Background()) }()
 	db := mc.Database(cfg.Database)
-	st := store.New(db, store.Options{})
+	st := store.New(db)
 	msgs := msgstore.New(db, msgstore.Options{Log: log, FerretDBPostgresURL: cfg.FerretDBPostgresURL})
 	initCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
@@ -226,7 +226,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 	// In the background: a first build on a large collection may take
 	// minutes, and lookups work (slowly) without the indexes.
 	// Once FerretDB's lookups are indexed, a set of ids is read one id at a
-	// time (store.Options.PointLookups).
+	// time (store.UsePointLookups).
 	stopIndexing := ferretpg.Start(ctx, log, cfg.FerretDBPostgresURL, cfg.Database, append(st.Lookups(), msgs.Lookups()...), st.UsePointLookups)
 	defer stopIndexing()
 	producer, err := msglog.New(msglog.Config{

@@ -27,7 +27,7 @@ func usersAndRooms(tb testing.TB, ctx context.Context, n int) *mongo.Database {
 	}
 	db := mc.Database(testenv.Name(tb))
 	tb.Cleanup(func() { _ = db.Drop(context.Background()); _ = mc.Disconnect(context.Background()) })
-	st := store.New(db, store.Options{})
+	st := store.New(db)
 	if err := st.EnsureIndexes(ctx); err != nil {
 		tb.Fatal(err)
 	}
@@ -54,13 +54,14 @@ func usersAndRooms(tb testing.TB, ctx context.Context, n int) *mongo.Database {
 	return db
 }
 
-// TestPointLookupsReadWhatInReads: with PointLookups a set of ids reads the
+// TestPointLookupsReadWhatInReads: with point lookups a set of ids reads the
 // same users and rooms as one $in query (missing and repeated ids included).
 func TestPointLookupsReadWhatInReads(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	db := usersAndRooms(t, ctx, 50)
-	in, point := store.New(db, store.Options{}), store.New(db, store.Options{PointLookups: true})
+	in, point := store.New(db), store.New(db)
+	point.UsePointLookups()
 	ids := []string{"u0007", "u0049", "nobody", "u0007", "u0000"}
 	a, err := in.UsersByID(ctx, ids)
 	if err != nil {
@@ -71,7 +72,7 @@ func TestPointLookupsReadWhatInReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(b) != 3 || !maps.EqualFunc(a, b, func(x, y store.User) bool { return x.ID == y.ID && x.Username == y.Username }) {
-		t.Errorf("UsersByID with PointLookups = %v, with $in %v", b, a)
+		t.Errorf("UsersByID with point lookups = %v, with $in %v", b, a)
 	}
 	ra, err := in.RoomsOfUser(ctx, "u0000", "", 100)
 	if err != nil {
@@ -86,7 +87,7 @@ func TestPointLookupsReadWhatInReads(t *testing.T) {
 		want = append(want, fmt.Sprintf("r%03d", r))
 	}
 	if got := roomIDs(rb); !slices.Equal(got, want) {
-		t.Errorf("RoomsOfUser after r003 with PointLookups = %v, want %v", got, want)
+		t.Errorf("RoomsOfUser after r003 with point lookups = %v, want %v", got, want)
 	}
 	if got := roomIDs(ra); len(got) != 10 || got[0] != "r000" || !slices.Equal(got[2:], want) {
 		t.Errorf("RoomsOfUser with $in = %v", got)
@@ -102,7 +103,7 @@ func roomIDs(rs []store.Room) []string {
 }
 
 // BenchmarkUsersByID reads 20 users among 20,000 by id, with one $in query
-// and with PointLookups, on FerretDB with ferretpg's indexes:
+// and with point lookups, on FerretDB with ferretpg's indexes:
 //
 //	eval "$(bash scripts/services.sh env)"
 //	PARLEY_TEST_MONGO_URI=$PARLEY_MONGO_URI PARLEY_TEST_FERRETDB_POSTGRES_URL=$PARLEY_FERRETDB_POSTGRES_URL \
@@ -110,7 +111,7 @@ func roomIDs(rs []store.Room) []string {
 func BenchmarkUsersByID(b *testing.B) {
 	ctx := context.Background()
 	db := usersAndRooms(b, ctx, 20_000)
-	st := store.New(db, store.Options{})
+	st := store.New(db)
 	if _, err := ferretpg.Ensure(ctx, testenv.FerretDBPostgresURL(b), db.Name(), st.Lookups()); err != nil {
 		b.Fatal(err)
 	}
@@ -123,7 +124,10 @@ func BenchmarkUsersByID(b *testing.B) {
 		if point {
 			name = "point"
 		}
-		s := store.New(db, store.Options{PointLookups: point})
+		s := store.New(db)
+		if point {
+			s.UsePointLookups()
+		}
 		b.Run(name, func(b *testing.B) {
 			for b.Loop() {
 				us, err := s.UsersByID(ctx, ids)

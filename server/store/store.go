@@ -69,39 +69,30 @@ func MemberID(roomID, userID string) string { return roomID + "/" + userID }
 // Store is safe for concurrent use.
 type Store struct {
 	users, tokens, rooms, members *mongo.Collection
-	pointLookups                  atomic.Bool
+	pointLookups                  atomic.Bool // see UsePointLookups
 }
 
-// Options configures a Store.
-type Options struct {
-	// PointLookups reads a set of ids (UsersByID, a user's rooms) with one
-	// equality query per id, a few at once, instead of one {_id: {$in}}
-	// query. For FerretDB 1.x with ferretpg's indexes: it does not push $in
-	// down to SQL, so that one query reads and decodes the whole table (714
-	// ms for 20 users among 20,000, against 7.6 ms one by one:
-	// BenchmarkUsersByID), where each equality is an index lookup. On
-	// MongoDB leave it off. UsePointLookups turns it on later (once the
-	// indexes exist: before, each of those lookups scans the table too).
-	PointLookups bool
-}
-
-// pointLookupConcurrency bounds the equality queries of one PointLookups
+// pointLookupConcurrency bounds the equality queries of one point lookup
 // read in flight at once.
 const pointLookupConcurrency = 4
 
 // New returns a Store on db. Call EnsureIndexes once at start-up.
-func New(db *mongo.Database, opts Options) *Store {
-	s := &Store{
+func New(db *mongo.Database) *Store {
+	return &Store{
 		users:   db.Collection("users"),
 		tokens:  db.Collection("refresh_tokens"),
 		rooms:   db.Collection("rooms"),
 		members: db.Collection("members"),
 	}
-	s.pointLookups.Store(opts.PointLookups)
-	return s
 }
 
-// UsePointLookups turns Options.PointLookups on.
+// UsePointLookups makes the Store read a set of ids (UsersByID, a user's
+// rooms) with one equality query per id, a few at once, instead of one
+// {_id: {$in}} query. For FerretDB 1.x once ferretpg's indexes exist (before
+// them each of those lookups scans the table too): it does not push $in
+// down to SQL, so that one query reads and decodes the whole table (714 ms
+// for 20 users among 20,000, against 7.6 ms one by one: BenchmarkUsersByID),
+// where each equality is an index lookup. Not for MongoDB.
 func (s *Store) UsePointLookups() { s.pointLookups.Store(true) }
 
 // Lookups names the fields each collection is read by with an equality
@@ -110,7 +101,7 @@ func (s *Store) UsePointLookups() { s.pointLookups.Store(true) }
 // share, so an index would not narrow a scan much; and lookups by $in
 // ({_id: {$in: ...}}), which FerretDB 1.24 does not push down to SQL at all
 // (UsersByID and roomsByID scan their table there unless
-// Options.PointLookups; ReadMarkers adds its user_id equality, which is
+// UsePointLookups; ReadMarkers adds its user_id equality, which is
 // pushed down).
 func (s *Store) Lookups() []ferretpg.Lookup {
 	return []ferretpg.Lookup{
@@ -345,7 +336,7 @@ func (s *Store) roomsByID(ctx context.Context, ids []string) ([]Room, error) {
 }
 
 // findByIDs returns the documents of coll whose _id is one of ids, in no
-// particular order: one {_id: {$in: ids}} query, or with PointLookups one
+// particular order: one {_id: {$in: ids}} query, or after UsePointLookups one
 // equality query per id, pointLookupConcurrency at once.
 func findByIDs[T any](ctx context.Context, s *Store, coll *mongo.Collection, ids []string) ([]T, error) {
 	if !s.pointLookups.Load() {

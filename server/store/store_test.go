@@ -41,7 +41,7 @@ func TestReadMarkersUseTheUserIndex(t *testing.T) {
 	name := testenv.Name(t)
 	db := mc.Database(name)
 	defer func() { _ = db.Drop(context.Background()); _ = mc.Disconnect(context.Background()) }()
-	st := store.New(db, store.Options{})
+	st := store.New(db)
 	if err := st.EnsureIndexes(ctx); err != nil {
 		t.Fatal(err)
 	}
