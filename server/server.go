@@ -102,7 +102,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Partitions, "partitions", 12, "partitions of the topic when it is created")
 	fs.StringVar(&c.MongoURI, "mongo-uri", "mongodb://127.0.0.1:27017", "MongoDB-protocol store URI")
 	fs.StringVar(&c.Database, "database", "parley", "database name")
-	fs.StringVar(&c.FerretDBPostgresURL, "ferretdb-postgres-url", "", "only when the store is FerretDB 1.x on PostgreSQL: that PostgreSQL's URL, as FerretDB's user; at start the server creates there the GIN indexes FerretDB cannot, so that lookups by id, username or room do not scan whole tables, and reads a set of ids one id at a time (FerretDB does not push $in down) (empty: off)")
+	fs.StringVar(&c.FerretDBPostgresURL, "ferretdb-postgres-url", "", "only when the store is FerretDB 1.x on PostgreSQL: that PostgreSQL's URL, as FerretDB's user; at start the server creates there the GIN indexes FerretDB cannot, so that lookups by id, username or room do not scan whole tables, reads a set of ids one id at a time (FerretDB does not push $in down), and reads pages of rooms and members by ranges of indexes it adds there (FerretDB pushes neither sort nor limit down) (empty: off)")
 	fs.StringVar(&c.TokenKey, "token-key", "", "access token signing key, at least 32 bytes (required)")
 	fs.DurationVar(&c.AccessTTL, "access-ttl", 15*time.Minute, "access token lifetime")
 	fs.DurationVar(&c.RefreshTTL, "refresh-ttl", 30*24*time.Hour, "refresh token lifetime")
@@ -226,8 +226,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 	// In the background: a first build on a large collection may take
 	// minutes, and lookups work (slowly) without the indexes.
 	// Once FerretDB's lookups are indexed, a set of ids is read one id at a
-	// time (store.UsePointLookups).
-	stopIndexing := ferretpg.Start(ctx, log, cfg.FerretDBPostgresURL, cfg.Database, append(st.Lookups(), msgs.Lookups()...), st.UsePointLookups)
+	// time (store.UsePointLookups), and pages of rooms and members by a
+	// range of an index in FerretDB's PostgreSQL (store.UsePager).
+	indexed := func() {}
+	if cfg.FerretDBPostgresURL != "" {
+		pager, err := ferretpg.NewPager(cfg.FerretDBPostgresURL, cfg.Database, reg)
+		if err != nil {
+			return fmt.Errorf("ferretdb-postgres-url: %w", err)
+		}
+		defer pager.Close()
+		indexed = func() { st.UsePointLookups(); st.UsePager(pager) }
+	}
+	stopIndexing := ferretpg.Start(ctx, log, cfg.FerretDBPostgresURL, cfg.Database, append(st.Lookups(), msgs.Lookups()...), indexed)
 	defer stopIndexing()
 	producer, err := msglog.New(msglog.Config{
 		Brokers: cfg.KafkaBrokers, Topic: cfg.Topic, Partitions: int32(cfg.Partitions), ReplicationFactor: 1,

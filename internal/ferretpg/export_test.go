@@ -7,3 +7,6 @@ func SetConcurrentAbove(n int64) (restore func()) {
 	concurrentAbove = n
 	return func() { concurrentAbove = old }
 }
+
+// PageSQL is the statement p runs for q on table.
+func PageSQL(p *Pager, table string, q Page) string { return p.pageSQL(table, q) }

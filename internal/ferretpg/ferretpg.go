@@ -1,5 +1,6 @@
 // Package ferretpg makes Parley's lookups by key use an index on FerretDB 1.x
-// with its PostgreSQL backend.
+// with its PostgreSQL backend, and reads pages in key order from such
+// indexes (Pager).
 //
 // FerretDB 1.24 keeps a collection in one PostgreSQL table with a single
 // jsonb column, _jsonb, and pushes an equality filter down to SQL as
@@ -28,8 +29,13 @@
 // FerretDB once after the first Ensure (or wait for its pool to renew its
 // connections, an hour by default).
 //
+// For a Lookup's Orders, Ensure also makes b-tree indexes on two of a
+// document's string fields (an equality, then the order), from which a
+// Pager reads a page's keys without FerretDB: FerretDB would read, decode and
+// sort every document matching the equality for each page.
+//
 // The indexes live in PostgreSQL beside FerretDB's own, named
-// "parley_gin_<table>_<field>", which never collides with FerretDB's names
+// "parley_gin_<table>_<field>" and "parley_ord_<table>_<eq>_<by>", which never collides with FerretDB's names
 // (they end in "_<hash>_idx"). FerretDB does not know of them: they do not
 // show in listIndexes (they do count in its collStats and dbStats sizes),
 // and dropping the collection (DROP TABLE ... CASCADE) drops them too.
@@ -43,6 +49,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -57,11 +64,21 @@ import (
 const metadataTable = "_ferretdb_database_metadata"
 
 // Lookup names the fields of one collection that a store reads documents by,
-// with an equality filter ({field: value}).
+// with an equality filter ({field: value}), and the orders it pages through
+// with a Pager.
 type Lookup struct {
 	Collection string
 	Fields     []string
+	Orders     []Order
 }
+
+// Order is a way to page through a collection outside FerretDB (Pager): the
+// documents whose string field Eq equals a value, in the byte order of their
+// string field By. Ensure serves it with a b-tree index on
+// ((_jsonb->>Eq) COLLATE "C", (_jsonb->>By) COLLATE "C").
+type Order struct{ Eq, By string }
+
+func (o Order) String() string { return o.Eq + "," + o.By }
 
 // Result says what Ensure did.
 type Result struct {
@@ -88,7 +105,8 @@ var concurrentAbove int64 = 8 << 20
 const lockPoll = 200 * time.Millisecond
 
 // Ensure connects to FerretDB's PostgreSQL at pgURL and creates the GIN
-// indexes of lookups in database. It is idempotent and safe to run from
+// indexes of lookups' fields and the b-tree indexes of their orders in
+// database. It is idempotent and safe to run from
 // several processes at once: they take turns on an advisory lock. On a
 // collection over 8 MB an index is built CONCURRENTLY, so that writes go on
 // meanwhile; such a build that was interrupted leaves an invalid index,
@@ -96,9 +114,13 @@ const lockPoll = 200 * time.Millisecond
 // statement running in PostgreSQL too.
 func Ensure(ctx context.Context, pgURL, database string, lookups []Lookup) (Result, error) {
 	for _, l := range lookups {
-		for _, f := range l.Fields {
-			if !fieldName.MatchString(f) {
-				return Result{}, fmt.Errorf("ferretpg: field %q of %s: only letters, digits and _ are supported", f, l.Collection)
+		fields := slices.Clone(l.Fields)
+		for _, o := range l.Orders {
+			fields = append(fields, o.Eq, o.By)
+		}
+		for _, f := range fields {
+			if err := checkField(f, l.Collection); err != nil {
+				return Result{}, err
 			}
 		}
 	}
@@ -155,24 +177,64 @@ func Ensure(ctx context.Context, pgURL, database string, lookups []Lookup) (Resu
 			res.Missing = append(res.Missing, l.Collection)
 			continue
 		}
-		for _, f := range l.Fields {
-			created, err := ensureIndex(ctx, conn, database, table, f)
-			if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "42P01" {
-				// undefined_table: the collection was dropped meanwhile.
+		for _, ix := range indexesOf(l, table) {
+			created, err := ensureIndex(ctx, conn, database, table, ix.name, ix.def)
+			if isUndefinedTable(err) {
+				// The collection was dropped meanwhile.
 				res.Missing = append(res.Missing, l.Collection)
 				break
 			}
 			if err != nil {
-				return res, fmt.Errorf("ferretpg: index on %s.%s (table %s.%s): %w", l.Collection, f, database, table, err)
+				return res, fmt.Errorf("ferretpg: index on %s.%s (table %s.%s): %w", l.Collection, ix.what, database, table, err)
 			}
 			if created {
-				res.Created = append(res.Created, l.Collection+"."+f)
+				res.Created = append(res.Created, l.Collection+"."+ix.what)
 			} else {
-				res.Existing = append(res.Existing, l.Collection+"."+f)
+				res.Existing = append(res.Existing, l.Collection+"."+ix.what)
 			}
 		}
 	}
 	return res, nil
+}
+
+func checkField(f, collection string) error {
+	if !fieldName.MatchString(f) {
+		return fmt.Errorf("ferretpg: field %q of %s: only letters, digits and _ are supported", f, collection)
+	}
+	return nil
+}
+
+func isUndefinedTable(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "42P01"
+}
+
+// index is one index Ensure makes: its name, what it serves ("field" or
+// "eq,by") and its definition after ON table.
+type index struct{ name, what, def string }
+
+func indexesOf(l Lookup, table string) []index {
+	var out []index
+	for _, f := range l.Fields {
+		// jsonb_path_ops: smaller and faster than the default opclass, and
+		// containment (@>) is all it needs to serve. fastupdate off: every
+		// insert updates the index at once instead of appending to a pending
+		// list that a later insert or vacuum then merges in one long burst.
+		out = append(out, index{IndexName(table, f), f,
+			fmt.Sprintf("USING gin ((_jsonb->%s) jsonb_path_ops) WITH (fastupdate = off)", quoteLiteral(f))})
+	}
+	for _, o := range l.Orders {
+		out = append(out, index{OrderIndexName(table, o), o.String(),
+			fmt.Sprintf("(%s, %s)", textOf(o.Eq), textOf(o.By))})
+	}
+	return out
+}
+
+// textOf is the SQL expression of a document's string field as text in byte
+// order: the form of both Order's index and Pager's queries, which
+// PostgreSQL matches to each other expression by expression.
+func textOf(field string) string {
+	return fmt.Sprintf(`((_jsonb->>%s) COLLATE "C")`, quoteLiteral(field))
 }
 
 // Start runs Ensure in the background until it succeeds or ctx ends, so that
@@ -277,8 +339,14 @@ func forceCustomPlans(ctx context.Context, conn *pgx.Conn) (string, error) {
 	return "set", nil
 }
 
+// querier is a *pgx.Conn or a *pgxpool.Pool.
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
 // collectionTables maps database's collections to their PostgreSQL tables.
-func collectionTables(ctx context.Context, conn *pgx.Conn, database string) (map[string]string, error) {
+func collectionTables(ctx context.Context, conn querier, database string) (map[string]string, error) {
 	var exists bool
 	if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL",
 		pgx.Identifier{database, metadataTable}.Sanitize()).Scan(&exists); err != nil {
@@ -310,10 +378,10 @@ func collectionTables(ctx context.Context, conn *pgx.Conn, database string) (map
 	return out, nil
 }
 
-// ensureIndex makes the GIN index on (_jsonb->'field') of schema.table and
-// reports whether it built one. The caller holds the advisory lock.
-func ensureIndex(ctx context.Context, conn *pgx.Conn, schema, table, field string) (bool, error) {
-	name := IndexName(table, field)
+// ensureIndex makes index name on schema.table with def (what follows ON
+// table) and reports whether it built one. The caller holds the advisory
+// lock.
+func ensureIndex(ctx context.Context, conn *pgx.Conn, schema, table, name, def string) (bool, error) {
 	var valid *bool
 	err := conn.QueryRow(ctx, `SELECT i.indisvalid FROM pg_class c
 		JOIN pg_index i ON i.indexrelid = c.oid
@@ -338,12 +406,8 @@ func ensureIndex(ctx context.Context, conn *pgx.Conn, schema, table, field strin
 	if size > concurrentAbove {
 		concurrently = "CONCURRENTLY "
 	}
-	// jsonb_path_ops: smaller and faster than the default opclass, and
-	// containment (@>) is all it needs to serve. fastupdate off: every insert
-	// updates the index at once instead of appending to a pending list that
-	// a later insert or vacuum then merges in one long burst.
-	q := fmt.Sprintf("CREATE INDEX %s%s ON %s USING gin ((_jsonb->%s) jsonb_path_ops) WITH (fastupdate = off)",
-		concurrently, pgx.Identifier{name}.Sanitize(), pgx.Identifier{schema, table}.Sanitize(), quoteLiteral(field))
+	q := fmt.Sprintf("CREATE INDEX %s%s ON %s %s",
+		concurrently, pgx.Identifier{name}.Sanitize(), pgx.Identifier{schema, table}.Sanitize(), def)
 	if _, err := conn.Exec(ctx, q); err != nil {
 		return false, err
 	}
@@ -352,8 +416,15 @@ func ensureIndex(ctx context.Context, conn *pgx.Conn, schema, table, field strin
 
 // IndexName is the name of the index on (_jsonb->'field') of table: at most
 // 63 bytes (PostgreSQL's limit), with a hash of the whole when it is cut.
-func IndexName(table, field string) string {
-	name := "parley_gin_" + table + "_" + field
+func IndexName(table, field string) string { return indexName("parley_gin_" + table + "_" + field) }
+
+// OrderIndexName is the name of the index serving Order o on table.
+func OrderIndexName(table string, o Order) string {
+	return indexName("parley_ord_" + table + "_" + o.Eq + "_" + o.By)
+}
+
+// indexName cuts name to PostgreSQL's 63 bytes, with a hash of the whole.
+func indexName(name string) string {
 	if len(name) <= 63 {
 		return name
 	}

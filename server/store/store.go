@@ -69,8 +69,22 @@ func MemberID(roomID, userID string) string { return roomID + "/" + userID }
 // Store is safe for concurrent use.
 type Store struct {
 	users, tokens, rooms, members *mongo.Collection
-	pointLookups                  atomic.Bool // see UsePointLookups
+	pointLookups                  atomic.Bool           // see UsePointLookups
+	pager                         atomic.Pointer[Pager] // see UsePager
 }
+
+// Pager reads the keys of a page of a collection in one of the orders
+// Lookups names, outside the MongoDB API (ferretpg.Pager).
+type Pager interface {
+	Page(ctx context.Context, q ferretpg.Page) ([]string, error)
+}
+
+// The orders the Store pages through (Lookups, UsePager).
+var (
+	publicRoomsOrder   = ferretpg.Order{Eq: "visibility", By: "_id"}
+	membersOfRoomOrder = ferretpg.Order{Eq: "room_id", By: "user_id"}
+	roomsOfUserOrder   = ferretpg.Order{Eq: "user_id", By: "room_id"}
+)
 
 // pointLookupConcurrency bounds the equality queries of one point lookup
 // read in flight at once.
@@ -95,10 +109,20 @@ func New(db *mongo.Database) *Store {
 // where each equality is an index lookup. Not for MongoDB.
 func (s *Store) UsePointLookups() { s.pointLookups.Store(true) }
 
+// UsePager makes the Store read pages of public rooms, of a room's members
+// and of a user's rooms with p: the page's keys from p, then its documents
+// by id (one id at a time after UsePointLookups). For FerretDB 1.x once
+// ferretpg's indexes exist: it pushes neither sort nor limit down to SQL, so
+// such a page reads, decodes and sorts every public room, every member of
+// the room or every room of the user (0.34 s a page at 10,000 members,
+// BenchmarkPages), where p reads an index range. Not for MongoDB.
+func (s *Store) UsePager(p Pager) { s.pager.Store(&p) }
+
 // Lookups names the fields each collection is read by with an equality
 // filter, for ferretpg.Ensure (indexes FerretDB 1.x cannot make itself).
-// Left out on purpose: rooms.visibility (PublicRooms), which two values
-// share, so an index would not narrow a scan much; and lookups by $in
+// Left out on purpose: an equality index on rooms.visibility (PublicRooms,
+// without a Pager), which two values share, so it would not narrow a scan
+// much; and lookups by $in
 // ({_id: {$in: ...}}), which FerretDB 1.24 does not push down to SQL at all
 // (UsersByID and roomsByID scan their table there unless
 // UsePointLookups; ReadMarkers adds its user_id equality, which is
@@ -107,8 +131,8 @@ func (s *Store) Lookups() []ferretpg.Lookup {
 	return []ferretpg.Lookup{
 		{Collection: s.users.Name(), Fields: []string{"_id", "username"}},
 		{Collection: s.tokens.Name(), Fields: []string{"_id", "family_id"}},
-		{Collection: s.rooms.Name(), Fields: []string{"_id"}},
-		{Collection: s.members.Name(), Fields: []string{"_id", "room_id", "user_id"}},
+		{Collection: s.rooms.Name(), Fields: []string{"_id"}, Orders: []ferretpg.Order{publicRoomsOrder}},
+		{Collection: s.members.Name(), Fields: []string{"_id", "room_id", "user_id"}, Orders: []ferretpg.Order{membersOfRoomOrder, roomsOfUserOrder}},
 		{Collection: s.readMarkers().Name(), Fields: []string{"_id", "user_id"}},
 	}
 }
@@ -306,6 +330,14 @@ func (s *Store) IsMember(ctx context.Context, roomID, userID string) (bool, erro
 // RoomsOfUser pages through the rooms user is a member of, by room id after
 // afterID, at most limit.
 func (s *Store) RoomsOfUser(ctx context.Context, userID, afterID string, limit int) ([]Room, error) {
+	if p := s.pager.Load(); p != nil {
+		q := ferretpg.Page{Collection: s.members.Name(), Order: roomsOfUserOrder, Value: userID, After: afterID, Limit: limit}
+		rs, err := pageOf(ctx, *p, q, s.findRooms, func(id string) string { return id }, func(r Room) string { return r.ID }, nil)
+		if err != nil {
+			return nil, unavailable("list rooms of user", err)
+		}
+		return rs, nil
+	}
 	cur, err := s.members.Find(ctx,
 		bson.D{{Key: "user_id", Value: userID}, {Key: "room_id", Value: bson.D{{Key: "$gt", Value: afterID}}}},
 		options.Find().SetSort(bson.D{{Key: "room_id", Value: 1}}).SetLimit(int64(limit)))
@@ -326,8 +358,16 @@ func (s *Store) RoomsOfUser(ctx context.Context, userID, afterID string, limit i
 	return s.roomsByID(ctx, ids)
 }
 
+func (s *Store) findRooms(ctx context.Context, ids []string) ([]Room, error) {
+	return findByIDs[Room](ctx, s, s.rooms, ids)
+}
+
+func (s *Store) findMembers(ctx context.Context, ids []string) ([]Member, error) {
+	return findByIDs[Member](ctx, s, s.members, ids)
+}
+
 func (s *Store) roomsByID(ctx context.Context, ids []string) ([]Room, error) {
-	rs, err := findByIDs[Room](ctx, s, s.rooms, ids)
+	rs, err := s.findRooms(ctx, ids)
 	if err != nil {
 		return nil, unavailable("find rooms", err)
 	}
@@ -380,8 +420,61 @@ func findByIDs[T any](ctx context.Context, s *Store, coll *mongo.Collection, ids
 	return out, nil
 }
 
+// pageOf reads page q through p: the page's keys, then its documents by id
+// (idOf maps a key to its document's _id, read reads documents by _id, docID
+// is a document's _id), in the keys' order, leaving out those keep (if not
+// nil) refuses. A document gone between the two reads, or refused, is made
+// up for with the next keys, so that a page shorter than q.Limit still means
+// the end, as with a query that does it all.
+func pageOf[T any](ctx context.Context, p Pager, q ferretpg.Page, read func(context.Context, []string) ([]T, error),
+	idOf func(key string) string, docID func(T) string, keep func(T) bool) ([]T, error) {
+	limit := q.Limit
+	var out []T
+	for len(out) < limit {
+		q.Limit = limit - len(out)
+		keys, err := p.Page(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		if len(keys) == 0 {
+			break
+		}
+		ids := make([]string, len(keys))
+		for i, k := range keys {
+			ids[i] = idOf(k)
+		}
+		docs, err := read(ctx, ids)
+		if err != nil {
+			return nil, err
+		}
+		byID := make(map[string]T, len(docs))
+		for _, d := range docs {
+			byID[docID(d)] = d
+		}
+		for _, id := range ids {
+			if d, ok := byID[id]; ok && (keep == nil || keep(d)) {
+				out = append(out, d)
+			}
+		}
+		if len(keys) < q.Limit {
+			break
+		}
+		q.After = keys[len(keys)-1]
+	}
+	return out, nil
+}
+
 // PublicRooms pages through public rooms by id after afterID, at most limit.
 func (s *Store) PublicRooms(ctx context.Context, afterID string, limit int) ([]Room, error) {
+	if p := s.pager.Load(); p != nil {
+		q := ferretpg.Page{Collection: s.rooms.Name(), Order: publicRoomsOrder, Value: VisibilityPublic, After: afterID, Limit: limit}
+		rs, err := pageOf(ctx, *p, q, s.findRooms, func(id string) string { return id }, func(r Room) string { return r.ID },
+			func(r Room) bool { return r.Visibility == VisibilityPublic }) // it may have changed since the page's keys were read
+		if err != nil {
+			return nil, unavailable("list public rooms", err)
+		}
+		return rs, nil
+	}
 	cur, err := s.rooms.Find(ctx,
 		bson.D{{Key: "visibility", Value: VisibilityPublic}, {Key: "_id", Value: bson.D{{Key: "$gt", Value: afterID}}}},
 		options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}).SetLimit(int64(limit)))
@@ -397,6 +490,17 @@ func (s *Store) PublicRooms(ctx context.Context, afterID string, limit int) ([]R
 
 // Members pages through a room's memberships by user id after afterUserID.
 func (s *Store) Members(ctx context.Context, roomID, afterUserID string, limit int) ([]Member, error) {
+	if p := s.pager.Load(); p != nil {
+		q := ferretpg.Page{Collection: s.members.Name(), Order: membersOfRoomOrder, Value: roomID, After: afterUserID, Limit: limit}
+		read := func(ctx context.Context, ids []string) ([]Member, error) {
+			return findByIDs[Member](ctx, s, s.members, ids)
+		}
+		ms, err := pageOf(ctx, *p, q, read, func(user string) string { return MemberID(roomID, user) }, func(m Member) string { return m.ID }, nil)
+		if err != nil {
+			return nil, unavailable("list members", err)
+		}
+		return ms, nil
+	}
 	cur, err := s.members.Find(ctx,
 		bson.D{{Key: "room_id", Value: roomID}, {Key: "user_id", Value: bson.D{{Key: "$gt", Value: afterUserID}}}},
 		options.Find().SetSort(bson.D{{Key: "user_id", Value: 1}}).SetLimit(int64(limit)))

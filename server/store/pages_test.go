@@ -1,0 +1,219 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/parleychat/parley/internal/ferretpg"
+	"github.com/parleychat/parley/internal/testenv"
+	"github.com/parleychat/parley/server/store"
+)
+
+// roomsAndMembers fills a fresh database with rooms (every third private,
+// the rest public) and memberships (user uNN is in the rooms whose number
+// NN divides), with ferretpg's indexes, and returns the database.
+func roomsAndMembers(tb testing.TB, ctx context.Context, rooms, users int) *mongo.Database {
+	tb.Helper()
+	mc, err := mongo.Connect(options.Client().ApplyURI(testenv.MongoURI(tb)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	db := mc.Database(testenv.Name(tb))
+	tb.Cleanup(func() { _ = db.Drop(context.Background()); _ = mc.Disconnect(context.Background()) })
+	st := store.New(db)
+	if err := st.EnsureIndexes(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	var rs, ms []any
+	for r := range rooms {
+		vis := store.VisibilityPublic
+		if r%3 == 2 {
+			vis = store.VisibilityPrivate
+		}
+		id := fmt.Sprintf("r%05d", r)
+		rs = append(rs, store.Room{ID: id, Name: id, Visibility: vis, CreateTime: time.Unix(0, 0).UTC()})
+		for u := 1; u <= users; u++ {
+			if r%u == 0 {
+				user := fmt.Sprintf("u%05d", u)
+				ms = append(ms, store.Member{ID: store.MemberID(id, user), RoomID: id, UserID: user, JoinTime: time.Unix(int64(r), 0).UTC()})
+			}
+		}
+	}
+	for c := range slices.Chunk(rs, 100) {
+		if _, err := db.Collection("rooms").InsertMany(ctx, c); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	for c := range slices.Chunk(ms, 100) {
+		if _, err := db.Collection("members").InsertMany(ctx, c); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if _, err := ferretpg.Ensure(ctx, testenv.FerretDBPostgresURL(tb), db.Name(), st.Lookups()); err != nil {
+		tb.Fatal(err)
+	}
+	return db
+}
+
+func pagedStore(tb testing.TB, db *mongo.Database) *store.Store {
+	p, err := ferretpg.NewPager(testenv.FerretDBPostgresURL(tb), db.Name(), prometheus.NewRegistry())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(p.Close)
+	st := store.New(db)
+	st.UsePointLookups()
+	st.UsePager(p)
+	return st
+}
+
+// all pages through list with pages of size, as the rooms service does
+// (size+1 asked, the extra one only says there is more), and returns every
+// key in the order read.
+func all[T any](t *testing.T, size int, list func(after string, limit int) ([]T, error), key func(T) string) []string {
+	t.Helper()
+	var keys []string
+	after := ""
+	for {
+		page, err := list(after, size+1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := min(len(page), size)
+		for _, d := range page[:n] {
+			keys = append(keys, key(d))
+		}
+		if len(page) <= size {
+			return keys
+		}
+		after = keys[len(keys)-1]
+	}
+}
+
+// TestPagerReadsWhatQueriesRead: with a Pager, public rooms, a room's
+// members and a user's rooms page through the same documents in the same
+// order as the store's queries do, at several page sizes.
+func TestPagerReadsWhatQueriesRead(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db := roomsAndMembers(t, ctx, 120, 12)
+	plain, paged := store.New(db), pagedStore(t, db)
+	roomID := func(r store.Room) string { return r.ID }
+	userID := func(m store.Member) string { return m.UserID + "@" + m.JoinTime.String() }
+	for _, size := range []int{1, 7, 50, 200} {
+		check := func(what string, a, b []string) {
+			t.Helper()
+			if len(a) == 0 || !slices.Equal(a, b) {
+				t.Errorf("%s in pages of %d: with the Pager %d %q\nwith queries %d %q", what, size, len(b), b, len(a), a)
+			}
+		}
+		check("public rooms",
+			all(t, size, func(after string, limit int) ([]store.Room, error) { return plain.PublicRooms(ctx, after, limit) }, roomID),
+			all(t, size, func(after string, limit int) ([]store.Room, error) { return paged.PublicRooms(ctx, after, limit) }, roomID))
+		check("members of r00060",
+			all(t, size, func(after string, limit int) ([]store.Member, error) {
+				return plain.Members(ctx, "r00060", after, limit)
+			}, userID),
+			all(t, size, func(after string, limit int) ([]store.Member, error) {
+				return paged.Members(ctx, "r00060", after, limit)
+			}, userID))
+		check("rooms of u00004",
+			all(t, size, func(after string, limit int) ([]store.Room, error) {
+				return plain.RoomsOfUser(ctx, "u00004", after, limit)
+			}, roomID),
+			all(t, size, func(after string, limit int) ([]store.Room, error) {
+				return paged.RoomsOfUser(ctx, "u00004", after, limit)
+			}, roomID))
+	}
+	if got, err := paged.Members(ctx, "nosuchroom", "", 10); err != nil || len(got) != 0 {
+		t.Errorf("members of a room that has none: %v %v", got, err)
+	}
+}
+
+// keysPager serves pages of a fixed list of keys.
+type keysPager []string
+
+func (k keysPager) Page(_ context.Context, q ferretpg.Page) ([]string, error) {
+	var out []string
+	for _, key := range k {
+		if key > q.After && len(out) < q.Limit {
+			out = append(out, key)
+		}
+	}
+	return out, nil
+}
+
+// TestPagerFillsPagesPastGoneDocuments: keys whose document went away (or
+// turned private) after the Pager read them do not make a page short, which
+// would end the listing early.
+func TestPagerFillsPagesPastGoneDocuments(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	db := roomsAndMembers(t, ctx, 9, 1) // r00002, r00005 and r00008 are private
+	st := store.New(db)
+	st.UsePointLookups()
+	st.UsePager(keysPager{"r00000", "r00001", "r00001a", "r00001b", "r00002", "r00003", "r00004", "r00005", "r00006", "r00007", "r00008"})
+	var pages [][]string
+	after := ""
+	for {
+		rs, err := st.PublicRooms(ctx, after, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, r := range rs {
+			ids = append(ids, r.ID)
+		}
+		pages = append(pages, ids)
+		if len(rs) < 2 {
+			break
+		}
+		after = ids[len(ids)-1]
+	}
+	if fmt.Sprint(pages) != "[[r00000 r00001] [r00003 r00004] [r00006 r00007] []]" {
+		t.Fatalf("pages of 2 public rooms = %v", pages)
+	}
+}
+
+// BenchmarkPages reads the first page (51 documents, as ListRooms and
+// ListMembers ask for a page of 50) of public rooms (6,667 among 10,000
+// rooms), of the members of a room of 10,000, and of the rooms of a user in
+// 10,000, with the store's queries and with a Pager, on FerretDB:
+//
+//	eval "$(bash scripts/services.sh env)"
+//	PARLEY_TEST_MONGO_URI=$PARLEY_MONGO_URI PARLEY_TEST_FERRETDB_POSTGRES_URL=$PARLEY_FERRETDB_POSTGRES_URL \
+//	  go test -run '^$' -bench Pages -benchtime 10x ./server/store/
+func BenchmarkPages(b *testing.B) {
+	ctx := context.Background()
+	db := roomsAndMembers(b, ctx, 10_000, 10_000)
+	queries := store.New(db)
+	queries.UsePointLookups()
+	for _, s := range []struct {
+		name string
+		st   *store.Store
+	}{{"queries", queries}, {"pager", pagedStore(b, db)}} {
+		for _, c := range []struct {
+			name string
+			list func() (int, error)
+		}{
+			{"public", func() (int, error) { rs, err := s.st.PublicRooms(ctx, "", 51); return len(rs), err }},
+			{"members", func() (int, error) { ms, err := s.st.Members(ctx, "r00000", "", 51); return len(ms), err }},
+			{"rooms-of-user", func() (int, error) { rs, err := s.st.RoomsOfUser(ctx, "u00001", "", 51); return len(rs), err }},
+		} {
+			b.Run(c.name+"/"+s.name, func(b *testing.B) {
+				for b.Loop() {
+					if n, err := c.list(); err != nil || n != 51 {
+						b.Fatal(n, err)
+					}
+				}
+			})
+		}
+	}
+}
