@@ -183,37 +183,39 @@ func TestPagerFillsPagesPastGoneDocuments(t *testing.T) {
 }
 
 // BenchmarkPages reads the first page (51 documents, as ListRooms and
-// ListMembers ask for a page of 50) of public rooms (6,667 among 10,000
-// rooms), of the members of a room of 10,000, and of the rooms of a user in
-// 10,000, with the store's queries and with a Pager, on FerretDB:
+// ListMembers ask for a page of 50) of public rooms (two thirds of n rooms),
+// of the members of a room of n, and of the rooms of a user in n, with the
+// store's queries and with a Pager, on FerretDB, at n = 1,000 and 10,000:
 //
 //	eval "$(bash scripts/services.sh env)"
 //	PARLEY_TEST_MONGO_URI=$PARLEY_MONGO_URI PARLEY_TEST_FERRETDB_POSTGRES_URL=$PARLEY_FERRETDB_POSTGRES_URL \
 //	  go test -run '^$' -bench Pages -benchtime 10x ./server/store/
 func BenchmarkPages(b *testing.B) {
 	ctx := context.Background()
-	db := roomsAndMembers(b, ctx, 10_000, 10_000)
-	queries := store.New(db)
-	queries.UsePointLookups()
-	for _, s := range []struct {
-		name string
-		st   *store.Store
-	}{{"queries", queries}, {"pager", pagedStore(b, db)}} {
-		for _, c := range []struct {
+	for _, n := range []int{1_000, 10_000} {
+		db := roomsAndMembers(b, ctx, n, n)
+		queries := store.New(db)
+		queries.UsePointLookups()
+		for _, s := range []struct {
 			name string
-			list func() (int, error)
-		}{
-			{"public", func() (int, error) { rs, err := s.st.PublicRooms(ctx, "", 51); return len(rs), err }},
-			{"members", func() (int, error) { ms, err := s.st.Members(ctx, "r00000", "", 51); return len(ms), err }},
-			{"rooms-of-user", func() (int, error) { rs, err := s.st.RoomsOfUser(ctx, "u00001", "", 51); return len(rs), err }},
-		} {
-			b.Run(c.name+"/"+s.name, func(b *testing.B) {
-				for b.Loop() {
-					if n, err := c.list(); err != nil || n != 51 {
-						b.Fatal(n, err)
+			st   *store.Store
+		}{{"queries", queries}, {"pager", pagedStore(b, db)}} {
+			for _, c := range []struct {
+				name string
+				list func() (int, error)
+			}{
+				{"public", func() (int, error) { rs, err := s.st.PublicRooms(ctx, "", 51); return len(rs), err }},
+				{"members", func() (int, error) { ms, err := s.st.Members(ctx, "r00000", "", 51); return len(ms), err }},
+				{"rooms-of-user", func() (int, error) { rs, err := s.st.RoomsOfUser(ctx, "u00001", "", 51); return len(rs), err }},
+			} {
+				b.Run(fmt.Sprintf("n=%d/%s/%s", n, c.name, s.name), func(b *testing.B) {
+					for b.Loop() {
+						if got, err := c.list(); err != nil || got != 51 {
+							b.Fatal(got, err)
+						}
 					}
-				}
-			})
+				})
+			}
 		}
 	}
 }
