@@ -68,7 +68,8 @@ type Config struct {
 	MongoURI     string
 	Database     string
 	// FerretDBPostgresURL, when set, is the PostgreSQL behind a FerretDB 1.x
-	// store: the server indexes its lookups there at start (internal/ferretpg).
+	// store: the server indexes its lookups and page orders there at start,
+	// then reads the keys of large pages from it (internal/ferretpg).
 	FerretDBPostgresURL string
 	TokenKey            string
 	AccessTTL           time.Duration

@@ -35,10 +35,13 @@
 // sort every document matching the equality for each page.
 //
 // The indexes live in PostgreSQL beside FerretDB's own, named
-// "parley_gin_<table>_<field>" and "parley_ord_<table>_<eq>_<by>", which never collides with FerretDB's names
-// (they end in "_<hash>_idx"). FerretDB does not know of them: they do not
-// show in listIndexes (they do count in its collStats and dbStats sizes),
-// and dropping the collection (DROP TABLE ... CASCADE) drops them too.
+// "parley_gin_<table>_<field>" and "parley_ord_<table>_<eq>_<by>_<hash>",
+// which never collide with FerretDB's names (they end in "_<hash>_idx").
+// FerretDB does not know of them: they do not show in listIndexes (they do
+// count in its collStats and dbStats sizes), and dropping the collection
+// (DROP TABLE ... CASCADE) drops them too; a collection made again gets them
+// from the next Ensure (the next start), and until then its lookups and
+// pages are right but scan its table.
 // Do not configure any of this on MongoDB, which uses its own indexes.
 package ferretpg
 
@@ -75,14 +78,17 @@ type Lookup struct {
 // Order is a way to page through a collection outside FerretDB (Pager): the
 // documents whose string field Eq equals a value, in the byte order of their
 // string field By. Ensure serves it with a b-tree index on
-// ((_jsonb->>Eq) COLLATE "C", (_jsonb->>By) COLLATE "C").
+// ((_jsonb->>Eq) COLLATE "C", (_jsonb->>By) COLLATE "C"). Both fields must
+// hold strings: FerretDB keeps some other types as JSON strings too (an
+// ObjectID, binary data), and ->> gives a number's text, which a Pager
+// would take for strings where a MongoDB filter on a string would not.
 type Order struct{ Eq, By string }
 
 func (o Order) String() string { return o.Eq + "," + o.By }
 
 // Result says what Ensure did.
 type Result struct {
-	Created  []string // indexes built now ("collection.field")
+	Created  []string // indexes built now ("collection.field", or "collection.eq,by" for an Order)
 	Existing []string // indexes already there
 	// Missing lists collections that have no table yet (nothing was ever
 	// written to them); their indexes are made by a later Ensure.
@@ -339,6 +345,10 @@ func forceCustomPlans(ctx context.Context, conn *pgx.Conn) (string, error) {
 	return "set", nil
 }
 
+// errNoMetadata: FerretDB's database has no metadata table (none of its
+// collections was ever made, or it was dropped).
+var errNoMetadata = errors.New("no FerretDB metadata")
+
 // querier is a *pgx.Conn or a *pgxpool.Pool.
 type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
@@ -353,8 +363,8 @@ func collectionTables(ctx context.Context, conn querier, database string) (map[s
 		return nil, fmt.Errorf("ferretpg: look for FerretDB's metadata: %w", err)
 	}
 	if !exists {
-		return nil, fmt.Errorf("ferretpg: PostgreSQL has no table %s.%s: is this the PostgreSQL of a FerretDB 1.x server, and has database %q been created through it?",
-			database, metadataTable, database)
+		return nil, fmt.Errorf("ferretpg: %w: PostgreSQL has no table %s.%s: is this the PostgreSQL of a FerretDB 1.x server, and has database %q been created through it?",
+			errNoMetadata, database, metadataTable, database)
 	}
 	rows, err := conn.Query(ctx, fmt.Sprintf("SELECT _jsonb->>'_id', _jsonb->>'table' FROM %s",
 		pgx.Identifier{database, metadataTable}.Sanitize()))
@@ -418,9 +428,11 @@ func ensureIndex(ctx context.Context, conn *pgx.Conn, schema, table, name, def s
 // 63 bytes (PostgreSQL's limit), with a hash of the whole when it is cut.
 func IndexName(table, field string) string { return indexName("parley_gin_" + table + "_" + field) }
 
-// OrderIndexName is the name of the index serving Order o on table.
+// OrderIndexName is the name of the index serving Order o on table. A hash
+// of the two fields tells apart orders whose names join alike ({a_b, c} and
+// {a, b_c}).
 func OrderIndexName(table string, o Order) string {
-	return indexName("parley_ord_" + table + "_" + o.Eq + "_" + o.By)
+	return indexName(fmt.Sprintf("parley_ord_%s_%s_%s_%04x", table, o.Eq, o.By, fnvHash(o.Eq+"\x00"+o.By)&0xffff))
 }
 
 // indexName cuts name to PostgreSQL's 63 bytes, with a hash of the whole.

@@ -2,7 +2,9 @@ package ferretpg
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,7 +19,7 @@ import (
 // FerretDB 1.24 pushes only equality filters down to SQL, and neither sort
 // nor limit: a page of a room's members, of a user's rooms or of public
 // rooms reads, decodes and sorts every document that matches the equality,
-// 44 µs each here (0.34 s a page at 10,000 members, BenchmarkPages in
+// 30-45 µs each here (0.26-0.28 s a first page at 10,000, BenchmarkPages in
 // server/store). A Pager asks PostgreSQL for the page's keys only, a range
 // scan of the index, and the caller reads the documents through FerretDB by
 // _id, which its GIN index serves.
@@ -36,7 +38,9 @@ type Pager struct {
 }
 
 // NewPager returns a Pager of database on FerretDB's PostgreSQL at pgURL. It
-// connects on first use; Close releases its connections.
+// connects on first use, with at most 4 connections (pgxpool's default on a
+// machine of up to 4 cores; pool_max_conns in the URL sets it); Close
+// releases them.
 func NewPager(pgURL, database string, reg prometheus.Registerer) (*Pager, error) {
 	cfg, err := pgxpool.ParseConfig(pgURL)
 	if err != nil {
@@ -48,8 +52,8 @@ func NewPager(pgURL, database string, reg prometheus.Registerer) (*Pager, error)
 	}
 	p := &Pager{pool: pool, schema: database, tables: map[string]string{},
 		calls: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "parley", Subsystem: "ferretpg",
-			Name: "page_duration_seconds", Help: "Pages read from FerretDB's PostgreSQL by collection and result.",
-			Buckets: prometheus.ExponentialBuckets(0.0002, 2.5, 12)}, []string{"collection", "result"}),
+			Name: "query_duration_seconds", Help: "Pages and counts read from FerretDB's PostgreSQL, by collection, operation (page, count) and result.",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2.5, 12)}, []string{"collection", "op", "result"}),
 	}
 	if err := reg.Register(p.calls); err != nil {
 		pool.Close()
@@ -71,38 +75,77 @@ type Page struct {
 	Limit        int
 }
 
+// maxPage bounds a page (and what Count counts up to), against a huge Limit
+// given by mistake.
+const maxPage = 10_000
+
 // Page returns q's By values in order; none when the collection has no table
 // yet (nothing was ever written to it).
-func (p *Pager) Page(ctx context.Context, q Page) (keys []string, err error) {
+func (p *Pager) Page(ctx context.Context, q Page) ([]string, error) {
+	if q.Limit <= 0 || strings.ContainsRune(q.Value, 0) {
+		// No stored string holds a NUL byte (PostgreSQL's text cannot), so
+		// no document matches such a Value.
+		return nil, nil
+	}
+	// Nor may a parameter: for strings without NUL, s > a+"\x00"+x is s > a.
+	after, _, _ := strings.Cut(q.After, "\x00")
+	var keys []string
+	err := p.run(ctx, "page", q, func(table string) error {
+		rows, err := p.pool.Query(ctx, p.pageSQL(table, q), q.Value, after, min(q.Limit, maxPage))
+		if err != nil {
+			return err
+		}
+		keys, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	})
+	return keys, err
+}
+
+// Count returns how many documents have Eq equal to q.Value, counting up to
+// max at most (its cost grows with what it counts); q.After and q.Limit do
+// not count.
+func (p *Pager) Count(ctx context.Context, q Page, max int) (int, error) {
+	if max <= 0 || strings.ContainsRune(q.Value, 0) {
+		return 0, nil
+	}
+	var n int
+	err := p.run(ctx, "count", q, func(table string) error {
+		return p.pool.QueryRow(ctx, p.countSQL(table, q), q.Value, min(max, maxPage)).Scan(&n)
+	})
+	return n, err
+}
+
+// run runs query on q's table, once more with the table looked up again if
+// it is gone, and observes it in the metrics. A collection without a table
+// (or a database without FerretDB's metadata) has no documents: query does
+// not run.
+func (p *Pager) run(ctx context.Context, op string, q Page, query func(table string) error) (err error) {
 	defer func(start time.Time) {
 		res := "ok"
 		if err != nil {
 			res = "error"
 		}
-		p.calls.WithLabelValues(q.Collection, res).Observe(time.Since(start).Seconds())
+		p.calls.WithLabelValues(q.Collection, op, res).Observe(time.Since(start).Seconds())
 	}(time.Now())
 	if err := checkField(q.Eq, q.Collection); err != nil {
-		return nil, err
+		return err
 	}
 	if err := checkField(q.By, q.Collection); err != nil {
-		return nil, err
-	}
-	if q.Limit <= 0 {
-		return nil, nil
+		return err
 	}
 	for attempt := 0; ; attempt++ {
 		table, ok, err := p.table(ctx, q.Collection, attempt > 0)
 		if err != nil || !ok {
-			return nil, err
+			return err
 		}
-		keys, err = p.query(ctx, table, q)
+		err = query(table)
 		if isUndefinedTable(err) && attempt == 0 {
-			continue // dropped, maybe made again under another name
+			continue // dropped meanwhile, maybe made again
 		}
 		if err != nil {
-			return nil, fmt.Errorf("ferretpg: page of %s by %s: %w", q.Collection, q.Order, err)
+			return fmt.Errorf("ferretpg: %s of %s by %s: %w", op, q.Collection, q.Order, err)
 		}
-		return keys, nil
+		return nil
 	}
 }
 
@@ -112,21 +155,10 @@ func (p *Pager) pageSQL(table string, q Page) string {
 		pgx.Identifier{p.schema, table}.Sanitize(), textOf(q.By), textOf(q.Eq))
 }
 
-func (p *Pager) query(ctx context.Context, table string, q Page) ([]string, error) {
-	rows, err := p.pool.Query(ctx, p.pageSQL(table, q), q.Value, q.After, q.Limit)
-	if err != nil {
-		return nil, err
-	}
-	keys := make([]string, 0, q.Limit)
-	for rows.Next() {
-		var k string
-		if err := rows.Scan(&k); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		keys = append(keys, k)
-	}
-	return keys, rows.Err()
+// countSQL counts the first $2 entries of q's Value in Order's index.
+func (p *Pager) countSQL(table string, q Page) string {
+	return fmt.Sprintf("SELECT count(*) FROM (SELECT 1 FROM %[1]s WHERE %[2]s = $1 LIMIT $2) AS s",
+		pgx.Identifier{p.schema, table}.Sanitize(), textOf(q.Eq))
 }
 
 // table returns the table of collection from the cache, or (with refresh or
@@ -139,6 +171,9 @@ func (p *Pager) table(ctx context.Context, collection string, refresh bool) (str
 		return t, true, nil
 	}
 	tables, err := collectionTables(ctx, p.pool, p.schema)
+	if errors.Is(err, errNoMetadata) {
+		return "", false, nil // no collections (yet, or the database was dropped)
+	}
 	if err != nil {
 		return "", false, err
 	}

@@ -39,7 +39,8 @@ func TestPagerPagesLikeFerretDB(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(res.Created) != "[members.room_id,user_id]" {
+	if fmt.Sprint(res.Created) != "[members.room_id,user_id]" || !strings.HasPrefix(ferretpg.OrderIndexName("t", order), "parley_ord_t_room_id_user_id_") ||
+		ferretpg.OrderIndexName("t", ferretpg.Order{Eq: "a_b", By: "c"}) == ferretpg.OrderIndexName("t", ferretpg.Order{Eq: "a", By: "b_c"}) {
 		t.Fatalf("Ensure: %+v", res)
 	}
 
@@ -106,15 +107,51 @@ func TestPagerPagesLikeFerretDB(t *testing.T) {
 	if keys, err := p.Page(f.ctx, ferretpg.Page{Collection: "not_yet", Order: order, Value: "r1", Limit: 5}); err != nil || len(keys) != 0 {
 		t.Fatalf("page of a collection with no table: %q %v", keys, err)
 	}
-	// Dropped and made again (FerretDB may give it another table): the
-	// Pager finds the new one.
+	// Count counts up to its max.
+	for _, c := range []struct{ max, want int }{{100, len(users)}, {5, 5}, {0, 0}} {
+		if n, err := p.Count(f.ctx, ferretpg.Page{Collection: "members", Order: order, Value: "r1"}, c.max); err != nil || n != c.want {
+			t.Errorf("Count of r1 up to %d = %d %v, want %d", c.max, n, err, c.want)
+		}
+	}
+	// A NUL byte, which no stored string holds and PostgreSQL refuses in a
+	// parameter: nothing matches such a Value, and After ends at it.
+	if keys, err := p.Page(f.ctx, ferretpg.Page{Collection: "members", Order: order, Value: "r1\x00", Limit: 5}); err != nil || len(keys) != 0 {
+		t.Errorf("page of value r1+NUL: %q %v", keys, err)
+	}
+	if n, err := p.Count(f.ctx, ferretpg.Page{Collection: "members", Order: order, Value: "r1\x00"}, 5); err != nil || n != 0 {
+		t.Errorf("count of value r1+NUL: %d %v", n, err)
+	}
+	keys, err := p.Page(f.ctx, ferretpg.Page{Collection: "members", Order: order, Value: "r1", After: "u0\x00x", Limit: 100})
+	if i := slices.Index(want, "u000"); err != nil || i < 0 || !slices.Equal(keys, want[i:]) {
+		t.Errorf("page of r1 after u0+NUL: %q %v, want from u000 on", keys, err)
+	}
+
+	// A table that is gone (the collection was dropped and made again under
+	// another name): the Pager looks it up again.
+	ferretpg.SetTable(p, "members", "gone_00000000")
+	if keys, err := p.Page(f.ctx, ferretpg.Page{Collection: "members", Order: order, Value: "r10", Limit: 5}); err != nil || !slices.Equal(keys, []string{"zz"}) {
+		t.Fatalf("page after the cached table went away: %q %v", keys, err)
+	}
+	// A database without FerretDB's metadata (dropped, or never made):
+	// nothing in it.
+	other, err := ferretpg.NewPager(f.pgURL, f.name+"_never", prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if keys, err := other.Page(f.ctx, ferretpg.Page{Collection: "members", Order: order, Value: "r1", Limit: 5}); err != nil || len(keys) != 0 {
+		t.Errorf("page in a database FerretDB never made: %q %v", keys, err)
+	}
+
+	// Dropped and made again (FerretDB gives it the same table name): the
+	// Pager reads the new one.
 	if err := members.Drop(f.ctx); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := members.InsertOne(f.ctx, bson.D{{Key: "_id", Value: "r1/new"}, {Key: "room_id", Value: "r1"}, {Key: "user_id", Value: "new"}}); err != nil {
 		t.Fatal(err)
 	}
-	keys, err := p.Page(f.ctx, ferretpg.Page{Collection: "members", Order: order, Value: "r1", Limit: 5})
+	keys, err = p.Page(f.ctx, ferretpg.Page{Collection: "members", Order: order, Value: "r1", Limit: 5})
 	if err != nil || !slices.Equal(keys, []string{"new"}) {
 		t.Fatalf("page after the collection was dropped and made again: %q %v", keys, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -62,16 +63,37 @@ func roomsAndMembers(tb testing.TB, ctx context.Context, rooms, users int) *mong
 	return db
 }
 
-func pagedStore(tb testing.TB, db *mongo.Database) *store.Store {
+// countingPager counts the pages it reads; with force, it says every set
+// is large, so that the store reads every page through it.
+type countingPager struct {
+	store.Pager
+	force bool
+	pages atomic.Int64
+}
+
+func (c *countingPager) Page(ctx context.Context, q ferretpg.Page) ([]string, error) {
+	c.pages.Add(1)
+	return c.Pager.Page(ctx, q)
+}
+
+func (c *countingPager) Count(ctx context.Context, q ferretpg.Page, max int) (int, error) {
+	if c.force {
+		return max, nil
+	}
+	return c.Pager.Count(ctx, q, max)
+}
+
+// pagedStore returns a Store on db with a Pager (counting, forced or not).
+func pagedStore(tb testing.TB, db *mongo.Database, force bool) (*store.Store, *countingPager) {
 	p, err := ferretpg.NewPager(testenv.FerretDBPostgresURL(tb), db.Name(), prometheus.NewRegistry())
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(p.Close)
+	cp := &countingPager{Pager: p, force: force}
 	st := store.New(db)
-	st.UsePointLookups()
-	st.UsePager(p)
-	return st
+	st.UsePager(cp)
+	return st, cp
 }
 
 // all pages through list with pages of size, as the rooms service does
@@ -97,14 +119,14 @@ func all[T any](t *testing.T, size int, list func(after string, limit int) ([]T,
 	}
 }
 
-// TestPagerReadsWhatQueriesRead: with a Pager, public rooms, a room's
+// TestPagerReadsWhatQueriesRead: through a Pager, public rooms, a room's
 // members and a user's rooms page through the same documents in the same
 // order as the store's queries do, at several page sizes.
 func TestPagerReadsWhatQueriesRead(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	db := roomsAndMembers(t, ctx, 120, 12)
-	plain, paged := store.New(db), pagedStore(t, db)
+	plain, paged := store.New(db), must(pagedStore(t, db, true))
 	roomID := func(r store.Room) string { return r.ID }
 	userID := func(m store.Member) string { return m.UserID + "@" + m.JoinTime.String() }
 	for _, size := range []int{1, 7, 50, 200} {
@@ -135,10 +157,49 @@ func TestPagerReadsWhatQueriesRead(t *testing.T) {
 	if got, err := paged.Members(ctx, "nosuchroom", "", 10); err != nil || len(got) != 0 {
 		t.Errorf("members of a room that has none: %v %v", got, err)
 	}
+	// A page token is the client's: a NUL byte in it (which PostgreSQL's
+	// text cannot hold) reads like the query does.
+	a, err := plain.PublicRooms(ctx, "r00010\x00zz", 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := paged.PublicRooms(ctx, "r00010\x00zz", 5)
+	if err != nil || fmt.Sprint(roomIDs(a)) != fmt.Sprint(roomIDs(b)) {
+		t.Errorf("public rooms after a key with a NUL: with the Pager %v %v, with the query %v", roomIDs(b), err, roomIDs(a))
+	}
+}
+
+func must[T, U any](t T, _ U) T { return t }
+
+// TestPagerOnlyForLargeSets: a page is read through the Pager only when
+// the documents it is taken from are more than ten times the page; a small
+// room's members, for one, are cheaper to read with the query.
+func TestPagerOnlyForLargeSets(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db := roomsAndMembers(t, ctx, 120, 12) // r00000 has 12 members, r00060 8; u00001 is in 120 rooms
+	st, p := pagedStore(t, db, false)
+	read := func(what string, list func() (int, error), wantPages int64) {
+		t.Helper()
+		before := p.pages.Load()
+		if _, err := list(); err != nil {
+			t.Fatal(err)
+		}
+		if got := p.pages.Load() - before; got != wantPages {
+			t.Errorf("%s: %d pages through the Pager, want %d", what, got, wantPages)
+		}
+	}
+	read("members of a room of 8, pages of 5", func() (int, error) { ms, err := st.Members(ctx, "r00060", "", 6); return len(ms), err }, 0)
+	read("members of a room of 12, pages of 1", func() (int, error) { ms, err := st.Members(ctx, "r00000", "", 2); return len(ms), err }, 0)
+	read("rooms of a user in 120, pages of 20", func() (int, error) { rs, err := st.RoomsOfUser(ctx, "u00001", "", 21); return len(rs), err }, 0)
+	read("rooms of a user in 120, pages of 10", func() (int, error) { rs, err := st.RoomsOfUser(ctx, "u00001", "", 11); return len(rs), err }, 1)
+	read("80 public rooms, pages of 5", func() (int, error) { rs, err := st.PublicRooms(ctx, "", 6); return len(rs), err }, 1)
 }
 
 // keysPager serves pages of a fixed list of keys.
 type keysPager []string
+
+func (k keysPager) Count(_ context.Context, _ ferretpg.Page, max int) (int, error) { return max, nil }
 
 func (k keysPager) Page(_ context.Context, q ferretpg.Page) ([]string, error) {
 	var out []string
@@ -158,7 +219,6 @@ func TestPagerFillsPagesPastGoneDocuments(t *testing.T) {
 	defer cancel()
 	db := roomsAndMembers(t, ctx, 9, 1) // r00002, r00005 and r00008 are private
 	st := store.New(db)
-	st.UsePointLookups()
 	st.UsePager(keysPager{"r00000", "r00001", "r00001a", "r00001b", "r00002", "r00003", "r00004", "r00005", "r00006", "r00007", "r00008"})
 	var pages [][]string
 	after := ""
@@ -185,21 +245,23 @@ func TestPagerFillsPagesPastGoneDocuments(t *testing.T) {
 // BenchmarkPages reads the first page (51 documents, as ListRooms and
 // ListMembers ask for a page of 50) of public rooms (two thirds of n rooms),
 // of the members of a room of n, and of the rooms of a user in n, with the
-// store's queries and with a Pager, on FerretDB, at n = 1,000 and 10,000:
+// store's queries and with a Pager, on FerretDB, at n = 100, 1,000 and
+// 10,000 (at 100 the store with a Pager reads with its query, after a
+// count):
 //
 //	eval "$(bash scripts/services.sh env)"
 //	PARLEY_TEST_MONGO_URI=$PARLEY_MONGO_URI PARLEY_TEST_FERRETDB_POSTGRES_URL=$PARLEY_FERRETDB_POSTGRES_URL \
 //	  go test -run '^$' -bench Pages -benchtime 10x ./server/store/
 func BenchmarkPages(b *testing.B) {
 	ctx := context.Background()
-	for _, n := range []int{1_000, 10_000} {
+	for _, n := range []int{100, 1_000, 10_000} {
 		db := roomsAndMembers(b, ctx, n, n)
 		queries := store.New(db)
 		queries.UsePointLookups()
 		for _, s := range []struct {
 			name string
 			st   *store.Store
-		}{{"queries", queries}, {"pager", pagedStore(b, db)}} {
+		}{{"queries", queries}, {"pager", must(pagedStore(b, db, false))}} {
 			for _, c := range []struct {
 				name string
 				list func() (int, error)

@@ -74,10 +74,20 @@ type Store struct {
 }
 
 // Pager reads the keys of a page of a collection in one of the orders
-// Lookups names, outside the MongoDB API (ferretpg.Pager).
+// Lookups names, and counts the documents a page is taken from, outside the
+// MongoDB API (ferretpg.Pager).
 type Pager interface {
 	Page(ctx context.Context, q ferretpg.Page) ([]string, error)
+	Count(ctx context.Context, q ferretpg.Page, max int) (int, error)
 }
+
+// pagerSetFactor: a page is read through the Pager when the documents it is
+// taken from (every public room, every member of the room, every room of
+// the user) are more than this many times the page. The store's query reads
+// and sorts all of them, 30-45 µs each on FerretDB; the Pager reads the
+// page's documents by _id, about 0.4 ms each (1.5 ms, 4 at once), after a
+// count and the keys (BenchmarkPages).
+const pagerSetFactor = 10
 
 // The orders the Store pages through (Lookups, UsePager).
 var (
@@ -111,15 +121,43 @@ func (s *Store) UsePointLookups() { s.pointLookups.Store(true) }
 
 // UsePager makes the Store read pages of public rooms, of a room's members
 // and of a user's rooms with p: the page's keys from p, then its documents
-// by id (one id at a time after UsePointLookups). For FerretDB 1.x once
+// by id, one id at a time. For FerretDB 1.x once
 // ferretpg's indexes exist: it pushes neither sort nor limit down to SQL, so
 // such a page reads, decodes and sorts every public room, every member of
-// the room or every room of the user (0.34 s a page at 10,000 members,
+// the room or every room of the user (0.26-0.28 s a first page at 10,000,
 // BenchmarkPages), where p reads an index range. Not for MongoDB.
-func (s *Store) UsePager(p Pager) { s.pager.Store(&p) }
+//
+// A page is read that way only when the documents it is taken from are more
+// than pagerSetFactor times the page (p.Count): below that the query is the
+// cheaper. UsePager turns point lookups on too, which its pages need. A nil
+// p turns it off.
+func (s *Store) UsePager(p Pager) {
+	if p == nil {
+		s.pager.Store(nil)
+		return
+	}
+	s.pointLookups.Store(true)
+	s.pager.Store(&p)
+}
+
+// pagerFor returns the Pager to read page q with, or nil when there is none
+// or the store's query is the cheaper (see pagerSetFactor).
+func (s *Store) pagerFor(ctx context.Context, q ferretpg.Page) (Pager, error) {
+	pp := s.pager.Load()
+	if pp == nil || q.Limit <= 0 {
+		return nil, nil
+	}
+	over := pagerSetFactor * q.Limit
+	n, err := (*pp).Count(ctx, q, over+1)
+	if err != nil || n <= over {
+		return nil, err
+	}
+	return *pp, nil
+}
 
 // Lookups names the fields each collection is read by with an equality
-// filter, for ferretpg.Ensure (indexes FerretDB 1.x cannot make itself).
+// filter, and the orders pages are read in through a Pager, for
+// ferretpg.Ensure (indexes FerretDB 1.x cannot make itself).
 // Left out on purpose: an equality index on rooms.visibility (PublicRooms,
 // without a Pager), which two values share, so it would not narrow a scan
 // much; and lookups by $in
@@ -330,9 +368,12 @@ func (s *Store) IsMember(ctx context.Context, roomID, userID string) (bool, erro
 // RoomsOfUser pages through the rooms user is a member of, by room id after
 // afterID, at most limit.
 func (s *Store) RoomsOfUser(ctx context.Context, userID, afterID string, limit int) ([]Room, error) {
-	if p := s.pager.Load(); p != nil {
-		q := ferretpg.Page{Collection: s.members.Name(), Order: roomsOfUserOrder, Value: userID, After: afterID, Limit: limit}
-		rs, err := pageOf(ctx, *p, q, s.findRooms, func(id string) string { return id }, func(r Room) string { return r.ID }, nil)
+	q := ferretpg.Page{Collection: s.members.Name(), Order: roomsOfUserOrder, Value: userID, After: afterID, Limit: limit}
+	if p, err := s.pagerFor(ctx, q); err != nil || p != nil {
+		if err != nil {
+			return nil, unavailable("count rooms of user", err)
+		}
+		rs, err := pageOf(ctx, p, q, s.findRooms, func(id string) string { return id }, func(r Room) string { return r.ID }, nil)
 		if err != nil {
 			return nil, unavailable("list rooms of user", err)
 		}
@@ -466,9 +507,12 @@ func pageOf[T any](ctx context.Context, p Pager, q ferretpg.Page, read func(cont
 
 // PublicRooms pages through public rooms by id after afterID, at most limit.
 func (s *Store) PublicRooms(ctx context.Context, afterID string, limit int) ([]Room, error) {
-	if p := s.pager.Load(); p != nil {
-		q := ferretpg.Page{Collection: s.rooms.Name(), Order: publicRoomsOrder, Value: VisibilityPublic, After: afterID, Limit: limit}
-		rs, err := pageOf(ctx, *p, q, s.findRooms, func(id string) string { return id }, func(r Room) string { return r.ID },
+	q := ferretpg.Page{Collection: s.rooms.Name(), Order: publicRoomsOrder, Value: VisibilityPublic, After: afterID, Limit: limit}
+	if p, err := s.pagerFor(ctx, q); err != nil || p != nil {
+		if err != nil {
+			return nil, unavailable("count public rooms", err)
+		}
+		rs, err := pageOf(ctx, p, q, s.findRooms, func(id string) string { return id }, func(r Room) string { return r.ID },
 			func(r Room) bool { return r.Visibility == VisibilityPublic }) // it may have changed since the page's keys were read
 		if err != nil {
 			return nil, unavailable("list public rooms", err)
@@ -490,12 +534,12 @@ func (s *Store) PublicRooms(ctx context.Context, afterID string, limit int) ([]R
 
 // Members pages through a room's memberships by user id after afterUserID.
 func (s *Store) Members(ctx context.Context, roomID, afterUserID string, limit int) ([]Member, error) {
-	if p := s.pager.Load(); p != nil {
-		q := ferretpg.Page{Collection: s.members.Name(), Order: membersOfRoomOrder, Value: roomID, After: afterUserID, Limit: limit}
-		read := func(ctx context.Context, ids []string) ([]Member, error) {
-			return findByIDs[Member](ctx, s, s.members, ids)
+	q := ferretpg.Page{Collection: s.members.Name(), Order: membersOfRoomOrder, Value: roomID, After: afterUserID, Limit: limit}
+	if p, err := s.pagerFor(ctx, q); err != nil || p != nil {
+		if err != nil {
+			return nil, unavailable("count members", err)
 		}
-		ms, err := pageOf(ctx, *p, q, read, func(user string) string { return MemberID(roomID, user) }, func(m Member) string { return m.ID }, nil)
+		ms, err := pageOf(ctx, p, q, s.findMembers, func(user string) string { return MemberID(roomID, user) }, func(m Member) string { return m.ID }, nil)
 		if err != nil {
 			return nil, unavailable("list members", err)
 		}
