@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -52,7 +53,19 @@ type Producer struct {
 
 	inflight prometheus.Gauge
 	latency  *prometheus.HistogramVec
+	tooLarge prometheus.Counter
+
+	// After Kafka refuses a batch as too large (the topic's
+	// max.message.bytes was lowered after CheckRecordLimit), the limit is
+	// read again in the background, at most once per recheckEvery, and
+	// logged as an error with what to do.
+	rechecking atomic.Bool
+	lastCheck  atomic.Int64 // unix nanoseconds of the last recheck's start
+	rechecks   sync.WaitGroup
 }
+
+// recheckEvery spaces the rechecks of the topic's limit.
+const recheckEvery = 30 * time.Second
 
 // defaultBatchMax is franz-go's default record batch limit.
 const defaultBatchMax = 1_000_012
@@ -72,6 +85,8 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, extra ...kgo.O
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "parley", Subsystem: "kafka",
 			Name: "produce_duration_seconds", Help: "Time from Append to Kafka's acknowledgement, by result.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"result"}),
+		tooLarge: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "parley", Subsystem: "kafka",
+			Name: "records_too_large_total", Help: "Records Kafka refused as part of a batch over the topic's max.message.bytes."}),
 	}
 	p.batchMax.Store(defaultBatchMax)
 	opts := append([]kgo.Opt{
@@ -88,7 +103,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, extra ...kgo.O
 		return nil, fmt.Errorf("msglog: %w", err)
 	}
 	p.client = client
-	reg.MustRegister(p.inflight, p.latency)
+	reg.MustRegister(p.inflight, p.latency, p.tooLarge)
 	return p, nil
 }
 
@@ -215,8 +230,42 @@ func (p *Producer) Append(ctx context.Context, m *parleyv1.Message, done func(er
 			res = "error"
 		}
 		p.latency.WithLabelValues(res).Observe(time.Since(start).Seconds())
+		if errors.Is(err, kerr.MessageTooLarge) {
+			p.tooLarge.Inc()
+			p.recheckLimit(len(value))
+		}
 		done(err)
 	})
+}
+
+// recheckLimit reads the topic's max.message.bytes again in the background
+// (unless a recheck runs or ran less than recheckEvery ago) and logs at
+// Error what it found: Kafka refused a batch with a record of recordBytes
+// as too large, so the limit is now below the batches this producer makes,
+// which CheckRecordLimit fixed at start. Every message in such a batch fails
+// (its sender is told to retry), until the limit is raised again or the
+// servers restart, when CheckRecordLimit caps the batches at the new limit
+// or refuses to start if the body limit no longer fits.
+func (p *Producer) recheckLimit(recordBytes int) {
+	now := time.Now().UnixNano()
+	if now-p.lastCheck.Load() < int64(recheckEvery) || !p.rechecking.CompareAndSwap(false, true) {
+		return
+	}
+	p.lastCheck.Store(now)
+	p.rechecks.Add(1)
+	go func() {
+		defer p.rechecks.Done()
+		defer p.rechecking.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		attrs := []any{"topic", p.cfg.Topic, "batch_limit", p.batchMax.Load(), "record_bytes", recordBytes}
+		if limit, err := topicRecordLimit(ctx, kadm.NewClient(p.client), p.cfg.Topic); err != nil {
+			attrs = append(attrs, "max_message_bytes_unread", err)
+		} else {
+			attrs = append(attrs, "max_message_bytes_now", limit)
+		}
+		p.log.Error("Kafka refused a record batch as too large: the topic's max.message.bytes is below the batches this server makes, and messages fail until it is raised or the servers restart (which caps their batches at it, or refuses to start if --max-message-bytes no longer fits)", attrs...)
+	}()
 }
 
 // Close flushes buffered records (bounded by ctx) and closes the client.
@@ -224,5 +273,6 @@ func (p *Producer) Close(ctx context.Context) {
 	if err := p.client.Flush(ctx); err != nil {
 		p.log.Warn("kafka flush at shutdown incomplete", "err", err)
 	}
+	p.rechecks.Wait()
 	p.client.Close()
 }

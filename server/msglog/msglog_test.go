@@ -2,6 +2,7 @@ package msglog_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
@@ -103,4 +105,80 @@ func randomLetters(n int) string {
 		b[i] = byte('a' + rand.IntN(26))
 	}
 	return string(b)
+}
+
+// A topic's max.message.bytes lowered while the server runs: Kafka refuses
+// the batches over it, each such record fails with kerr.MessageTooLarge (its
+// sender is told to retry), and the producer reads the limit again and
+// logs it as an error, once per recheck period, with a metric.
+func TestLimitLoweredAtRuntimeIsLogged(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	topic := testenv.Name(t)
+	brokers := testenv.KafkaBrokers(t)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	adm := kadm.NewClient(cl)
+	t.Cleanup(func() { _, _ = adm.DeleteTopics(context.Background(), topic); cl.Close() })
+	limit := "20000"
+	if resp, err := adm.CreateTopic(ctx, 1, 1, map[string]*string{"max.message.bytes": &limit}, topic); err != nil || resp.Err != nil {
+		t.Fatalf("create %s: %v %v", topic, err, resp.Err)
+	}
+	logs := &syncBuffer{}
+	reg := prometheus.NewRegistry()
+	p, err := msglog.New(msglog.Config{Brokers: brokers, Topic: topic, Partitions: 1, DeliveryTimeout: 10 * time.Second},
+		slog.New(slog.NewTextHandler(logs, nil)), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeP := sync.OnceFunc(func() { p.Close(context.Background()) })
+	defer closeP()
+	if err := p.CheckRecordLimit(ctx, 8192); err != nil {
+		t.Fatal(err)
+	}
+	append1 := func(body string) error {
+		errc := make(chan error, 1)
+		p.Append(ctx, &parleyv1.Message{MessageId: "m", RoomId: "r", Seq: 1, Body: body}, func(err error) { errc <- err })
+		return <-errc
+	}
+	if err := append1(randomLetters(12000)); err != nil {
+		t.Fatalf("a 12,000-byte body under a 20,000-byte limit: %v", err)
+	}
+	low := "6000"
+	if _, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "max.message.bytes", Value: &low}}, topic); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := append1(randomLetters(12000))
+		if errors.Is(err, kerr.MessageTooLarge) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a 12,000-byte body after the limit went down to 6,000: %v, want MESSAGE_TOO_LARGE", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	_ = append1(randomLetters(12000)) // a second refusal within the recheck period: no second log line
+	for !strings.Contains(logs.String(), "max_message_bytes_now=6000") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no error logged with the new limit:\n%s", logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := append1(randomLetters(1000)); err != nil {
+		t.Errorf("a 1,000-byte body under the new limit: %v", err)
+	}
+	closeP() // waits for the recheck
+	if n := strings.Count(logs.String(), "refused a record batch as too large"); n != 1 {
+		t.Errorf("%d error lines about the limit, want 1 (one recheck per period):\n%s", n, logs.String())
+	}
+	mfs, _ := reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() == "parley_kafka_records_too_large_total" && mf.GetMetric()[0].GetCounter().GetValue() < 2 {
+			t.Errorf("records_too_large_total = %v, want at least 2", mf.GetMetric()[0].GetCounter().GetValue())
+		}
+	}
 }
