@@ -16,10 +16,9 @@ import (
 	"github.com/parleychat/parley/server/store"
 )
 
-// usersAndRooms fills a fresh database with n users, and rooms r000..r019
-// of which user u0000 is a member of the even ones; it returns the
-// database, dropped at cleanup.
-func usersAndRooms(tb testing.TB, ctx context.Context, n int) *mongo.Database {
+// freshStore returns a fresh database, dropped at cleanup, and a Store on it
+// with its indexes.
+func freshStore(tb testing.TB, ctx context.Context) (*mongo.Database, *store.Store) {
 	tb.Helper()
 	mc, err := mongo.Connect(options.Client().ApplyURI(testenv.MongoURI(tb)))
 	if err != nil {
@@ -31,15 +30,30 @@ func usersAndRooms(tb testing.TB, ctx context.Context, n int) *mongo.Database {
 	if err := st.EnsureIndexes(ctx); err != nil {
 		tb.Fatal(err)
 	}
+	return db, st
+}
+
+// insertAll inserts docs into coll, 100 at a time.
+func insertAll(tb testing.TB, ctx context.Context, coll *mongo.Collection, docs []any) {
+	tb.Helper()
+	for c := range slices.Chunk(docs, 100) {
+		if _, err := coll.InsertMany(ctx, c); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
+// usersAndRooms fills a fresh database with n users, and rooms r000..r019
+// of which user u0000 is a member of the even ones; it returns the
+// database, dropped at cleanup.
+func usersAndRooms(tb testing.TB, ctx context.Context, n int) *mongo.Database {
+	tb.Helper()
+	db, st := freshStore(tb, ctx)
 	var users []any
 	for i := range n {
 		users = append(users, store.User{ID: fmt.Sprintf("u%04d", i), Username: fmt.Sprintf("user%04d", i), CreateTime: time.Unix(0, 0).UTC()})
 	}
-	for c := range slices.Chunk(users, 100) {
-		if _, err := db.Collection("users").InsertMany(ctx, c); err != nil {
-			tb.Fatal(err)
-		}
-	}
+	insertAll(tb, ctx, db.Collection("users"), users)
 	for r := range 20 {
 		room := store.Room{ID: fmt.Sprintf("r%03d", r), Name: fmt.Sprintf("room %d", r), Visibility: store.VisibilityPublic, CreateTime: time.Unix(0, 0).UTC()}
 		if err := st.CreateRoom(ctx, room); err != nil {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/parleychat/parley/internal/ferretpg"
 	"github.com/parleychat/parley/internal/testenv"
@@ -22,16 +21,7 @@ import (
 // NN divides), with ferretpg's indexes, and returns the database.
 func roomsAndMembers(tb testing.TB, ctx context.Context, rooms, users int) *mongo.Database {
 	tb.Helper()
-	mc, err := mongo.Connect(options.Client().ApplyURI(testenv.MongoURI(tb)))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	db := mc.Database(testenv.Name(tb))
-	tb.Cleanup(func() { _ = db.Drop(context.Background()); _ = mc.Disconnect(context.Background()) })
-	st := store.New(db)
-	if err := st.EnsureIndexes(ctx); err != nil {
-		tb.Fatal(err)
-	}
+	db, st := freshStore(tb, ctx)
 	var rs, ms []any
 	for r := range rooms {
 		vis := store.VisibilityPublic
@@ -47,16 +37,8 @@ func roomsAndMembers(tb testing.TB, ctx context.Context, rooms, users int) *mong
 			}
 		}
 	}
-	for c := range slices.Chunk(rs, 100) {
-		if _, err := db.Collection("rooms").InsertMany(ctx, c); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	for c := range slices.Chunk(ms, 100) {
-		if _, err := db.Collection("members").InsertMany(ctx, c); err != nil {
-			tb.Fatal(err)
-		}
-	}
+	insertAll(tb, ctx, db.Collection("rooms"), rs)
+	insertAll(tb, ctx, db.Collection("members"), ms)
 	if _, err := ferretpg.Ensure(ctx, testenv.FerretDBPostgresURL(tb), db.Name(), st.Lookups()); err != nil {
 		tb.Fatal(err)
 	}
@@ -126,7 +108,7 @@ func TestPagerReadsWhatQueriesRead(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	db := roomsAndMembers(t, ctx, 120, 12)
-	plain, paged := store.New(db), must(pagedStore(t, db, true))
+	plain, paged := store.New(db), first(pagedStore(t, db, true))
 	roomID := func(r store.Room) string { return r.ID }
 	userID := func(m store.Member) string { return m.UserID + "@" + m.JoinTime.String() }
 	for _, size := range []int{1, 7, 50, 200} {
@@ -169,7 +151,8 @@ func TestPagerReadsWhatQueriesRead(t *testing.T) {
 	}
 }
 
-func must[T, U any](t T, _ U) T { return t }
+// first returns the first of two values.
+func first[T, U any](t T, _ U) T { return t }
 
 // TestPagerOnlyForLargeSets: a page is read through the Pager only when
 // the documents it is taken from are more than ten times the page; a small
@@ -261,7 +244,7 @@ func BenchmarkPages(b *testing.B) {
 		for _, s := range []struct {
 			name string
 			st   *store.Store
-		}{{"queries", queries}, {"pager", must(pagedStore(b, db, false))}} {
+		}{{"queries", queries}, {"pager", first(pagedStore(b, db, false))}} {
 			for _, c := range []struct {
 				name string
 				list func() (int, error)
