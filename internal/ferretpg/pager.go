@@ -75,9 +75,9 @@ type Page struct {
 	Limit        int
 }
 
-// maxPage bounds a page (and what Count counts up to), against a huge Limit
-// given by mistake.
-const maxPage = 10_000
+// MaxPage bounds a page (a larger Limit reads MaxPage keys) and what Count
+// counts up to, against a huge one given by mistake.
+const MaxPage = 10_000
 
 // Page returns q's By values in order; none when the collection has no table
 // yet (nothing was ever written to it).
@@ -91,7 +91,7 @@ func (p *Pager) Page(ctx context.Context, q Page) ([]string, error) {
 	after, _, _ := strings.Cut(q.After, "\x00")
 	var keys []string
 	err := p.run(ctx, "page", q, func(table string) error {
-		rows, err := p.pool.Query(ctx, p.pageSQL(table, q), q.Value, after, min(q.Limit, maxPage))
+		rows, err := p.pool.Query(ctx, p.pageSQL(table, q), q.Value, after, min(q.Limit, MaxPage))
 		if err != nil {
 			return err
 		}
@@ -102,15 +102,15 @@ func (p *Pager) Page(ctx context.Context, q Page) ([]string, error) {
 }
 
 // Count returns how many documents have Eq equal to q.Value, counting up to
-// max at most (its cost grows with what it counts); q.After and q.Limit do
-// not count.
-func (p *Pager) Count(ctx context.Context, q Page, max int) (int, error) {
-	if max <= 0 || strings.ContainsRune(q.Value, 0) {
+// upTo at most, and never past MaxPage (its cost grows with what it counts:
+// an index entry and its table row each); q.After and q.Limit do not count.
+func (p *Pager) Count(ctx context.Context, q Page, upTo int) (int, error) {
+	if upTo <= 0 || strings.ContainsRune(q.Value, 0) {
 		return 0, nil
 	}
 	var n int
 	err := p.run(ctx, "count", q, func(table string) error {
-		return p.pool.QueryRow(ctx, p.countSQL(table, q), q.Value, min(max, maxPage)).Scan(&n)
+		return p.pool.QueryRow(ctx, p.countSQL(table, q), q.Value, min(upTo, MaxPage)).Scan(&n)
 	})
 	return n, err
 }

@@ -59,9 +59,12 @@ type Producer struct {
 	// max.message.bytes was lowered after CheckRecordLimit), the limit is
 	// read again in the background, at most once per recheckEvery, and
 	// logged as an error with what to do.
-	rechecking atomic.Bool
-	lastCheck  atomic.Int64 // unix nanoseconds of the last recheck's start
-	rechecks   sync.WaitGroup
+	lastCheck    atomic.Int64 // unix nanoseconds of the last recheck's start
+	rechecks     sync.WaitGroup
+	recheckCtx   context.Context // ended by Close
+	stopRechecks context.CancelFunc
+	closeMu      sync.Mutex
+	closing      bool // under closeMu: no recheck starts
 }
 
 // recheckEvery spaces the rechecks of the topic's limit.
@@ -89,6 +92,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, extra ...kgo.O
 			Name: "records_too_large_total", Help: "Records Kafka refused as part of a batch over the topic's max.message.bytes."}),
 	}
 	p.batchMax.Store(defaultBatchMax)
+	p.recheckCtx, p.stopRechecks = context.WithCancel(context.Background())
 	opts := append([]kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ProducerBatchMaxBytesFn(func(string) int32 { return p.batchMax.Load() }),
@@ -232,7 +236,7 @@ func (p *Producer) Append(ctx context.Context, m *parleyv1.Message, done func(er
 		p.latency.WithLabelValues(res).Observe(time.Since(start).Seconds())
 		if errors.Is(err, kerr.MessageTooLarge) {
 			p.tooLarge.Inc()
-			p.recheckLimit(len(value))
+			p.recheckLimit(err, len(value))
 		}
 		done(err)
 	})
@@ -240,31 +244,46 @@ func (p *Producer) Append(ctx context.Context, m *parleyv1.Message, done func(er
 
 // recheckLimit reads the topic's max.message.bytes again in the background
 // (unless a recheck runs or ran less than recheckEvery ago) and logs at
-// Error what it found: Kafka refused a batch with a record of recordBytes
-// as too large, so the limit is now below the batches this producer makes,
-// which CheckRecordLimit fixed at start. Every message in such a batch fails
-// (its sender is told to retry), until the limit is raised again or the
-// servers restart, when CheckRecordLimit caps the batches at the new limit
-// or refuses to start if the body limit no longer fits.
-func (p *Producer) recheckLimit(recordBytes int) {
+// Error what it found, with refused, the error of a record Kafka (or
+// franz-go, for a record over the batch limit by itself) refused as too
+// large. The usual cause: the topic's limit was lowered below the batches
+// this producer makes, which CheckRecordLimit fixed at start. Every message
+// in such a batch fails (its sender is told to retry), until the limit is
+// raised again or the servers restart, when CheckRecordLimit caps the
+// batches at the new limit or refuses to start if the body limit no longer
+// fits. Nothing starts once Close began.
+func (p *Producer) recheckLimit(refused error, recordBytes int) {
 	now := time.Now().UnixNano()
-	if now-p.lastCheck.Load() < int64(recheckEvery) || !p.rechecking.CompareAndSwap(false, true) {
+	last := p.lastCheck.Load()
+	if now-last < int64(recheckEvery) || !p.lastCheck.CompareAndSwap(last, now) {
 		return
 	}
-	p.lastCheck.Store(now)
+	p.closeMu.Lock()
+	defer p.closeMu.Unlock()
+	if p.closing {
+		return
+	}
 	p.rechecks.Add(1)
 	go func() {
 		defer p.rechecks.Done()
-		defer p.rechecking.Store(false)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(p.recheckCtx, 10*time.Second)
 		defer cancel()
-		attrs := []any{"topic", p.cfg.Topic, "batch_limit", p.batchMax.Load(), "record_bytes", recordBytes}
-		if limit, err := topicRecordLimit(ctx, kadm.NewClient(p.client), p.cfg.Topic); err != nil {
-			attrs = append(attrs, "max_message_bytes_unread", err)
-		} else {
-			attrs = append(attrs, "max_message_bytes_now", limit)
+		batchMax := int(p.batchMax.Load())
+		attrs := []any{"topic", p.cfg.Topic, "refused", refused, "record_bytes", recordBytes, "batch_limit", batchMax}
+		limit, err := topicRecordLimit(ctx, kadm.NewClient(p.client), p.cfg.Topic)
+		switch {
+		case p.recheckCtx.Err() != nil:
+			return // Close: the client is going away
+		case err != nil:
+			p.log.Error("Kafka refused a record as too large, and the topic's max.message.bytes could not be read again: messages in such batches fail (their senders retry) until the limit is raised over the batches this server makes",
+				append(attrs, "read_err", err)...)
+		case limit > 0 && limit < batchMax:
+			p.log.Error("Kafka refused a record as too large: the topic's max.message.bytes is now below the batches this server makes, and messages in such batches fail (their senders retry) until it is raised again or the servers restart (which caps their batches at it, or refuses to start if --max-message-bytes no longer fits)",
+				append(attrs, "max_message_bytes_now", limit)...)
+		default:
+			p.log.Error("Kafka refused a record as too large, though the topic's max.message.bytes (read again now) takes the batches this server makes: the limit may have been raised since, or a broker has another one",
+				append(attrs, "max_message_bytes_now", limit)...)
 		}
-		p.log.Error("Kafka refused a record batch as too large: the topic's max.message.bytes is below the batches this server makes, and messages fail until it is raised or the servers restart (which caps their batches at it, or refuses to start if --max-message-bytes no longer fits)", attrs...)
 	}()
 }
 
@@ -273,6 +292,10 @@ func (p *Producer) Close(ctx context.Context) {
 	if err := p.client.Flush(ctx); err != nil {
 		p.log.Warn("kafka flush at shutdown incomplete", "err", err)
 	}
+	p.closeMu.Lock()
+	p.closing = true
+	p.closeMu.Unlock()
+	p.stopRechecks()
 	p.rechecks.Wait()
 	p.client.Close()
 }

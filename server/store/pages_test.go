@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync/atomic"
@@ -58,11 +59,11 @@ func (c *countingPager) Page(ctx context.Context, q ferretpg.Page) ([]string, er
 	return c.Pager.Page(ctx, q)
 }
 
-func (c *countingPager) Count(ctx context.Context, q ferretpg.Page, max int) (int, error) {
+func (c *countingPager) Count(ctx context.Context, q ferretpg.Page, upTo int) (int, error) {
 	if c.force {
-		return max, nil
+		return upTo, nil
 	}
-	return c.Pager.Count(ctx, q, max)
+	return c.Pager.Count(ctx, q, upTo)
 }
 
 // pagedStore returns a Store on db with a Pager (counting, forced or not).
@@ -182,7 +183,7 @@ func TestPagerOnlyForLargeSets(t *testing.T) {
 // keysPager serves pages of a fixed list of keys.
 type keysPager []string
 
-func (k keysPager) Count(_ context.Context, _ ferretpg.Page, max int) (int, error) { return max, nil }
+func (k keysPager) Count(_ context.Context, _ ferretpg.Page, upTo int) (int, error) { return upTo, nil }
 
 func (k keysPager) Page(_ context.Context, q ferretpg.Page) ([]string, error) {
 	var out []string
@@ -262,5 +263,40 @@ func BenchmarkPages(b *testing.B) {
 				})
 			}
 		}
+	}
+}
+
+// failingPager fails every count; its pages must not be asked for.
+type failingPager struct{ t *testing.T }
+
+func (f failingPager) Count(context.Context, ferretpg.Page, int) (int, error) {
+	return 0, errors.New("postgres: connection refused")
+}
+
+func (f failingPager) Page(context.Context, ferretpg.Page) ([]string, error) {
+	f.t.Error("a page was read through a Pager whose count failed")
+	return nil, errors.New("unreachable")
+}
+
+// TestPagerCountFailureFallsBackToTheQuery: the count only chooses between
+// two right ways to read a page; when it fails the query reads it, and a
+// page of no documents asks nothing.
+func TestPagerCountFailureFallsBackToTheQuery(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	db := roomsAndMembers(t, ctx, 30, 3)
+	st := store.New(db)
+	st.UsePager(failingPager{t})
+	rs, err := st.PublicRooms(ctx, "", 5)
+	if err != nil || fmt.Sprint(roomIDs(rs)) != "[r00000 r00001 r00003 r00004 r00006]" {
+		t.Errorf("public rooms with a failing count: %v %v", roomIDs(rs), err)
+	}
+	if ms, err := st.Members(ctx, "r00000", "", 0); err != nil || ms != nil {
+		t.Errorf("a page of 0 members: %v %v", ms, err)
+	}
+	cancelled, stop := context.WithCancel(ctx)
+	stop()
+	if _, err := st.PublicRooms(cancelled, "", 5); !errors.Is(err, context.Canceled) {
+		t.Errorf("public rooms with the caller gone: %v, want context.Canceled", err)
 	}
 }

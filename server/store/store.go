@@ -78,7 +78,7 @@ type Store struct {
 // MongoDB API (ferretpg.Pager).
 type Pager interface {
 	Page(ctx context.Context, q ferretpg.Page) ([]string, error)
-	Count(ctx context.Context, q ferretpg.Page, max int) (int, error)
+	Count(ctx context.Context, q ferretpg.Page, upTo int) (int, error)
 }
 
 // pagerSetFactor: a page is read through the Pager when the documents it is
@@ -141,16 +141,23 @@ func (s *Store) UsePager(p Pager) {
 }
 
 // pagerFor returns the Pager to read page q with, or nil when there is none
-// or the store's query is the cheaper (see pagerSetFactor).
+// or the store's query is the cheaper (see pagerSetFactor; a page of over a
+// tenth of ferretpg.MaxPage, which Count counts up to, always is). A count
+// that fails leaves the page to the query, which is right either way (the
+// Pager's metric counts the failure); only the caller's context ending is an
+// error.
 func (s *Store) pagerFor(ctx context.Context, q ferretpg.Page) (Pager, error) {
 	pp := s.pager.Load()
-	if pp == nil || q.Limit <= 0 {
+	if pp == nil {
 		return nil, nil
 	}
 	over := pagerSetFactor * q.Limit
 	n, err := (*pp).Count(ctx, q, over+1)
-	if err != nil || n <= over {
-		return nil, err
+	switch {
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
+	case err != nil || n <= over:
+		return nil, nil
 	}
 	return *pp, nil
 }
@@ -368,10 +375,13 @@ func (s *Store) IsMember(ctx context.Context, roomID, userID string) (bool, erro
 // RoomsOfUser pages through the rooms user is a member of, by room id after
 // afterID, at most limit.
 func (s *Store) RoomsOfUser(ctx context.Context, userID, afterID string, limit int) ([]Room, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
 	q := ferretpg.Page{Collection: s.members.Name(), Order: roomsOfUserOrder, Value: userID, After: afterID, Limit: limit}
 	if p, err := s.pagerFor(ctx, q); err != nil || p != nil {
 		if err != nil {
-			return nil, unavailable("count rooms of user", err)
+			return nil, err // the caller's context
 		}
 		rs, err := pageOf(ctx, p, q, s.findRooms, func(id string) string { return id }, func(r Room) string { return r.ID }, nil)
 		if err != nil {
@@ -507,10 +517,13 @@ func pageOf[T any](ctx context.Context, p Pager, q ferretpg.Page, read func(cont
 
 // PublicRooms pages through public rooms by id after afterID, at most limit.
 func (s *Store) PublicRooms(ctx context.Context, afterID string, limit int) ([]Room, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
 	q := ferretpg.Page{Collection: s.rooms.Name(), Order: publicRoomsOrder, Value: VisibilityPublic, After: afterID, Limit: limit}
 	if p, err := s.pagerFor(ctx, q); err != nil || p != nil {
 		if err != nil {
-			return nil, unavailable("count public rooms", err)
+			return nil, err // the caller's context
 		}
 		rs, err := pageOf(ctx, p, q, s.findRooms, func(id string) string { return id }, func(r Room) string { return r.ID },
 			func(r Room) bool { return r.Visibility == VisibilityPublic }) // it may have changed since the page's keys were read
@@ -534,10 +547,13 @@ func (s *Store) PublicRooms(ctx context.Context, afterID string, limit int) ([]R
 
 // Members pages through a room's memberships by user id after afterUserID.
 func (s *Store) Members(ctx context.Context, roomID, afterUserID string, limit int) ([]Member, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
 	q := ferretpg.Page{Collection: s.members.Name(), Order: membersOfRoomOrder, Value: roomID, After: afterUserID, Limit: limit}
 	if p, err := s.pagerFor(ctx, q); err != nil || p != nil {
 		if err != nil {
-			return nil, unavailable("count members", err)
+			return nil, err // the caller's context
 		}
 		ms, err := pageOf(ctx, p, q, s.findMembers, func(user string) string { return MemberID(roomID, user) }, func(m Member) string { return m.ID }, nil)
 		if err != nil {
