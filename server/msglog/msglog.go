@@ -89,7 +89,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, extra ...kgo.O
 			Name: "produce_duration_seconds", Help: "Time from Append to Kafka's acknowledgement, by result.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"result"}),
 		tooLarge: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "parley", Subsystem: "kafka",
-			Name: "records_too_large_total", Help: "Records Kafka refused as part of a batch over the topic's max.message.bytes."}),
+			Name: "records_too_large_total", Help: "Records refused as too large (MESSAGE_TOO_LARGE): in a batch over the topic's max.message.bytes, or over the producer's batch limit by themselves."}),
 	}
 	p.batchMax.Store(defaultBatchMax)
 	p.recheckCtx, p.stopRechecks = context.WithCancel(context.Background())

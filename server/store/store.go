@@ -379,10 +379,11 @@ func (s *Store) RoomsOfUser(ctx context.Context, userID, afterID string, limit i
 		return nil, nil
 	}
 	q := ferretpg.Page{Collection: s.members.Name(), Order: roomsOfUserOrder, Value: userID, After: afterID, Limit: limit}
-	if p, err := s.pagerFor(ctx, q); err != nil || p != nil {
-		if err != nil {
-			return nil, err // the caller's context
-		}
+	p, err := s.pagerFor(ctx, q)
+	if err != nil {
+		return nil, err // the caller's context ended
+	}
+	if p != nil {
 		rs, err := pageOf(ctx, p, q, s.findRooms, func(id string) string { return id }, func(r Room) string { return r.ID }, nil)
 		if err != nil {
 			return nil, unavailable("list rooms of user", err)
@@ -521,10 +522,11 @@ func (s *Store) PublicRooms(ctx context.Context, afterID string, limit int) ([]R
 		return nil, nil
 	}
 	q := ferretpg.Page{Collection: s.rooms.Name(), Order: publicRoomsOrder, Value: VisibilityPublic, After: afterID, Limit: limit}
-	if p, err := s.pagerFor(ctx, q); err != nil || p != nil {
-		if err != nil {
-			return nil, err // the caller's context
-		}
+	p, err := s.pagerFor(ctx, q)
+	if err != nil {
+		return nil, err // the caller's context ended
+	}
+	if p != nil {
 		rs, err := pageOf(ctx, p, q, s.findRooms, func(id string) string { return id }, func(r Room) string { return r.ID },
 			func(r Room) bool { return r.Visibility == VisibilityPublic }) // it may have changed since the page's keys were read
 		if err != nil {
@@ -551,10 +553,11 @@ func (s *Store) Members(ctx context.Context, roomID, afterUserID string, limit i
 		return nil, nil
 	}
 	q := ferretpg.Page{Collection: s.members.Name(), Order: membersOfRoomOrder, Value: roomID, After: afterUserID, Limit: limit}
-	if p, err := s.pagerFor(ctx, q); err != nil || p != nil {
-		if err != nil {
-			return nil, err // the caller's context
-		}
+	p, err := s.pagerFor(ctx, q)
+	if err != nil {
+		return nil, err // the caller's context ended
+	}
+	if p != nil {
 		ms, err := pageOf(ctx, p, q, s.findMembers, func(user string) string { return MemberID(roomID, user) }, func(m Member) string { return m.ID }, nil)
 		if err != nil {
 			return nil, unavailable("list members", err)
