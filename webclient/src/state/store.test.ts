@@ -311,6 +311,32 @@ describe('ChatStore', () => {
     expect(stream().subs()).toEqual(['+r2']);
   });
 
+  it("a large room's members show page by page on first load, and a reload replaces them whole", async () => {
+    await started();
+    let second!: (v: unknown) => void;
+    rpc.listMembers.mockImplementation((req: { pageToken: string }) =>
+      req.pageToken === ''
+        ? { members: [{ user: me, online: true }], nextPageToken: 'p2' }
+        : new Promise((resolve) => (second = resolve)),
+    );
+    const loading = store.loadMembers('r2');
+    await settle();
+    expect(store.getState().members.r2.map((m) => m.user.username)).toEqual(['ann']);
+    second({ members: [{ user: bob, online: false }], nextPageToken: '' });
+    await loading;
+    expect(store.getState().members.r2.map((m) => m.user.username)).toEqual(['ann', 'bob']);
+    // A reload: the panel keeps the whole list until the new one is complete.
+    const reloading = store.loadMembers('r2');
+    await settle();
+    expect(store.getState().members.r2.map((m) => m.user.username)).toEqual(['ann', 'bob']);
+    second({ members: [{ user: bob, online: true }], nextPageToken: '' });
+    await reloading;
+    expect(store.getState().members.r2.map((m) => [m.user.username, m.online])).toEqual([
+      ['ann', true],
+      ['bob', true],
+    ]);
+  });
+
   it('adding a member shows them at once, then re-reads the list', async () => {
     await started();
     await store.loadMembers('r2');

@@ -763,24 +763,36 @@ export class ChatStore {
     );
   }
 
+  /**
+   * Reads the room's members (up to 2,000, in pages of 500). A room's first
+   * load shows each page as it comes, so that a large room's panel fills at
+   * once; a reload replaces the list only when it is complete, so that it
+   * does not shrink meanwhile.
+   */
   async loadMembers(id: string) {
     try {
+      const first = this.state.members[id] === undefined;
       const all: Member[] = [];
       let pageToken = '';
       do {
         const r = await call((o) => roomClient.listMembers({ roomId: id, pageSize: 500, pageToken }, o));
         all.push(...r.members);
         pageToken = r.nextPageToken;
+        if (first && pageToken && all.length < 2000) this.showMembers(id, all);
       } while (pageToken && all.length < 2000);
-      if (this.gone(id)) return;
-      const members = all.filter((m) => m.user).map((m) => ({ user: m.user!, online: m.online }));
-      // The snapshot supersedes earlier presence events.
-      const live = { ...(this.state.presence[id] ?? {}) };
-      for (const m of members) delete live[m.user.userId];
-      this.set({ members: { ...this.state.members, [id]: members }, presence: { ...this.state.presence, [id]: live } });
+      this.showMembers(id, all);
     } catch {
       /* the panel shows what it has */
     }
+  }
+
+  private showMembers(id: string, all: Member[]) {
+    if (this.gone(id)) return;
+    const members = all.filter((m) => m.user).map((m) => ({ user: m.user!, online: m.online }));
+    // The snapshot supersedes earlier presence events.
+    const live = { ...(this.state.presence[id] ?? {}) };
+    for (const m of members) delete live[m.user.userId];
+    this.set({ members: { ...this.state.members, [id]: members }, presence: { ...this.state.presence, [id]: live } });
   }
 
   // ---------------------------------------------------------------- the open room
