@@ -70,6 +70,20 @@ func setup(t *testing.T) fixture {
 	return fixture{ctx: ctx, db: db, pgURL: pgURL, pg: pg, name: name}
 }
 
+// queryStrings runs a query of one text column on conn and returns its rows.
+func queryStrings(t *testing.T, ctx context.Context, conn *pgx.Conn, sql string, args ...any) []string {
+	t.Helper()
+	rows, err := conn.Query(ctx, sql, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 // explain returns FerretDB's explain output of a find with filter: it holds
 // PostgreSQL's plan of the SQL FerretDB ran.
 func (f fixture) explain(t *testing.T, coll string, filter bson.D) string {
@@ -248,19 +262,7 @@ func TestGenericPlanIgnoresTheIndex(t *testing.T) {
 	}
 	plan := func() string {
 		t.Helper()
-		var lines []string
-		rows, err := conn.Query(f.ctx, `EXPLAIN EXECUTE lookup('_id', '"u00042"')`)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for rows.Next() {
-			var l string
-			if err := rows.Scan(&l); err != nil {
-				t.Fatal(err)
-			}
-			lines = append(lines, l)
-		}
-		return strings.Join(lines, "\n")
+		return strings.Join(queryStrings(t, f.ctx, conn, `EXPLAIN EXECUTE lookup('_id', '"u00042"')`), "\n")
 	}
 	if p := plan(); !strings.Contains(p, "Seq Scan") {
 		t.Fatalf("the generic plan of a statement prepared before the index uses it (has PostgreSQL changed? then forcing custom plans may be unneeded):\n%s", p)

@@ -87,20 +87,9 @@ func TestPagerPagesLikeFerretDB(t *testing.T) {
 		t.Fatal(err)
 	}
 	table := f.table(t, "members")
-	var plan strings.Builder
-	rows, err := f.pg.Query(f.ctx, "EXPLAIN "+ferretpg.PageSQL(p, table, q), "r1", "a", 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var line string
-		if err := rows.Scan(&line); err != nil {
-			t.Fatal(err)
-		}
-		plan.WriteString(line + "\n")
-	}
-	if !strings.Contains(plan.String(), ferretpg.OrderIndexName(table, order)) || strings.Contains(plan.String(), "Sort") {
-		t.Fatalf("the page's plan does not read the order's index:\n%s", plan.String())
+	plan := strings.Join(queryStrings(t, f.ctx, f.pg, "EXPLAIN "+ferretpg.PageSQL(p, table, q), "r1", "a", 10), "\n")
+	if !strings.Contains(plan, ferretpg.OrderIndexName(table, order)) || strings.Contains(plan, "Sort") {
+		t.Fatalf("the page's plan does not read the order's index:\n%s", plan)
 	}
 
 	// No table yet: no keys, no error.
