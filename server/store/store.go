@@ -375,20 +375,9 @@ func (s *Store) IsMember(ctx context.Context, roomID, userID string) (bool, erro
 // RoomsOfUser pages through the rooms user is a member of, by room id after
 // afterID, at most limit.
 func (s *Store) RoomsOfUser(ctx context.Context, userID, afterID string, limit int) ([]Room, error) {
-	if limit <= 0 {
-		return nil, nil
-	}
 	q := ferretpg.Page{Collection: s.members.Name(), Order: roomsOfUserOrder, Value: userID, After: afterID, Limit: limit}
-	p, err := s.pagerFor(ctx, q)
-	if err != nil {
-		return nil, err // the caller's context ended
-	}
-	if p != nil {
-		rs, err := pageOf(ctx, p, q, s.findRooms, func(id string) string { return id }, func(r Room) string { return r.ID }, nil)
-		if err != nil {
-			return nil, unavailable("list rooms of user", err)
-		}
-		return rs, nil
+	if rs, done, err := throughPager(ctx, s, q, "list rooms of user", s.findRooms, roomKey, nil); done {
+		return rs, err
 	}
 	cur, err := s.members.Find(ctx,
 		bson.D{{Key: "user_id", Value: userID}, {Key: "room_id", Value: bson.D{{Key: "$gt", Value: afterID}}}},
@@ -414,9 +403,8 @@ func (s *Store) findRooms(ctx context.Context, ids []string) ([]Room, error) {
 	return findByIDs[Room](ctx, s, s.rooms, ids)
 }
 
-func (s *Store) findMembers(ctx context.Context, ids []string) ([]Member, error) {
-	return findByIDs[Member](ctx, s, s.members, ids)
-}
+// roomKey is a room's key in the orders that page rooms (its _id).
+func roomKey(r Room) string { return r.ID }
 
 func (s *Store) roomsByID(ctx context.Context, ids []string) ([]Room, error) {
 	rs, err := s.findRooms(ctx, ids)
@@ -472,14 +460,35 @@ func findByIDs[T any](ctx context.Context, s *Store, coll *mongo.Collection, ids
 	return out, nil
 }
 
-// pageOf reads page q through p: the page's keys, then its documents by id
-// (idOf maps a key to its document's _id, read reads documents by _id, docID
-// is a document's _id), in the keys' order, leaving out those keep (if not
-// nil) refuses. A document gone between the two reads, or refused, is made
-// up for with the next keys, so that a page shorter than q.Limit still means
-// the end, as with a query that does it all.
+// throughPager reads page q through the Pager when pagerFor says so (done
+// true, with what it read or why it failed); done false leaves the page to
+// the caller's query. A page of no documents is done at once.
+func throughPager[T any](ctx context.Context, s *Store, q ferretpg.Page, what string,
+	read func(context.Context, []string) ([]T, error), keyOf func(T) string, keep func(T) bool) (out []T, done bool, err error) {
+	if q.Limit <= 0 {
+		return nil, true, nil
+	}
+	p, err := s.pagerFor(ctx, q)
+	switch {
+	case err != nil:
+		return nil, true, err // the caller's context ended
+	case p == nil:
+		return nil, false, nil
+	}
+	if out, err = pageOf(ctx, p, q, read, keyOf, keep); err != nil {
+		return nil, true, unavailable(what, err)
+	}
+	return out, true, nil
+}
+
+// pageOf reads page q through p: the page's keys, then its documents by
+// those keys (read; keyOf is a document's key), in the keys' order, leaving
+// out those keep (if not nil) refuses. A document gone between the two
+// reads, or refused, is made up for with the next keys, so that a page
+// shorter than q.Limit still means the end, as with a query that does it
+// all.
 func pageOf[T any](ctx context.Context, p Pager, q ferretpg.Page, read func(context.Context, []string) ([]T, error),
-	idOf func(key string) string, docID func(T) string, keep func(T) bool) ([]T, error) {
+	keyOf func(T) string, keep func(T) bool) ([]T, error) {
 	limit := q.Limit
 	var out []T
 	for len(out) < limit {
@@ -491,20 +500,16 @@ func pageOf[T any](ctx context.Context, p Pager, q ferretpg.Page, read func(cont
 		if len(keys) == 0 {
 			break
 		}
-		ids := make([]string, len(keys))
-		for i, k := range keys {
-			ids[i] = idOf(k)
-		}
-		docs, err := read(ctx, ids)
+		docs, err := read(ctx, keys)
 		if err != nil {
 			return nil, err
 		}
-		byID := make(map[string]T, len(docs))
+		byKey := make(map[string]T, len(docs))
 		for _, d := range docs {
-			byID[docID(d)] = d
+			byKey[keyOf(d)] = d
 		}
-		for _, id := range ids {
-			if d, ok := byID[id]; ok && (keep == nil || keep(d)) {
+		for _, k := range keys {
+			if d, ok := byKey[k]; ok && (keep == nil || keep(d)) {
 				out = append(out, d)
 			}
 		}
@@ -518,21 +523,10 @@ func pageOf[T any](ctx context.Context, p Pager, q ferretpg.Page, read func(cont
 
 // PublicRooms pages through public rooms by id after afterID, at most limit.
 func (s *Store) PublicRooms(ctx context.Context, afterID string, limit int) ([]Room, error) {
-	if limit <= 0 {
-		return nil, nil
-	}
 	q := ferretpg.Page{Collection: s.rooms.Name(), Order: publicRoomsOrder, Value: VisibilityPublic, After: afterID, Limit: limit}
-	p, err := s.pagerFor(ctx, q)
-	if err != nil {
-		return nil, err // the caller's context ended
-	}
-	if p != nil {
-		rs, err := pageOf(ctx, p, q, s.findRooms, func(id string) string { return id }, func(r Room) string { return r.ID },
-			func(r Room) bool { return r.Visibility == VisibilityPublic }) // it may have changed since the page's keys were read
-		if err != nil {
-			return nil, unavailable("list public rooms", err)
-		}
-		return rs, nil
+	stillPublic := func(r Room) bool { return r.Visibility == VisibilityPublic } // it may have changed since the page's keys were read
+	if rs, done, err := throughPager(ctx, s, q, "list public rooms", s.findRooms, roomKey, stillPublic); done {
+		return rs, err
 	}
 	cur, err := s.rooms.Find(ctx,
 		bson.D{{Key: "visibility", Value: VisibilityPublic}, {Key: "_id", Value: bson.D{{Key: "$gt", Value: afterID}}}},
@@ -549,20 +543,16 @@ func (s *Store) PublicRooms(ctx context.Context, afterID string, limit int) ([]R
 
 // Members pages through a room's memberships by user id after afterUserID.
 func (s *Store) Members(ctx context.Context, roomID, afterUserID string, limit int) ([]Member, error) {
-	if limit <= 0 {
-		return nil, nil
-	}
 	q := ferretpg.Page{Collection: s.members.Name(), Order: membersOfRoomOrder, Value: roomID, After: afterUserID, Limit: limit}
-	p, err := s.pagerFor(ctx, q)
-	if err != nil {
-		return nil, err // the caller's context ended
-	}
-	if p != nil {
-		ms, err := pageOf(ctx, p, q, s.findMembers, func(user string) string { return MemberID(roomID, user) }, func(m Member) string { return m.ID }, nil)
-		if err != nil {
-			return nil, unavailable("list members", err)
+	read := func(ctx context.Context, users []string) ([]Member, error) {
+		ids := make([]string, len(users))
+		for i, u := range users {
+			ids[i] = MemberID(roomID, u)
 		}
-		return ms, nil
+		return findByIDs[Member](ctx, s, s.members, ids)
+	}
+	if ms, done, err := throughPager(ctx, s, q, "list members", read, func(m Member) string { return m.UserID }, nil); done {
+		return ms, err
 	}
 	cur, err := s.members.Find(ctx,
 		bson.D{{Key: "room_id", Value: roomID}, {Key: "user_id", Value: bson.D{{Key: "$gt", Value: afterUserID}}}},
