@@ -236,7 +236,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
 			return fmt.Errorf("ferretdb-postgres-url: %w", err)
 		}
 		defer pager.Close()
-		indexed = func() { st.UsePointLookups(); st.UsePager(pager) }
+		indexed = func() { st.UsePager(pager) } // and with it point lookups
 	}
 	stopIndexing := ferretpg.Start(ctx, log, cfg.FerretDBPostgresURL, cfg.Database, append(st.Lookups(), msgs.Lookups()...), indexed)
 	defer stopIndexing()
