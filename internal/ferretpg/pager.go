@@ -19,7 +19,7 @@ import (
 // FerretDB 1.24 pushes only equality filters down to SQL, and neither sort
 // nor limit: a page of a room's members, of a user's rooms or of public
 // rooms reads, decodes and sorts every document that matches the equality,
-// 30-45 µs each here (0.26-0.28 s a first page at 10,000, BenchmarkPages in
+// 26-44 µs each here (0.26-0.28 s a first page at 10,000, BenchmarkPages in
 // server/store). A Pager asks PostgreSQL for the page's keys only, a range
 // scan of the index, and the caller reads the documents through FerretDB by
 // _id, which its GIN index serves.

@@ -84,9 +84,9 @@ type Pager interface {
 // pagerSetFactor: a page is read through the Pager when the documents it is
 // taken from (every public room, every member of the room, every room of
 // the user) are more than this many times the page. The store's query reads
-// and sorts all of them, 30-45 µs each on FerretDB; the Pager reads the
-// page's documents by _id, about 0.4 ms each (1.5 ms, 4 at once), after a
-// count and the keys (BenchmarkPages).
+// and sorts all of them, 26-44 µs each on FerretDB; the Pager reads the
+// page's documents by _id, about 0.4 ms each with 4 at once (20 users in
+// 7.6 ms in BenchmarkUsersByID), after a count and the keys (BenchmarkPages).
 const pagerSetFactor = 10
 
 // The orders the Store pages through (Lookups, UsePager).
