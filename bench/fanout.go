@@ -34,6 +34,7 @@ type FanoutConfig struct {
 	Addr        string         // Parley's address (parley mode)
 	RedisURL    string         // Redis (raw mode)
 	Raw         bool           // Redis pub/sub alone, no Parley
+	Floor       bool           // Addr is NewFloorServer's (`parley bench floor-server`), not Parley
 	Rooms       int            // R (100)
 	Members     int            // S per room, the publisher included (10)
 	Rates       []int          // offered msgs/s in total, per step
@@ -76,6 +77,8 @@ func (c *FanoutConfig) Validate() error {
 		return fmt.Errorf("addr: the Parley server to load")
 	case c.Raw && c.RedisURL == "":
 		return fmt.Errorf("redis-url: the Redis server for --raw")
+	case c.Raw && c.Floor:
+		return fmt.Errorf("raw and floor: one mode at a time")
 	}
 	if c.Conns < 1 {
 		c.Conns = 1
@@ -414,6 +417,9 @@ func RunFanout(ctx context.Context, cfg FanoutConfig) (*Report, error) {
 	if cfg.Raw {
 		rep.Mode, rep.Persistence = "raw", "n/a (Redis pub/sub only)"
 		return rep, runRaw(ctx, cfg, rep, stats)
+	}
+	if cfg.Floor {
+		rep.Mode, rep.Persistence = "floor", "n/a (grpc-go floor: a server that only hands each message to its room's streams)"
 	}
 	if cfg.OneFramePerMessage {
 		rep.Notes = append(rep.Notes, "member streams took one Message frame per delivery (no MessageBatch frames)")

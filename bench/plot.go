@@ -26,7 +26,7 @@ var palette = []color.Color{
 // PlotFanout draws fanout-v1 reports into a PNG at path: latency p50 (dashed)
 // and p99 (solid) against offered load on top, delivered/s against offered
 // load below (with the ideal offered x members), log scales. Several reports
-// (Parley and --raw) share the axes.
+// (Parley, --raw and --floor) share the axes.
 func PlotFanout(path string, reps ...*Report) error {
 	if len(reps) == 0 {
 		return errors.New("no report to plot")
@@ -53,8 +53,11 @@ func PlotFanout(path string, reps ...*Report) error {
 	for i, r := range reps {
 		c := palette[i%len(palette)]
 		name := r.Mode
-		if r.Mode == "raw" {
+		switch r.Mode {
+		case "raw":
 			name = "raw (Redis pub/sub alone)"
+		case "floor":
+			name = "floor (grpc-go alone)"
 		}
 		var p50, p99, del plotter.XYs
 		for _, s := range r.Steps {

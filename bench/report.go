@@ -39,7 +39,7 @@ type Step struct {
 // Report is a whole run.
 type Report struct {
 	Workload    string    `json:"workload"`
-	Mode        string    `json:"mode"` // "parley" or "raw"
+	Mode        string    `json:"mode"` // "parley", "raw" or "floor"
 	Machine     string    `json:"machine"`
 	Started     time.Time `json:"started"`
 	Rooms       int       `json:"rooms"`
@@ -52,10 +52,16 @@ type Report struct {
 	Peak        int       `json:"peak_per_s"`
 	// Set by Compare on a Parley report: the --raw ceiling of the same run
 	// and Peak as a fraction of it.
-	RawCeiling       int      `json:"raw_ceiling_per_s,omitempty"`
-	RawCeilingCapped bool     `json:"raw_ceiling_capped,omitempty"` // the highest raw step passed: the ceiling is at least RawCeiling
-	PeakOfRaw        float64  `json:"peak_fraction_of_raw,omitempty"`
-	Notes            []string `json:"notes,omitempty"`
+	RawCeiling       int     `json:"raw_ceiling_per_s,omitempty"`
+	RawCeilingCapped bool    `json:"raw_ceiling_capped,omitempty"` // the highest raw step passed: the ceiling is at least RawCeiling
+	PeakOfRaw        float64 `json:"peak_fraction_of_raw,omitempty"`
+	// Set by CompareFloor on a Parley report: the peak of the same
+	// workload against NewFloorServer (grpc-go on both ends and nothing
+	// else) in the same run, and Peak as a fraction of it.
+	FloorPeak   int      `json:"floor_peak_per_s,omitempty"`
+	FloorCapped bool     `json:"floor_capped,omitempty"` // the highest floor step passed: the floor's peak is at least FloorPeak
+	PeakOfFloor float64  `json:"peak_fraction_of_floor,omitempty"`
+	Notes       []string `json:"notes,omitempty"`
 }
 
 // ReadReport reads a fanout-v1 JSON report.
@@ -77,20 +83,51 @@ func ReadReport(path string) (*Report, error) {
 // Compare records raw's ceiling (its peak) in the Parley report r and
 // returns the sentence stating r's peak as a fraction of it.
 func (r *Report) Compare(raw *Report) (string, error) {
-	if r.Mode != "parley" || raw.Mode != "raw" {
-		return "", fmt.Errorf("compare a parley report with a raw one, got %q and %q", r.Mode, raw.Mode)
+	if err := r.sameRun(raw, "raw"); err != nil {
+		return "", err
 	}
 	if raw.Peak <= 0 {
 		return "", errors.New("the raw run has no passing step: no ceiling to compare with")
 	}
-	if r.Rooms != raw.Rooms || r.Members != raw.Members || r.BodyBytes != raw.BodyBytes || r.StepSeconds != raw.StepSeconds || r.Machine != raw.Machine {
-		return "", fmt.Errorf("the reports ran different workloads or machines: %d rooms x %d members, %d-byte bodies, %gs steps on %q against %d x %d, %d bytes, %gs on %q",
-			r.Rooms, r.Members, r.BodyBytes, r.StepSeconds, r.Machine, raw.Rooms, raw.Members, raw.BodyBytes, raw.StepSeconds, raw.Machine)
-	}
 	r.RawCeiling = raw.Peak
-	r.RawCeilingCapped = len(raw.Steps) > 0 && raw.Steps[len(raw.Steps)-1].Offered == raw.Peak
+	r.RawCeilingCapped = topStepPassed(raw)
 	r.PeakOfRaw = float64(r.Peak) / float64(raw.Peak)
 	return r.comparison(), nil
+}
+
+// CompareFloor records the grpc-go floor's peak (a report of the same
+// workload against NewFloorServer) in the Parley report r and returns the
+// sentence stating r's peak as a fraction of it.
+func (r *Report) CompareFloor(floor *Report) (string, error) {
+	if err := r.sameRun(floor, "floor"); err != nil {
+		return "", err
+	}
+	if floor.Peak <= 0 {
+		return "", errors.New("the floor run has no passing step: nothing to compare with")
+	}
+	r.FloorPeak = floor.Peak
+	r.FloorCapped = topStepPassed(floor)
+	r.PeakOfFloor = float64(r.Peak) / float64(floor.Peak)
+	return r.floorComparison(), nil
+}
+
+// sameRun checks that other, a report of mode, ran r's workload on r's
+// machine.
+func (r *Report) sameRun(other *Report, mode string) error {
+	if r.Mode != "parley" || other.Mode != mode {
+		return fmt.Errorf("compare a parley report with a %s one, got %q and %q", mode, r.Mode, other.Mode)
+	}
+	if r.Rooms != other.Rooms || r.Members != other.Members || r.BodyBytes != other.BodyBytes || r.StepSeconds != other.StepSeconds || r.Machine != other.Machine {
+		return fmt.Errorf("the reports ran different workloads or machines: %d rooms x %d members, %d-byte bodies, %gs steps on %q against %d x %d, %d bytes, %gs on %q",
+			r.Rooms, r.Members, r.BodyBytes, r.StepSeconds, r.Machine, other.Rooms, other.Members, other.BodyBytes, other.StepSeconds, other.Machine)
+	}
+	return nil
+}
+
+// topStepPassed reports whether the highest step of r passed: its peak is
+// then a lower bound.
+func topStepPassed(r *Report) bool {
+	return len(r.Steps) > 0 && r.Steps[len(r.Steps)-1].Offered == r.Peak
 }
 
 // comparison states the peak against the raw ceiling (set by Compare).
@@ -101,6 +138,17 @@ func (r *Report) comparison() string {
 	}
 	return fmt.Sprintf("Parley's peak %d msgs/s is %.2f %% of this run's --raw ceiling (Redis pub/sub alone, one PSUBSCRIBE connection fanning out in-process: %d msgs/s%s)",
 		r.Peak, 100*r.PeakOfRaw, r.RawCeiling, capped)
+}
+
+// floorComparison states the peak against the grpc-go floor (set by
+// CompareFloor).
+func (r *Report) floorComparison() string {
+	capped := ""
+	if r.FloorCapped {
+		capped = "; the highest floor step passed, so the floor's peak is at least that and the fraction at most this"
+	}
+	return fmt.Sprintf("Parley's peak %d msgs/s is %.0f %% of this run's --floor peak (the same load generator against a server that only hands each message to its room's streams, grpc-go on both ends: %d msgs/s%s)",
+		r.Peak, 100*r.PeakOfFloor, r.FloorPeak, capped)
 }
 
 // peak is the highest step with p99 < 100 ms and zero loss.
@@ -147,6 +195,9 @@ func (r *Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "\npeak (p99 < 100 ms, no loss): %d msgs/s (%d deliveries/s)\n", r.Peak, r.Peak*r.Members)
 	if r.RawCeiling > 0 {
 		fmt.Fprintln(w, r.comparison())
+	}
+	if r.FloorPeak > 0 {
+		fmt.Fprintln(w, r.floorComparison())
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintln(w, "note:", n)

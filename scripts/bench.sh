@@ -6,7 +6,10 @@
 #
 #   fanout   fanout-v1 through one Parley server (persistence ON: every send
 #            is acked by Kafka, acks=all) with a persister, then the same
-#            workload on Redis alone (--raw). Extra arguments go to both
+#            workload on Redis alone (--raw, the ceiling), then through a
+#            gRPC server that only hands each message on (--floor: grpc-go
+#            on both ends and nothing else, the most a gRPC server shows on
+#            this machine). Extra arguments go to all three
 #            `parley bench fanout` runs (e.g. --rates 1000,2000 --step 5s).
 #   persist  persist-v1: 1M records preloaded into a fresh topic, drained by
 #            `parley persister` against the store's raw insertMany ceiling;
@@ -30,7 +33,8 @@
 # PARLEY_BENCH=fanout,persist,conns selects workloads (default: all three, in
 # that order; pairs only when named). PARLEY_BENCH_PERSISTER=0 leaves the persister out of fanout
 # (every send is still acked by Kafka, but FerretDB/PostgreSQL do not compete
-# for the two cores; the report says which). PARLEY_BENCH_RAW=0 skips --raw.
+# for the two cores; the report says which). PARLEY_BENCH_RAW=0 skips --raw,
+# PARLEY_BENCH_FLOOR=0 skips --floor.
 # PARLEY_BENCH_GIN=0 runs without the GIN indexes that the servers and
 # persisters otherwise create in FerretDB's PostgreSQL (--ferretdb-postgres-url,
 # from services.sh env). PARLEY_BENCH_PERSIST_ARGS and PARLEY_BENCH_CONNS_ARGS add flags to
@@ -223,11 +227,36 @@ if want fanout; then
     "$work/parley" bench fanout --raw -redis-url "$PARLEY_REDIS_URL" -pids "redis=$redis_pid" \
       -rates 1000,2000,5000,10000,20000,50000,100000,200000,350000,500000 \
       -out "$out/fanout-raw.json" "$@" | tee "$out/fanout-raw.txt"
-    "$work/parley" bench compare -parley "$out/fanout-parley$suffix.json" -raw "$out/fanout-raw.json" |
-      tee -a "$out/fanout-parley$suffix.txt" || echo "bench compare failed (see above); the plot follows"
-    "$work/parley" bench plot -in "$out/fanout-parley$suffix.json,$out/fanout-raw.json" -out "$out/fanout.png"
   fi
   stop_started
+  compare=()
+  plots="$out/fanout-parley$suffix.json"
+  if [[ ${PARLEY_BENCH_RAW:-1} == 1 ]]; then
+    compare+=(-raw "$out/fanout-raw.json")
+    plots+=",$out/fanout-raw.json"
+  fi
+  if [[ ${PARLEY_BENCH_FLOOR:-1} == 1 ]]; then
+    echo "== fanout-v1 through a server that only hands messages on (--floor: grpc-go alone)"
+    port=$(free_port)
+    "$work/parley" bench floor-server -addr "127.0.0.1:$port" >"$work/floor.log" 2>&1 &
+    floor=$!
+    pids+=("$floor")
+    for _ in $(seq 1 100); do
+      grep -q "listening" "$work/floor.log" && break
+      sleep 0.1
+    done
+    grep -q "listening" "$work/floor.log" || { cat "$work/floor.log"; echo "floor server not listening"; exit 1; }
+    "$work/parley" bench fanout --floor -addr "127.0.0.1:$port" -pids "server=$floor" -prewarm 0 \
+      -out "$out/fanout-floor.json" "$@" | tee "$out/fanout-floor.txt"
+    stop_started
+    compare+=(-floor "$out/fanout-floor.json")
+    plots+=",$out/fanout-floor.json"
+  fi
+  if ((${#compare[@]})); then
+    "$work/parley" bench compare -parley "$out/fanout-parley$suffix.json" "${compare[@]}" |
+      tee -a "$out/fanout-parley$suffix.txt" || echo "bench compare failed (see above); the plot follows"
+    "$work/parley" bench plot -in "$plots" -out "$out/fanout.png"
+  fi
 fi
 
 if want persist; then

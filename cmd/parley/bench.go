@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -17,7 +18,7 @@ import (
 	"github.com/parleychat/parley/internal/msgstore"
 )
 
-const benchUsage = "usage: parley bench fanout|persist|conns|plot|compare|cleanup [flags] (see docs/PERFORMANCE.md)"
+const benchUsage = "usage: parley bench fanout|persist|conns|plot|compare|cleanup|floor-server [flags] (see docs/PERFORMANCE.md)"
 
 func runBench(ctx context.Context, args []string) error {
 	if len(args) == 0 {
@@ -36,6 +37,8 @@ func runBench(ctx context.Context, args []string) error {
 		return runBenchCompare(args)
 	case "cleanup":
 		return runBenchCleanup(ctx, args)
+	case "floor-server":
+		return runBenchFloorServer(ctx, args)
 	}
 	return fmt.Errorf("unknown workload %q; %s", args[0], benchUsage)
 }
@@ -46,6 +49,7 @@ func runBenchFanout(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "Parley server to load")
 	fs.StringVar(&cfg.RedisURL, "redis-url", "redis://127.0.0.1:6379", "Redis for --raw")
 	fs.BoolVar(&cfg.Raw, "raw", false, "the same workload on Redis pub/sub alone (this machine's ceiling)")
+	fs.BoolVar(&cfg.Floor, "floor", false, "--addr is `parley bench floor-server` (grpc-go alone: the most this machine shows through a gRPC server)")
 	fs.IntVar(&cfg.Rooms, "rooms", 100, "rooms (R)")
 	fs.IntVar(&cfg.Members, "members", 10, "member connections per room, the publisher included (S)")
 	rates := fs.String("rates", "1000,2000,5000,10000,20000,50000,100000", "offered msgs/s per step, in total")
@@ -251,34 +255,67 @@ func runBenchPlot(args []string) error {
 }
 
 // runBenchCompare states a Parley fanout report's peak as a fraction of the
-// --raw ceiling of the same run and records it in the Parley report.
+// --raw ceiling and of the --floor peak of the same run, and records them in
+// the Parley report.
 func runBenchCompare(args []string) error {
 	fs := flag.NewFlagSet("parley bench compare", flag.ContinueOnError)
-	parleyPath := fs.String("parley", "", "fanout-v1 JSON report of Parley (rewritten with the ratio)")
+	parleyPath := fs.String("parley", "", "fanout-v1 JSON report of Parley (rewritten with the ratios)")
 	rawPath := fs.String("raw", "", "fanout-v1 JSON report of --raw from the same run")
+	floorPath := fs.String("floor", "", "fanout-v1 JSON report of --floor from the same run")
 	if err := config.Parse(fs, args[1:]); err != nil {
 		return err
 	}
-	if *parleyPath == "" || *rawPath == "" {
-		return errors.New("compare: --parley and --raw name the two reports")
+	if *parleyPath == "" || (*rawPath == "" && *floorPath == "") {
+		return errors.New("compare: --parley names Parley's report, and --raw, --floor or both the others")
 	}
 	p, err := bench.ReadReport(*parleyPath)
 	if err != nil {
 		return err
 	}
-	raw, err := bench.ReadReport(*rawPath)
-	if err != nil {
-		return err
-	}
-	line, err := p.Compare(raw)
-	if err != nil {
-		return err
+	var lines []string
+	for _, c := range []struct {
+		path    string
+		compare func(*bench.Report) (string, error)
+	}{{*rawPath, p.Compare}, {*floorPath, p.CompareFloor}} {
+		if c.path == "" {
+			continue
+		}
+		other, err := bench.ReadReport(c.path)
+		if err != nil {
+			return err
+		}
+		line, err := c.compare(other)
+		if err != nil {
+			return err
+		}
+		lines = append(lines, line)
 	}
 	if err := p.WriteJSON(*parleyPath); err != nil {
 		return err
 	}
-	fmt.Println(line)
+	fmt.Println(strings.Join(lines, "\n"))
 	return nil
+}
+
+// runBenchFloorServer serves bench.NewFloorServer until ctx ends: the
+// server of `parley bench fanout --floor`.
+func runBenchFloorServer(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("parley bench floor-server", flag.ContinueOnError)
+	addr := fs.String("addr", "127.0.0.1:0", "listen address")
+	if err := config.Parse(fs, args[1:]); err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	gs := bench.NewFloorServer()
+	go func() {
+		<-ctx.Done()
+		gs.Stop()
+	}()
+	fmt.Println("floor server listening on", lis.Addr())
+	return gs.Serve(lis)
 }
 
 // runBenchCleanup drops the databases and deletes the topics a benchmark run

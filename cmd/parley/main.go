@@ -15,9 +15,10 @@ const usage = `usage: parley <command> [flags]
 commands:
   server      serve the gRPC, grpc-web, REST API and the web app
   persister   consume the message topic into the MongoDB-protocol store
-  bench       run a benchmark workload: bench fanout [--raw], persist, conns; bench plot
+  bench       run a benchmark workload: bench fanout [--raw or --floor], persist, conns; bench plot
               draws a JSON report as PNG, bench compare states Parley's fanout peak
-              against the --raw ceiling (see docs/PERFORMANCE.md)
+              against the --raw ceiling and the --floor peak, bench floor-server
+              serves --floor's server (see docs/PERFORMANCE.md)
   chat        terminal chat client: log in, pick a room, read and write in real time
 
 Run "parley <command> -h" for the flags; each flag FOO-BAR is also read from

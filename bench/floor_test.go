@@ -1,0 +1,63 @@
+package bench
+
+import (
+	"context"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The floor server carries fanout-v1 whole: every message reaches every
+// member of its room once, in order, in either framing, and the report is a
+// floor report that a Parley report compares with.
+func TestFloorServerCarriesTheWorkload(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := NewFloorServer()
+	go gs.Serve(lis)
+	t.Cleanup(gs.Stop)
+	for _, oneFrame := range []bool{false, true} {
+		rep, err := RunFanout(context.Background(), FanoutConfig{
+			Addr: lis.Addr().String(), Floor: true, Rooms: 3, Members: 4, Rates: []int{60, 120}, Step: time.Second,
+			Warmup: 100 * time.Millisecond, Grace: 2 * time.Second, BodyBytes: 64, Conns: 2, Progress: io.Discard,
+			OneFramePerMessage: oneFrame,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Mode != "floor" || rep.Peak != 120 || len(rep.Steps) != 2 {
+			t.Fatalf("one frame per message %v: mode %q, peak %d, %d steps", oneFrame, rep.Mode, rep.Peak, len(rep.Steps))
+		}
+		for _, s := range rep.Steps {
+			if s.Lost != 0 || s.Dup != 0 || s.Reordered != 0 || s.Failed != 0 || s.Delivered != float64(s.Offered*4) {
+				t.Fatalf("one frame per message %v: step %+v", oneFrame, s)
+			}
+		}
+		parley := &Report{Workload: "fanout-v1", Mode: "parley", Machine: rep.Machine, Rooms: 3, Members: 4, BodyBytes: 64, StepSeconds: 1,
+			Steps: []Step{{Offered: 60, P99: 5}, {Offered: 120, P99: 150}}}
+		parley.computePeak()
+		line, err := parley.CompareFloor(rep)
+		if err != nil || parley.FloorPeak != 120 || !parley.FloorCapped || parley.PeakOfFloor != 0.5 || !strings.Contains(line, "50 % of this run's --floor peak") {
+			t.Fatalf("compare: %q, %v (%+v)", line, err, parley)
+		}
+		var table strings.Builder
+		parley.WriteTable(&table)
+		if !strings.Contains(table.String(), line) {
+			t.Fatalf("table lacks the comparison:\n%s", table.String())
+		}
+		if _, err := parley.Compare(rep); err == nil {
+			t.Fatal("a floor report passed for a raw one")
+		}
+	}
+}
+
+func TestFloorAndRawAreOneModeAtATime(t *testing.T) {
+	cfg := FanoutConfig{Addr: "x", RedisURL: "y", Raw: true, Floor: true, Rooms: 1, Members: 1, Rates: []int{1}, Step: time.Second, BodyBytes: 64}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "one mode at a time") {
+		t.Fatalf("Validate: %v", err)
+	}
+}
