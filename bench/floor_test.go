@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -10,17 +11,29 @@ import (
 )
 
 // The floor server carries fanout-v1 whole: every message reaches every
-// member of its room once, in order, in either framing, and the report is a
+// member of its room once, in order, in either framing, with a delivery
+// tick and without, and the report is a
 // floor report that a Parley report compares with.
 func TestFloorServerCarriesTheWorkload(t *testing.T) {
+	for _, tick := range []time.Duration{0, 2 * time.Millisecond} {
+		for _, oneFrame := range []bool{false, true} {
+			t.Run(fmt.Sprintf("tick=%s/one_frame_per_message=%v", tick, oneFrame), func(t *testing.T) {
+				testFloorServer(t, tick, oneFrame)
+			})
+		}
+	}
+}
+
+func testFloorServer(t *testing.T, tick time.Duration, oneFrame bool) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := NewFloorServer()
+	gs, stop := NewFloorServer(tick)
 	go gs.Serve(lis)
+	t.Cleanup(stop)
 	t.Cleanup(gs.Stop)
-	for _, oneFrame := range []bool{false, true} {
+	{
 		rep, err := RunFanout(context.Background(), FanoutConfig{
 			Addr: lis.Addr().String(), Floor: true, Rooms: 3, Members: 4, Rates: []int{60, 120}, Step: time.Second,
 			Warmup: 100 * time.Millisecond, Grace: 2 * time.Second, BodyBytes: 64, Conns: 2, Progress: io.Discard,

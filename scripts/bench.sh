@@ -34,7 +34,9 @@
 # that order; pairs only when named). PARLEY_BENCH_PERSISTER=0 leaves the persister out of fanout
 # (every send is still acked by Kafka, but FerretDB/PostgreSQL do not compete
 # for the two cores; the report says which). PARLEY_BENCH_RAW=0 skips --raw,
-# PARLEY_BENCH_FLOOR=0 skips --floor.
+# PARLEY_BENCH_FLOOR=0 skips --floor; its server writes every
+# PARLEY_BENCH_FLOOR_TICK (default 2ms, as Parley's --delivery-tick; 0: each
+# message at once).
 # PARLEY_BENCH_GIN=0 runs without the GIN indexes that the servers and
 # persisters otherwise create in FerretDB's PostgreSQL (--ferretdb-postgres-url,
 # from services.sh env). PARLEY_BENCH_PERSIST_ARGS and PARLEY_BENCH_CONNS_ARGS add flags to
@@ -238,7 +240,7 @@ if want fanout; then
   if [[ ${PARLEY_BENCH_FLOOR:-1} == 1 ]]; then
     echo "== fanout-v1 through a server that only hands messages on (--floor: grpc-go alone)"
     port=$(free_port)
-    "$work/parley" bench floor-server -addr "127.0.0.1:$port" >"$work/floor.log" 2>&1 &
+    "$work/parley" bench floor-server -addr "127.0.0.1:$port" -delivery-tick "${PARLEY_BENCH_FLOOR_TICK:-2ms}" >"$work/floor.log" 2>&1 &
     floor=$!
     pids+=("$floor")
     for _ in $(seq 1 100); do

@@ -302,6 +302,7 @@ func runBenchCompare(args []string) error {
 func runBenchFloorServer(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("parley bench floor-server", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1:0", "listen address")
+	tick := fs.Duration("delivery-tick", 0, "queue messages per stream and write each stream's queue as one MessageBatch frame every tick, as Parley's --delivery-tick does (0: write every message at once)")
 	if err := config.Parse(fs, args[1:]); err != nil {
 		return err
 	}
@@ -309,12 +310,13 @@ func runBenchFloorServer(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	gs := bench.NewFloorServer()
+	gs, stop := bench.NewFloorServer(*tick)
+	defer stop()
 	go func() {
 		<-ctx.Done()
 		gs.Stop()
 	}()
-	fmt.Println("floor server listening on", lis.Addr())
+	fmt.Printf("floor server listening on %s (delivery tick %s)\n", lis.Addr(), *tick)
 	return gs.Serve(lis)
 }
 
