@@ -222,6 +222,9 @@ if want fanout; then
   echo "== fanout-v1 through Parley ($persist_note)"
   "$work/parley" bench fanout -addr "$addr" -pids "$measure" -persistence "$persist_note" \
     -out "$out/fanout-parley$suffix.json" "$@" | tee "$out/fanout-parley$suffix.txt"
+  # The server and its persister stop first: the persister would still be
+  # storing the last steps' backlog during the next runs.
+  stop_started
   if [[ ${PARLEY_BENCH_RAW:-1} == 1 ]]; then
     echo "== fanout-v1 on Redis pub/sub alone (--raw)"
     # Steps past fanout-v1's 100k: Redis alone passes all of them on this
@@ -230,7 +233,6 @@ if want fanout; then
       -rates 1000,2000,5000,10000,20000,50000,100000,200000,350000,500000 \
       -out "$out/fanout-raw.json" "$@" | tee "$out/fanout-raw.txt"
   fi
-  stop_started
   compare=()
   plots="$out/fanout-parley$suffix.json"
   if [[ ${PARLEY_BENCH_RAW:-1} == 1 ]]; then
