@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -12,9 +14,11 @@ import (
 	"google.golang.org/grpc/encoding"
 	protocodec "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
 )
@@ -24,15 +28,16 @@ import (
 // streams, and its sender gets the ack. There is no authentication (a token
 // is its username), no Redis, Kafka or store. fanout-v1's load generator
 // against it (`parley bench floor-server`, then `parley bench fanout
-// --floor`) shows what this machine allows the workload with grpc-go on both
-// ends, whatever a server does beyond that: Parley's floor, as --raw is its
-// ceiling.
+// --floor`) shows what this machine gives the workload through grpc-go on
+// both ends when the server does nothing else per message.
 //
 // With a tick of 0 the sender's handler writes each message to every stream
-// at once (one frame per delivery, no queue, no goroutine but grpc-go's).
-// With a tick, messages queue per stream and go out every tick, all of a
-// stream's queued messages in one MessageBatch frame, as Parley's writers do
-// (its --delivery-tick): fewer, fuller writes, for up to a tick of latency.
+// at once (one frame per delivery, no queue and no goroutine but grpc-go's;
+// a stream whose flow-control window is full holds up its room). With a
+// tick, messages queue per stream, and every tick each stream that got some
+// has its writer goroutine woken to send them all in one MessageBatch frame,
+// as Parley's writers do (its --delivery-tick): fewer, fuller writes, for up
+// to a tick of latency, and a slow stream holds up only itself.
 type FloorServer struct {
 	parleyv1.UnimplementedAuthServiceServer
 	parleyv1.UnimplementedRoomServiceServer
@@ -40,15 +45,15 @@ type FloorServer struct {
 
 	tick time.Duration
 
-	mu      sync.Mutex
-	rooms   map[string]*floorRoom
-	streams [floorFlushers]map[*floorStream]bool // by flusher, with a tick
-	next    int                                  // the flusher of the next stream
-}
+	mu    sync.Mutex
+	rooms map[string]*floorRoom
 
-// floorFlushers is how many goroutines write the queued frames with a tick,
-// each for its share of the streams: one per core here.
-const floorFlushers = 2
+	dirtyMu sync.Mutex
+	dirty   []*floorStream // streams with queued messages, woken at the next tick
+
+	// With a tick: frames the writers sent and the messages in them.
+	framesSent, messagesSent atomic.Int64
+}
 
 type floorRoom struct {
 	mu      sync.Mutex // one send at a time: seq order is delivery order
@@ -57,11 +62,16 @@ type floorRoom struct {
 }
 
 type floorStream struct {
-	mu      sync.Mutex // one SendMsg at a time; guards queued
+	wmu     sync.Mutex // one SendMsg at a time
 	srv     parleyv1.ChatService_ConnectServer
-	batches bool     // StreamOptions.message_batches
-	queued  [][]byte // encoded Messages waiting for the tick
-	shard   int
+	batches bool // StreamOptions.message_batches
+
+	qmu    sync.Mutex
+	queued [][]byte // encoded Messages waiting for the tick
+	dirty  bool     // on the server's dirty list
+	wake   chan struct{}
+
+	counted *FloorServer // counts what the writer sends
 }
 
 // floorFrame is an encoded ConnectResponse, sent as it is (floorCodec).
@@ -82,63 +92,100 @@ func (c floorCodec) Marshal(v any) (mem.BufferSlice, error) {
 func (c floorCodec) Unmarshal(data mem.BufferSlice, v any) error { return c.proto.Unmarshal(data, v) }
 
 // NewFloorServer returns the gRPC server of a FloorServer with the given
-// delivery tick (0: none), and a function that stops its flushers.
+// delivery tick (0: none), and a function that stops its ticker.
 func NewFloorServer(tick time.Duration) (*grpc.Server, func()) {
+	_, gs, stop := newFloorServer(tick)
+	return gs, stop
+}
+
+func newFloorServer(tick time.Duration) (*FloorServer, *grpc.Server, func()) {
 	gs := grpc.NewServer(grpc.ForceServerCodecV2(floorCodec{proto: encoding.GetCodecV2(protocodec.Name)}))
 	fs := &FloorServer{tick: tick, rooms: map[string]*floorRoom{}}
-	for i := range fs.streams {
-		fs.streams[i] = map[*floorStream]bool{}
-	}
 	parleyv1.RegisterAuthServiceServer(gs, fs)
 	parleyv1.RegisterRoomServiceServer(gs, fs)
 	parleyv1.RegisterChatServiceServer(gs, fs)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	if tick > 0 {
-		for i := range floorFlushers {
-			wg.Go(func() { fs.flush(ctx, i) })
-		}
+		wg.Go(func() { fs.wakeWriters(ctx) })
 	}
-	return gs, func() { cancel(); wg.Wait() }
+	return fs, gs, func() { cancel(); wg.Wait() }
 }
 
-// flush writes, every tick, the queued messages of the streams of shard i.
-func (f *FloorServer) flush(ctx context.Context, i int) {
+// wakeWriters wakes, every tick, the writers of the streams that got
+// messages since the last.
+func (f *FloorServer) wakeWriters(ctx context.Context) {
 	t := time.NewTicker(f.tick)
 	defer t.Stop()
-	var streams []*floorStream
+	var woken []*floorStream
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		f.mu.Lock()
-		streams = streams[:0]
-		for st := range f.streams[i] {
-			streams = append(streams, st)
-		}
-		f.mu.Unlock()
-		for _, st := range streams {
-			st.mu.Lock()
-			switch {
-			case len(st.queued) == 0:
-			case st.batches:
-				var b []byte
-				for _, m := range st.queued {
-					b = protowire.AppendTag(b, wireBatchItem, protowire.BytesType)
-					b = protowire.AppendBytes(b, m)
-				}
-				_ = st.srv.SendMsg(messageFrame(wireMessageBatch, b))
-			default:
-				for _, m := range st.queued {
-					_ = st.srv.SendMsg(messageFrame(wireMessage, m))
-				}
+		f.dirtyMu.Lock()
+		woken, f.dirty = f.dirty, woken[:0]
+		f.dirtyMu.Unlock()
+		for _, st := range woken {
+			select {
+			case st.wake <- struct{}{}:
+			default: // already woken
 			}
-			clear(st.queued)
-			st.queued = st.queued[:0]
-			st.mu.Unlock()
 		}
+		clear(woken)
+	}
+}
+
+// enqueue queues an encoded message for st's next tick.
+func (f *FloorServer) enqueue(st *floorStream, m []byte) {
+	st.qmu.Lock()
+	st.queued = append(st.queued, m)
+	mark := !st.dirty
+	st.dirty = true
+	st.qmu.Unlock()
+	if mark {
+		f.dirtyMu.Lock()
+		f.dirty = append(f.dirty, st)
+		f.dirtyMu.Unlock()
+	}
+}
+
+// write sends st's queued messages each time it is woken, until ctx ends.
+func (st *floorStream) write(ctx context.Context) {
+	var batch [][]byte
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-st.wake:
+		}
+		st.qmu.Lock()
+		batch, st.queued = st.queued, batch[:0]
+		st.dirty = false
+		st.qmu.Unlock()
+		if len(batch) == 0 {
+			continue
+		}
+		frames := int64(1)
+		st.wmu.Lock()
+		if st.batches {
+			var b []byte
+			for _, m := range batch {
+				b = protowire.AppendTag(b, wireBatchItem, protowire.BytesType)
+				b = protowire.AppendBytes(b, m)
+			}
+			_ = st.srv.SendMsg(messageFrame(wireMessageBatch, b))
+		} else {
+			for _, m := range batch {
+				_ = st.srv.SendMsg(messageFrame(wireMessage, m))
+			}
+			frames = int64(len(batch))
+		}
+		st.wmu.Unlock()
+		st.counted.framesSent.Add(frames)
+		st.counted.messagesSent.Add(int64(len(batch)))
+		clear(batch)
 	}
 }
 
@@ -149,8 +196,8 @@ func messageFrame(num protowire.Number, b []byte) floorFrame {
 }
 
 func (st *floorStream) send(m any) error {
-	st.mu.Lock()
-	defer st.mu.Unlock()
+	st.wmu.Lock()
+	defer st.wmu.Unlock()
 	return st.srv.SendMsg(m)
 }
 
@@ -171,9 +218,18 @@ func (f *FloorServer) JoinRoom(_ context.Context, req *parleyv1.JoinRoomRequest)
 }
 
 func (f *FloorServer) Connect(srv parleyv1.ChatService_ConnectServer) error {
-	st := &floorStream{srv: srv}
+	st := &floorStream{srv: srv, wake: make(chan struct{}, 1), counted: f}
+	var sender string // the token is the username
+	if md, ok := metadata.FromIncomingContext(srv.Context()); ok && len(md.Get("authorization")) == 1 {
+		sender = strings.TrimPrefix(md.Get("authorization")[0], "Bearer ")
+	}
 	var room *floorRoom
+	// The writer ends before the handler returns: no SendMsg after it.
+	wctx, stopWriter := context.WithCancel(srv.Context())
+	var writer sync.WaitGroup
 	defer func() {
+		stopWriter()
+		writer.Wait()
 		if room == nil {
 			return
 		}
@@ -185,9 +241,6 @@ func (f *FloorServer) Connect(srv parleyv1.ChatService_ConnectServer) error {
 			}
 		}
 		room.mu.Unlock()
-		f.mu.Lock()
-		delete(f.streams[st.shard], st)
-		f.mu.Unlock()
 	}()
 	for {
 		req, err := srv.Recv()
@@ -208,19 +261,18 @@ func (f *FloorServer) Connect(srv parleyv1.ChatService_ConnectServer) error {
 			}
 			f.mu.Lock()
 			room = f.rooms[v.Subscribe.RoomId]
-			if room != nil && f.tick > 0 {
-				st.shard, f.next = f.next, (f.next+1)%floorFlushers
-				f.streams[st.shard][st] = true
-			}
 			f.mu.Unlock()
 			if room == nil {
 				return status.Errorf(codes.NotFound, "room %q not found", v.Subscribe.RoomId)
+			}
+			if f.tick > 0 {
+				writer.Go(func() { st.write(wctx) })
 			}
 			// Under the room's lock, so that no message goes out before it.
 			room.mu.Lock()
 			room.streams = append(room.streams, st)
 			err := st.send(&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_Subscribed{Subscribed: &parleyv1.Subscribed{
-				RoomId: v.Subscribe.RoomId, Head: &parleyv1.RoomPosition{Epoch: "e", Seq: room.seq}}}})
+				RoomId: v.Subscribe.RoomId, Head: &parleyv1.RoomPosition{Epoch: "floor-epoch-0000", Seq: room.seq}}}})
 			room.mu.Unlock()
 			if err != nil {
 				return err
@@ -231,7 +283,9 @@ func (f *FloorServer) Connect(srv parleyv1.ChatService_ConnectServer) error {
 			}
 			room.mu.Lock()
 			room.seq++
-			m := &parleyv1.Message{RoomId: v.Send.RoomId, Epoch: "e", Seq: room.seq, ClientMsgId: v.Send.ClientMsgId, Body: v.Send.Body}
+			// Every field Parley fills, of about Parley's sizes.
+			m := &parleyv1.Message{MessageId: fmt.Sprintf("%026d", room.seq), RoomId: v.Send.RoomId, Epoch: "floor-epoch-0000", Seq: room.seq,
+				SenderId: sender, SenderUsername: sender, ClientMsgId: v.Send.ClientMsgId, Body: v.Send.Body, CreateTime: timestamppb.Now()}
 			enc, err := proto.Marshal(m)
 			if err != nil {
 				room.mu.Unlock()
@@ -239,9 +293,7 @@ func (f *FloorServer) Connect(srv parleyv1.ChatService_ConnectServer) error {
 			}
 			if f.tick > 0 {
 				for _, s := range room.streams {
-					s.mu.Lock()
-					s.queued = append(s.queued, enc)
-					s.mu.Unlock()
+					f.enqueue(s, enc)
 				}
 			} else {
 				// Each framing encoded once, when a stream first wants it.
@@ -252,9 +304,10 @@ func (f *FloorServer) Connect(srv parleyv1.ChatService_ConnectServer) error {
 						k = 1
 					}
 					if frames[k] == nil {
-						frames[k] = messageFrame(wireMessage, enc)
 						if s.batches {
 							frames[k] = messageFrame(wireMessageBatch, protowire.AppendBytes(protowire.AppendTag(nil, wireBatchItem, protowire.BytesType), enc))
+						} else {
+							frames[k] = messageFrame(wireMessage, enc)
 						}
 					}
 					_ = s.send(frames[k]) // a receiver gone is not the sender's error

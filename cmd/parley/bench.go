@@ -272,7 +272,9 @@ func runBenchCompare(args []string) error {
 	if err != nil {
 		return err
 	}
+	// Each comparison that holds is recorded, even when the other fails.
 	var lines []string
+	var errs []error
 	for _, c := range []struct {
 		path    string
 		compare func(*bench.Report) (string, error)
@@ -281,20 +283,21 @@ func runBenchCompare(args []string) error {
 			continue
 		}
 		other, err := bench.ReadReport(c.path)
-		if err != nil {
+		if err == nil {
+			var line string
+			if line, err = c.compare(other); err == nil {
+				lines = append(lines, line)
+			}
+		}
+		errs = append(errs, err)
+	}
+	if len(lines) > 0 {
+		if err := p.WriteJSON(*parleyPath); err != nil {
 			return err
 		}
-		line, err := c.compare(other)
-		if err != nil {
-			return err
-		}
-		lines = append(lines, line)
+		fmt.Println(strings.Join(lines, "\n"))
 	}
-	if err := p.WriteJSON(*parleyPath); err != nil {
-		return err
-	}
-	fmt.Println(strings.Join(lines, "\n"))
-	return nil
+	return errors.Join(errs...)
 }
 
 // runBenchFloorServer serves bench.NewFloorServer until ctx ends: the
