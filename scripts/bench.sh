@@ -7,9 +7,9 @@
 #   fanout   fanout-v1 through one Parley server (persistence ON: every send
 #            is acked by Kafka, acks=all) with a persister, then the same
 #            workload on Redis alone (--raw, the ceiling), then through a
-#            gRPC server that only hands each message on (--floor: grpc-go
-#            on both ends and nothing else, the most a gRPC server shows on
-#            this machine). Extra arguments go to all three
+#            gRPC server that only hands each message on (--floor: the
+#            delivery through grpc-go on both ends with no other work per
+#            message). Extra arguments go to all three
 #            `parley bench fanout` runs (e.g. --rates 1000,2000 --step 5s).
 #   persist  persist-v1: 1M records preloaded into a fresh topic, drained by
 #            `parley persister` against the store's raw insertMany ceiling;

@@ -49,7 +49,7 @@ func runBenchFanout(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "Parley server to load")
 	fs.StringVar(&cfg.RedisURL, "redis-url", "redis://127.0.0.1:6379", "Redis for --raw")
 	fs.BoolVar(&cfg.Raw, "raw", false, "the same workload on Redis pub/sub alone (this machine's ceiling)")
-	fs.BoolVar(&cfg.Floor, "floor", false, "--addr is `parley bench floor-server` (grpc-go alone: the most this machine shows through a gRPC server)")
+	fs.BoolVar(&cfg.Floor, "floor", false, "--addr is `parley bench floor-server` (a gRPC server that only hands each message on: the delivery through grpc-go with no other work per message)")
 	fs.IntVar(&cfg.Rooms, "rooms", 100, "rooms (R)")
 	fs.IntVar(&cfg.Members, "members", 10, "member connections per room, the publisher included (S)")
 	rates := fs.String("rates", "1000,2000,5000,10000,20000,50000,100000", "offered msgs/s per step, in total")
