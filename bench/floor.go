@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,9 +36,12 @@ import (
 // at once (one frame per delivery, no queue and no goroutine but grpc-go's;
 // a stream whose flow-control window is full holds up its room). With a
 // tick, messages queue per stream, and every tick each stream that got some
-// has its writer goroutine woken to send them all in one MessageBatch frame,
-// as Parley's writers do (its --delivery-tick): fewer, fuller writes, for up
-// to a tick of latency, and a slow stream holds up only itself.
+// has its writer goroutine woken to send them, as Parley's writers do (its
+// --delivery-tick): several in one MessageBatch frame, within Parley's
+// limits; fewer, fuller writes, for up to a tick of latency, and a slow
+// stream holds up only itself. As in Parley, a lone message goes out as its
+// Message frame, built once for all streams, and queues have no bound here
+// (Parley ends a stream that falls 1,024 messages behind).
 type FloorServer struct {
 	parleyv1.UnimplementedAuthServiceServer
 	parleyv1.UnimplementedRoomServiceServer
@@ -67,8 +71,9 @@ type floorStream struct {
 	batches bool // StreamOptions.message_batches
 
 	qmu    sync.Mutex
-	queued [][]byte // encoded Messages waiting for the tick
-	dirty  bool     // on the server's dirty list
+	queued []floorMsg // waiting for the tick
+	dirty  bool       // on the server's dirty list
+	closed bool       // the handler is ending: queue nothing more
 	wake   chan struct{}
 
 	counted *FloorServer // counts what the writer sends
@@ -137,9 +142,20 @@ func (f *FloorServer) wakeWriters(ctx context.Context) {
 	}
 }
 
-// enqueue queues an encoded message for st's next tick.
-func (f *FloorServer) enqueue(st *floorStream, m []byte) {
+// floorMsg is a message queued for a stream: its encoding, and its
+// ConnectResponse frame, built once for every stream.
+type floorMsg struct {
+	enc   []byte
+	frame floorFrame
+}
+
+// enqueue queues a message for st's next tick, unless st has ended.
+func (f *FloorServer) enqueue(st *floorStream, m floorMsg) {
 	st.qmu.Lock()
+	if st.closed {
+		st.qmu.Unlock()
+		return
+	}
 	st.queued = append(st.queued, m)
 	mark := !st.dirty
 	st.dirty = true
@@ -151,9 +167,19 @@ func (f *FloorServer) enqueue(st *floorStream, m []byte) {
 	}
 }
 
-// write sends st's queued messages each time it is woken, until ctx ends.
+// Parley's limits on a MessageBatch frame (server/chat's maxBatchMessages
+// and maxBatchBytes).
+const (
+	floorBatchMessages = 1000
+	floorBatchBytes    = 1 << 20
+)
+
+// write sends st's queued messages each time it is woken, until ctx ends:
+// as Parley's writers do, a lone message as its Message frame, several as
+// MessageBatch frames within Parley's limits, or each as its own frame for
+// a stream that takes no batches.
 func (st *floorStream) write(ctx context.Context) {
-	var batch [][]byte
+	var batch []floorMsg
 	for {
 		select {
 		case <-ctx.Done():
@@ -164,23 +190,33 @@ func (st *floorStream) write(ctx context.Context) {
 		batch, st.queued = st.queued, batch[:0]
 		st.dirty = false
 		st.qmu.Unlock()
-		if len(batch) == 0 {
-			continue
-		}
-		frames := int64(1)
+		var frames int64
 		st.wmu.Lock()
-		if st.batches {
-			var b []byte
-			for _, m := range batch {
-				b = protowire.AppendTag(b, wireBatchItem, protowire.BytesType)
-				b = protowire.AppendBytes(b, m)
+		for rest := batch; len(rest) > 0; frames++ {
+			n, size := 1, 0
+			if st.batches {
+				for n, size = 0, 0; n < len(rest) && n < floorBatchMessages; n++ {
+					item := protowire.SizeTag(wireBatchItem) + protowire.SizeBytes(len(rest[n].enc))
+					if n > 0 && size+item > floorBatchBytes {
+						break
+					}
+					size += item
+				}
 			}
-			_ = st.srv.SendMsg(messageFrame(wireMessageBatch, b))
-		} else {
-			for _, m := range batch {
-				_ = st.srv.SendMsg(messageFrame(wireMessage, m))
+			f := rest[0].frame
+			if n > 1 {
+				f = make(floorFrame, 0, protowire.SizeTag(wireMessageBatch)+protowire.SizeBytes(size))
+				f = protowire.AppendTag(f, wireMessageBatch, protowire.BytesType)
+				f = protowire.AppendVarint(f, uint64(size))
+				for _, m := range rest[:n] {
+					f = protowire.AppendTag(f, wireBatchItem, protowire.BytesType)
+					f = protowire.AppendBytes(f, m.enc)
+				}
 			}
-			frames = int64(len(batch))
+			if err := st.srv.SendMsg(f); err != nil {
+				break // the stream is gone
+			}
+			rest = rest[n:]
 		}
 		st.wmu.Unlock()
 		st.counted.framesSent.Add(frames)
@@ -227,20 +263,24 @@ func (f *FloorServer) Connect(srv parleyv1.ChatService_ConnectServer) error {
 	// The writer ends before the handler returns: no SendMsg after it.
 	wctx, stopWriter := context.WithCancel(srv.Context())
 	var writer sync.WaitGroup
+	// Out of its room and closed to new messages first, then the writer
+	// stopped. A writer (or, with no tick, a sender) blocked on the flow
+	// control of a client that half-closed and stopped reading would keep
+	// the handler here: the load generator never does that.
 	defer func() {
+		if room != nil {
+			room.mu.Lock()
+			if i := slices.Index(room.streams, st); i >= 0 {
+				room.streams = slices.Delete(room.streams, i, i+1)
+			}
+			room.mu.Unlock()
+		}
+		st.qmu.Lock()
+		st.closed = true
+		st.queued = nil
+		st.qmu.Unlock()
 		stopWriter()
 		writer.Wait()
-		if room == nil {
-			return
-		}
-		room.mu.Lock()
-		for i, s := range room.streams {
-			if s == st {
-				room.streams = append(room.streams[:i], room.streams[i+1:]...)
-				break
-			}
-		}
-		room.mu.Unlock()
 	}()
 	for {
 		req, err := srv.Recv()
@@ -291,26 +331,14 @@ func (f *FloorServer) Connect(srv parleyv1.ChatService_ConnectServer) error {
 				room.mu.Unlock()
 				return err
 			}
-			if f.tick > 0 {
-				for _, s := range room.streams {
-					f.enqueue(s, enc)
-				}
-			} else {
-				// Each framing encoded once, when a stream first wants it.
-				var frames [2]floorFrame // [0]: Message, [1]: MessageBatch
-				for _, s := range room.streams {
-					k := 0
-					if s.batches {
-						k = 1
-					}
-					if frames[k] == nil {
-						if s.batches {
-							frames[k] = messageFrame(wireMessageBatch, protowire.AppendBytes(protowire.AppendTag(nil, wireBatchItem, protowire.BytesType), enc))
-						} else {
-							frames[k] = messageFrame(wireMessage, enc)
-						}
-					}
-					_ = s.send(frames[k]) // a receiver gone is not the sender's error
+			msg := floorMsg{enc: enc, frame: messageFrame(wireMessage, enc)}
+			for _, s := range room.streams {
+				if f.tick > 0 {
+					f.enqueue(s, msg)
+				} else {
+					// A lone message goes out as its Message frame, as
+					// Parley's does, whether the stream takes batches or not.
+					_ = s.send(msg.frame) // a receiver gone is not the sender's error
 				}
 			}
 			room.mu.Unlock()

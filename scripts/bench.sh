@@ -240,7 +240,7 @@ if want fanout; then
     plots+=",$out/fanout-raw.json"
   fi
   if [[ ${PARLEY_BENCH_FLOOR:-1} == 1 ]]; then
-    echo "== fanout-v1 through a server that only hands messages on (--floor: grpc-go alone)"
+    echo "== fanout-v1 through a server that only hands messages on (--floor)"
     port=$(free_port)
     "$work/parley" bench floor-server -addr "127.0.0.1:$port" -delivery-tick "${PARLEY_BENCH_FLOOR_TICK:-2ms}" >"$work/floor.log" 2>&1 &
     floor=$!

@@ -276,9 +276,9 @@ func runBenchCompare(args []string) error {
 	var lines []string
 	var errs []error
 	for _, c := range []struct {
-		path    string
-		compare func(*bench.Report) (string, error)
-	}{{*rawPath, p.Compare}, {*floorPath, p.CompareFloor}} {
+		flag, path string
+		compare    func(*bench.Report) (string, error)
+	}{{"raw", *rawPath, p.Compare}, {"floor", *floorPath, p.CompareFloor}} {
 		if c.path == "" {
 			continue
 		}
@@ -289,7 +289,9 @@ func runBenchCompare(args []string) error {
 				lines = append(lines, line)
 			}
 		}
-		errs = append(errs, err)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--%s %s: %w", c.flag, c.path, err))
+		}
 	}
 	if len(lines) > 0 {
 		if err := p.WriteJSON(*parleyPath); err != nil {
