@@ -2,7 +2,6 @@ package bench
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -83,11 +82,8 @@ func ReadReport(path string) (*Report, error) {
 // Compare records raw's ceiling (its peak) in the Parley report r and
 // returns the sentence stating r's peak as a fraction of it.
 func (r *Report) Compare(raw *Report) (string, error) {
-	if err := r.sameRun(raw, "raw"); err != nil {
+	if err := r.comparable(raw, "raw"); err != nil {
 		return "", err
-	}
-	if raw.Peak <= 0 {
-		return "", errors.New("the raw run has no passing step: no ceiling to compare with")
 	}
 	r.RawCeiling = raw.Peak
 	r.RawCeilingCapped = topStepPassed(raw)
@@ -99,11 +95,8 @@ func (r *Report) Compare(raw *Report) (string, error) {
 // workload against NewFloorServer) in the Parley report r and returns the
 // sentence stating r's peak as a fraction of it.
 func (r *Report) CompareFloor(floor *Report) (string, error) {
-	if err := r.sameRun(floor, "floor"); err != nil {
+	if err := r.comparable(floor, "floor"); err != nil {
 		return "", err
-	}
-	if floor.Peak <= 0 {
-		return "", errors.New("the floor run has no passing step: nothing to compare with")
 	}
 	r.FloorPeak = floor.Peak
 	r.FloorCapped = topStepPassed(floor)
@@ -111,15 +104,18 @@ func (r *Report) CompareFloor(floor *Report) (string, error) {
 	return r.floorComparison(), nil
 }
 
-// sameRun checks that other, a report of mode, ran r's workload on r's
-// machine.
-func (r *Report) sameRun(other *Report, mode string) error {
+// comparable checks that other, a report of mode, ran r's workload on r's
+// machine and has a peak to compare with.
+func (r *Report) comparable(other *Report, mode string) error {
 	if r.Mode != "parley" || other.Mode != mode {
 		return fmt.Errorf("compare a parley report with a %s one, got %q and %q", mode, r.Mode, other.Mode)
 	}
 	if r.Rooms != other.Rooms || r.Members != other.Members || r.BodyBytes != other.BodyBytes || r.StepSeconds != other.StepSeconds || r.Machine != other.Machine {
 		return fmt.Errorf("the reports ran different workloads or machines: %d rooms x %d members, %d-byte bodies, %gs steps on %q against %d x %d, %d bytes, %gs on %q",
 			r.Rooms, r.Members, r.BodyBytes, r.StepSeconds, r.Machine, other.Rooms, other.Members, other.BodyBytes, other.StepSeconds, other.Machine)
+	}
+	if other.Peak <= 0 {
+		return fmt.Errorf("the %s run has no passing step: nothing to compare with", mode)
 	}
 	return nil
 }
