@@ -23,7 +23,7 @@ web-e2e:
 test:
 	bash scripts/test.sh
 
-## bench: fanout-v1 through Parley and on Redis alone; tables + JSON in docs/bench/ (ARGS="--rates 1000,2000")
+## bench: fanout-v1 through Parley, on Redis alone (--raw) and through a server doing only delivery (--floor); tables + JSON in docs/bench/ (ARGS="--rates 1000,2000")
 bench:
 	bash scripts/bench.sh $(ARGS)
 

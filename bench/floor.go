@@ -55,8 +55,14 @@ type FloorServer struct {
 	dirtyMu sync.Mutex
 	dirty   []*floorStream // streams with queued messages, woken at the next tick
 
-	// With a tick: frames the writers sent and the messages in them.
+	// Deliveries: the frames sent and the messages in them.
 	framesSent, messagesSent atomic.Int64
+}
+
+// Sent returns how many delivery frames the server has sent, and how many
+// messages they carried.
+func (f *FloorServer) Sent() (frames, messages int64) {
+	return f.framesSent.Load(), f.messagesSent.Load()
 }
 
 type floorRoom struct {
@@ -96,14 +102,9 @@ func (c floorCodec) Marshal(v any) (mem.BufferSlice, error) {
 
 func (c floorCodec) Unmarshal(data mem.BufferSlice, v any) error { return c.proto.Unmarshal(data, v) }
 
-// NewFloorServer returns the gRPC server of a FloorServer with the given
-// delivery tick (0: none), and a function that stops its ticker.
-func NewFloorServer(tick time.Duration) (*grpc.Server, func()) {
-	_, gs, stop := newFloorServer(tick)
-	return gs, stop
-}
-
-func newFloorServer(tick time.Duration) (*FloorServer, *grpc.Server, func()) {
+// NewFloorServer returns a FloorServer with the given delivery tick (0:
+// none), its gRPC server, and a function that stops its ticker.
+func NewFloorServer(tick time.Duration) (*FloorServer, *grpc.Server, func()) {
 	gs := grpc.NewServer(grpc.ForceServerCodecV2(floorCodec{proto: encoding.GetCodecV2(protocodec.Name)}))
 	fs := &FloorServer{tick: tick, rooms: map[string]*floorRoom{}}
 	parleyv1.RegisterAuthServiceServer(gs, fs)
@@ -340,6 +341,10 @@ func (f *FloorServer) Connect(srv parleyv1.ChatService_ConnectServer) error {
 					// Parley's does, whether the stream takes batches or not.
 					_ = s.send(msg.frame) // a receiver gone is not the sender's error
 				}
+			}
+			if f.tick == 0 {
+				f.framesSent.Add(int64(len(room.streams)))
+				f.messagesSent.Add(int64(len(room.streams)))
 			}
 			room.mu.Unlock()
 			if err := st.send(&parleyv1.ConnectResponse{Frame: &parleyv1.ConnectResponse_SendAck{SendAck: &parleyv1.SendAck{

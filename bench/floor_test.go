@@ -30,7 +30,7 @@ func serveFloor(t *testing.T, tick time.Duration) (*FloorServer, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fs, gs, stop := newFloorServer(tick)
+	fs, gs, stop := NewFloorServer(tick)
 	go gs.Serve(lis)
 	t.Cleanup(stop)
 	t.Cleanup(gs.Stop)
@@ -95,7 +95,7 @@ func TestFloorServerBatchesByTick(t *testing.T) {
 	if s.Lost != 0 || s.Dup != 0 || s.Reordered != 0 || s.Delivered != 480 {
 		t.Fatalf("step %+v", s)
 	}
-	frames, msgs := fs.framesSent.Load(), fs.messagesSent.Load()
+	frames, msgs := fs.Sent()
 	if frames == 0 || float64(msgs)/float64(frames) < 1.5 {
 		t.Fatalf("%d messages in %d frames: want about two to a frame at two per tick", msgs, frames)
 	}

@@ -315,14 +315,18 @@ func runBenchFloorServer(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	gs, stop := bench.NewFloorServer(*tick)
+	floor, gs, stop := bench.NewFloorServer(*tick)
 	defer stop()
 	go func() {
 		<-ctx.Done()
 		gs.Stop()
 	}()
 	fmt.Printf("floor server listening on %s (delivery tick %s)\n", lis.Addr(), *tick)
-	return gs.Serve(lis)
+	err = gs.Serve(lis)
+	if frames, msgs := floor.Sent(); frames > 0 {
+		fmt.Printf("floor server: %d messages delivered in %d frames (%.2f a frame)\n", msgs, frames, float64(msgs)/float64(frames))
+	}
+	return err
 }
 
 // runBenchCleanup drops the databases and deletes the topics a benchmark run
