@@ -12,16 +12,13 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/encoding"
-	protocodec "google.golang.org/grpc/encoding/proto"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
+	"github.com/parleychat/parley/server/chat"
 )
 
 // FloorServer plays the least a server can do for fanout-v1: a sent message
@@ -36,12 +33,13 @@ import (
 // at once (one frame per delivery, no queue and no goroutine but grpc-go's;
 // a stream whose flow-control window is full holds up its room). With a
 // tick, messages queue per stream, and every tick each stream that got some
-// has its writer goroutine woken to send them, as Parley's writers do (its
-// --delivery-tick): several in one MessageBatch frame, within Parley's
+// has its writer goroutine woken to send them, as Parley wakes its writers
+// (its --delivery-tick; Parley starts the goroutine then): several in one MessageBatch frame, within Parley's
 // limits; fewer, fuller writes, for up to a tick of latency, and a slow
 // stream holds up only itself. As in Parley, a lone message goes out as its
-// Message frame, built once for all streams, and queues have no bound here
-// (Parley ends a stream that falls 1,024 messages behind).
+// Message frame, built once for all streams; frames are built and written
+// with Parley's own codec (server/chat); queues have no bound here (Parley
+// ends a stream that falls 1,024 messages behind).
 type FloorServer struct {
 	parleyv1.UnimplementedAuthServiceServer
 	parleyv1.UnimplementedRoomServiceServer
@@ -81,31 +79,12 @@ type floorStream struct {
 	dirty  bool       // on the server's dirty list
 	closed bool       // the handler is ending: queue nothing more
 	wake   chan struct{}
-
-	counted *FloorServer // counts what the writer sends
 }
-
-// floorFrame is an encoded ConnectResponse, sent as it is (floorCodec).
-type floorFrame []byte
-
-// floorCodec sends floorFrames as they are and everything else as protobuf.
-type floorCodec struct{ proto encoding.CodecV2 }
-
-func (floorCodec) Name() string { return protocodec.Name }
-
-func (c floorCodec) Marshal(v any) (mem.BufferSlice, error) {
-	if f, ok := v.(floorFrame); ok {
-		return mem.BufferSlice{mem.SliceBuffer(f)}, nil
-	}
-	return c.proto.Marshal(v)
-}
-
-func (c floorCodec) Unmarshal(data mem.BufferSlice, v any) error { return c.proto.Unmarshal(data, v) }
 
 // NewFloorServer returns a FloorServer with the given delivery tick (0:
 // none), its gRPC server, and a function that stops its ticker.
 func NewFloorServer(tick time.Duration) (*FloorServer, *grpc.Server, func()) {
-	gs := grpc.NewServer(grpc.ForceServerCodecV2(floorCodec{proto: encoding.GetCodecV2(protocodec.Name)}))
+	gs := grpc.NewServer(grpc.ForceServerCodecV2(chat.NewCodec()))
 	fs := &FloorServer{tick: tick, rooms: map[string]*floorRoom{}}
 	parleyv1.RegisterAuthServiceServer(gs, fs)
 	parleyv1.RegisterRoomServiceServer(gs, fs)
@@ -147,7 +126,7 @@ func (f *FloorServer) wakeWriters(ctx context.Context) {
 // ConnectResponse frame, built once for every stream.
 type floorMsg struct {
 	enc   []byte
-	frame floorFrame
+	frame chat.EncodedFrame
 }
 
 // enqueue queues a message for st's next tick, unless st has ended.
@@ -168,19 +147,13 @@ func (f *FloorServer) enqueue(st *floorStream, m floorMsg) {
 	}
 }
 
-// Parley's limits on a MessageBatch frame (server/chat's maxBatchMessages
-// and maxBatchBytes).
-const (
-	floorBatchMessages = 1000
-	floorBatchBytes    = 1 << 20
-)
-
 // write sends st's queued messages each time it is woken, until ctx ends:
 // as Parley's writers do, a lone message as its Message frame, several as
 // MessageBatch frames within Parley's limits, or each as its own frame for
 // a stream that takes no batches.
-func (st *floorStream) write(ctx context.Context) {
+func (f *FloorServer) write(ctx context.Context, st *floorStream) {
 	var batch []floorMsg
+	var encs [][]byte
 	for {
 		select {
 		case <-ctx.Done():
@@ -194,42 +167,32 @@ func (st *floorStream) write(ctx context.Context) {
 		var frames int64
 		st.wmu.Lock()
 		for rest := batch; len(rest) > 0; frames++ {
-			n, size := 1, 0
-			if st.batches {
-				for n, size = 0, 0; n < len(rest) && n < floorBatchMessages; n++ {
-					item := protowire.SizeTag(wireBatchItem) + protowire.SizeBytes(len(rest[n].enc))
-					if n > 0 && size+item > floorBatchBytes {
-						break
-					}
-					size += item
-				}
+			// Parley's rule (server/chat's handleAll): a message joins the
+			// batch while the batch stays within both limits.
+			n, size := 1, len(rest[0].enc)+8
+			for st.batches && n < len(rest) && n < chat.MaxBatchMessages && size+len(rest[n].enc) <= chat.MaxBatchBytes {
+				size += len(rest[n].enc) + 8
+				n++
 			}
-			f := rest[0].frame
+			frame := rest[0].frame
 			if n > 1 {
-				f = make(floorFrame, 0, protowire.SizeTag(wireMessageBatch)+protowire.SizeBytes(size))
-				f = protowire.AppendTag(f, wireMessageBatch, protowire.BytesType)
-				f = protowire.AppendVarint(f, uint64(size))
+				encs = encs[:0]
 				for _, m := range rest[:n] {
-					f = protowire.AppendTag(f, wireBatchItem, protowire.BytesType)
-					f = protowire.AppendBytes(f, m.enc)
+					encs = append(encs, m.enc)
 				}
+				frame = chat.BatchFrame(encs)
 			}
-			if err := st.srv.SendMsg(f); err != nil {
+			if err := st.srv.SendMsg(frame); err != nil {
 				break // the stream is gone
 			}
 			rest = rest[n:]
 		}
 		st.wmu.Unlock()
-		st.counted.framesSent.Add(frames)
-		st.counted.messagesSent.Add(int64(len(batch)))
+		f.framesSent.Add(frames)
+		f.messagesSent.Add(int64(len(batch)))
 		clear(batch)
+		clear(encs)
 	}
-}
-
-// messageFrame is the ConnectResponse whose field num holds b.
-func messageFrame(num protowire.Number, b []byte) floorFrame {
-	f := protowire.AppendTag(make([]byte, 0, len(b)+8), num, protowire.BytesType)
-	return protowire.AppendBytes(f, b)
 }
 
 func (st *floorStream) send(m any) error {
@@ -255,7 +218,7 @@ func (f *FloorServer) JoinRoom(_ context.Context, req *parleyv1.JoinRoomRequest)
 }
 
 func (f *FloorServer) Connect(srv parleyv1.ChatService_ConnectServer) error {
-	st := &floorStream{srv: srv, wake: make(chan struct{}, 1), counted: f}
+	st := &floorStream{srv: srv, wake: make(chan struct{}, 1)}
 	var sender string // the token is the username
 	if md, ok := metadata.FromIncomingContext(srv.Context()); ok && len(md.Get("authorization")) == 1 {
 		sender = strings.TrimPrefix(md.Get("authorization")[0], "Bearer ")
@@ -307,7 +270,7 @@ func (f *FloorServer) Connect(srv parleyv1.ChatService_ConnectServer) error {
 				return status.Errorf(codes.NotFound, "room %q not found", v.Subscribe.RoomId)
 			}
 			if f.tick > 0 {
-				writer.Go(func() { st.write(wctx) })
+				writer.Go(func() { f.write(wctx, st) })
 			}
 			// Under the room's lock, so that no message goes out before it.
 			room.mu.Lock()
@@ -332,7 +295,7 @@ func (f *FloorServer) Connect(srv parleyv1.ChatService_ConnectServer) error {
 				room.mu.Unlock()
 				return err
 			}
-			msg := floorMsg{enc: enc, frame: messageFrame(wireMessage, enc)}
+			msg := floorMsg{enc: enc, frame: chat.MessageFrame(enc)}
 			for _, s := range room.streams {
 				if f.tick > 0 {
 					f.enqueue(s, msg)

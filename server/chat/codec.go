@@ -64,8 +64,8 @@ const (
 	fieldBatchItem    protowire.Number = 1  // MessageBatch.messages
 )
 
-// messageFrame returns ConnectResponse{message: m} given m's encoding.
-func messageFrame(m []byte) EncodedFrame {
+// MessageFrame returns ConnectResponse{message: m} given m's encoding.
+func MessageFrame(m []byte) EncodedFrame {
 	buf := make([]byte, 0, protowire.SizeTag(fieldMessage)+protowire.SizeBytes(len(m)))
 	buf = protowire.AppendTag(buf, fieldMessage, protowire.BytesType)
 	buf = protowire.AppendBytes(buf, m)
@@ -81,12 +81,12 @@ func messageFrameOf(ev *fanout.Event) EncodedFrame {
 	if ev.MessageField != nil {
 		return EncodedFrame{&ev.MessageField}
 	}
-	return messageFrame(ev.MessageBytes)
+	return MessageFrame(ev.MessageBytes)
 }
 
-// batchFrame returns ConnectResponse{message_batch: {messages: msgs}} given
+// BatchFrame returns ConnectResponse{message_batch: {messages: msgs}} given
 // the messages' encodings.
-func batchFrame(msgs [][]byte) EncodedFrame {
+func BatchFrame(msgs [][]byte) EncodedFrame {
 	n := 0
 	for _, m := range msgs {
 		n += protowire.SizeTag(fieldBatchItem) + protowire.SizeBytes(len(m))

@@ -94,11 +94,11 @@ func TestMessageFrameOfAnEvent(t *testing.T) {
 func TestEncodedFramesDecodeAsConnectResponses(t *testing.T) {
 	ev := liveEvent(t, "r", "e", 1)
 	f := &parleyv1.ConnectResponse{}
-	if err := proto.Unmarshal(messageFrame(ev.MessageBytes).Bytes(), f); err != nil || !proto.Equal(f.GetMessage(), ev.GetMessage()) {
+	if err := proto.Unmarshal(MessageFrame(ev.MessageBytes).Bytes(), f); err != nil || !proto.Equal(f.GetMessage(), ev.GetMessage()) {
 		t.Fatalf("message frame = %v, %v", f, err)
 	}
 	ev2 := liveEvent(t, "r", "e", 2)
-	if err := proto.Unmarshal(batchFrame([][]byte{ev.MessageBytes, ev2.MessageBytes}).Bytes(), f); err != nil {
+	if err := proto.Unmarshal(BatchFrame([][]byte{ev.MessageBytes, ev2.MessageBytes}).Bytes(), f); err != nil {
 		t.Fatal(err)
 	}
 	if ms := f.GetMessageBatch().GetMessages(); len(ms) != 2 || !proto.Equal(ms[0], ev.GetMessage()) || !proto.Equal(ms[1], ev2.GetMessage()) {

@@ -14,7 +14,7 @@ import (
 // (MESSAGE_TOO_LARGE), the message was withdrawn and the sender was told to
 // retry, which could never succeed. Half a MiB leaves a wide margin for the
 // rest of the message. Frames and pages of several messages are capped by
-// bytes too (maxBatchBytes).
+// bytes too (MaxBatchBytes).
 const MaxBodyLimit = 512 << 10
 
 // Config holds the chat limits. Zero values take the defaults.

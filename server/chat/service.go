@@ -554,11 +554,11 @@ func (s *Service) ListMessages(ctx context.Context, req *parleyv1.ListMessagesRe
 		return nil, fmt.Errorf("read history: %w: %v", apierr.ErrUnavailable, err)
 	}
 	resp := &parleyv1.ListMessagesResponse{Messages: msgs}
-	// A page holds page_size messages and at most maxBatchBytes of them
+	// A page holds page_size messages and at most MaxBatchBytes of them
 	// (at least one), so that a page of large messages stays under a
 	// client's default 4 MiB receive limit; the token then resumes after
 	// the last one returned.
-	if n := leadingBytes(msgs, size, maxBatchBytes); n < len(msgs) {
+	if n := leadingBytes(msgs, size, MaxBatchBytes); n < len(msgs) {
 		resp.Messages = msgs[:n]
 		resp.NextPageToken = pagetoken.Encode(pagetoken.Token{Query: query, Seq: msgs[n-1].Seq})
 	}

@@ -831,7 +831,7 @@ func TestLargeMessagesStayUnderTheClientsReceiveLimit(t *testing.T) {
 			if err != nil {
 				t.Fatalf("after %d, page %d: %v", after, pages, err)
 			}
-			if size := proto.Size(resp); size > maxBatchBytes+1024 || len(resp.Messages) == 0 {
+			if size := proto.Size(resp); size > MaxBatchBytes+1024 || len(resp.Messages) == 0 {
 				t.Fatalf("after %d, page %d: %d messages in %d bytes", after, pages, len(resp.Messages), size)
 			}
 			for _, m := range resp.Messages {
@@ -860,7 +860,7 @@ func TestLargeMessagesStayUnderTheClientsReceiveLimit(t *testing.T) {
 		}
 	}
 	for _, x := range f {
-		if b := x.GetMessageBatch(); b != nil && proto.Size(b) > maxBatchBytes+1024 {
+		if b := x.GetMessageBatch(); b != nil && proto.Size(b) > MaxBatchBytes+1024 {
 			t.Fatalf("a replay frame of %d messages, %d bytes", len(b.Messages), proto.Size(b))
 		}
 	}

@@ -348,10 +348,10 @@ func statusFor(cause error) error {
 }
 
 // Batches are capped so that one frame stays well under a client's default
-// 4 MiB receive limit.
+// 4 MiB receive limit (bench's floor server keeps to them too).
 const (
-	maxBatchBytes    = 1 << 20
-	maxBatchMessages = 1000
+	MaxBatchBytes    = 1 << 20
+	MaxBatchMessages = 1000
 )
 
 // handleAll handles items in order. Consecutive live messages are written
@@ -389,7 +389,7 @@ func (ss *session) handleAll(items []item) error {
 			for i, ev := range evs {
 				msgs[i] = ev.MessageBytes
 			}
-			return ss.sendRaw(batchFrame(msgs))
+			return ss.sendRaw(BatchFrame(msgs))
 		}
 	}
 	for _, it := range items {
@@ -420,7 +420,7 @@ func (ss *session) handleAll(items []item) error {
 				continue
 			}
 			st.last = m.Seq
-			if len(*pending) == maxBatchMessages || size+len(it.ev.MessageBytes) > maxBatchBytes {
+			if len(*pending) == MaxBatchMessages || size+len(it.ev.MessageBytes) > MaxBatchBytes {
 				if err := flush(); err != nil {
 					return err
 				}
@@ -596,7 +596,7 @@ func (ss *session) catchUp(room string, from *parleyv1.RoomPosition) (*roomState
 func (ss *session) sendMessages(msgs []*parleyv1.Message) error {
 	if ss.batches.Load() {
 		for len(msgs) > 0 {
-			n := leadingBytes(msgs, replayBatch, maxBatchBytes)
+			n := leadingBytes(msgs, replayBatch, MaxBatchBytes)
 			if err := ss.send(batchOf(msgs[:n])); err != nil {
 				return err
 			}
@@ -613,7 +613,7 @@ func (ss *session) sendMessages(msgs []*parleyv1.Message) error {
 }
 
 // replayBatch is how many replayed messages go in one MessageBatch frame
-// at most (and at most maxBatchBytes of them).
+// at most (and at most MaxBatchBytes of them).
 const replayBatch = 200
 
 // leadingBytes returns how many of the first messages of msgs fit in
