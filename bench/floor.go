@@ -195,6 +195,16 @@ func (f *FloorServer) write(ctx context.Context, st *floorStream) {
 	}
 }
 
+// bearerToken is the token a call carries (authCtx's), for the stand-in
+// servers whose tokens are usernames.
+func bearerToken(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if vals := md.Get("authorization"); len(vals) == 1 {
+		return strings.TrimPrefix(vals[0], "Bearer ")
+	}
+	return ""
+}
+
 func (st *floorStream) send(m any) error {
 	st.wmu.Lock()
 	defer st.wmu.Unlock()
@@ -219,10 +229,7 @@ func (f *FloorServer) JoinRoom(_ context.Context, req *parleyv1.JoinRoomRequest)
 
 func (f *FloorServer) Connect(srv parleyv1.ChatService_ConnectServer) error {
 	st := &floorStream{srv: srv, wake: make(chan struct{}, 1)}
-	var sender string // the token is the username
-	if md, ok := metadata.FromIncomingContext(srv.Context()); ok && len(md.Get("authorization")) == 1 {
-		sender = strings.TrimPrefix(md.Get("authorization")[0], "Bearer ")
-	}
+	sender := bearerToken(srv.Context()) // the token is the username
 	var room *floorRoom
 	// The writer ends before the handler returns: no SendMsg after it.
 	wctx, stopWriter := context.WithCancel(srv.Context())

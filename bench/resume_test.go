@@ -13,7 +13,6 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	parleyv1 "github.com/parleychat/parley/gen/go/parley/v1"
@@ -95,10 +94,7 @@ func (f *slowServer) JoinRoom(_ context.Context, req *parleyv1.JoinRoomRequest) 
 }
 
 func (f *slowServer) Connect(srv parleyv1.ChatService_ConnectServer) error {
-	var tok string
-	if md, ok := metadata.FromIncomingContext(srv.Context()); ok && len(md.Get("authorization")) == 1 {
-		tok = strings.TrimPrefix(md.Get("authorization")[0], "Bearer ")
-	}
+	tok := bearerToken(srv.Context())
 	st := &slowStream{srv: srv, dropped: make(chan struct{})}
 	f.mu.Lock()
 	for suffix, ns := range f.drops {
